@@ -1,0 +1,1 @@
+"""gateway: WebSocket rooms and fan-out. Knows nothing of sales; `live/` wires it to the rest."""

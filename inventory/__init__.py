@@ -1,0 +1,1 @@
+"""inventory: flash-sale stock in Redis and the durable order ledger. Knows nothing of sockets."""

@@ -1,0 +1,69 @@
+"""The aiohttp application: routes, background tasks and shutdown hooks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from redis.exceptions import RedisError
+
+from gateway import close_codes
+from live import http_api, ws
+from live.services import SERVICES, Services
+
+log = logging.getLogger(__name__)
+
+_REDIS_PROBE_INTERVAL_S = 5.0
+
+
+async def _probe_redis(app: web.Application) -> AsyncIterator[None]:
+    """Measure the Redis round trip in the background, for /metrics."""
+    services = app[SERVICES]
+
+    async def loop() -> None:
+        while True:
+            started = time.perf_counter()
+            try:
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+                async with asyncio.timeout(2.0):
+                    await services.redis.ping()
+            except (RedisError, OSError, TimeoutError) as exc:
+                services.metrics.redis_up.set(0)
+                log.warning("redis probe failed", extra={"error": repr(exc)})
+            else:
+                services.metrics.redis_rtt.observe(time.perf_counter() - started)
+                services.metrics.redis_up.set(1)
+            await asyncio.sleep(_REDIS_PROBE_INTERVAL_S)
+
+    task = asyncio.create_task(loop(), name="redis-probe")
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def _close_websockets(app: web.Application) -> None:
+    hint = json.dumps({"code": "shutdown", "retry_ms": 1000})
+    await app[SERVICES].hub.close_all(close_codes.GOING_AWAY, hint)
+
+
+def build_app(services: Services) -> web.Application:
+    app = web.Application(
+        client_max_size=services.settings.max_body_bytes, middlewares=[http_api.error_middleware]
+    )
+    app[SERVICES] = services
+    app.router.add_get("/healthz", http_api.healthz)
+    app.router.add_get("/readyz", http_api.readyz)
+    app.router.add_get("/metrics", http_api.metrics)
+    app.router.add_post("/api/rooms", http_api.create_room)
+    app.router.add_get("/api/rooms", http_api.list_rooms)
+    app.router.add_get("/api/rooms/{room_id}", http_api.get_room)
+    app.router.add_post("/api/rooms/{room_id}/products", http_api.add_product)
+    app.router.add_get("/api/rooms/{room_id}/products", http_api.list_products)
+    app.router.add_get("/ws/rooms/{room_id}", ws.room_socket)
+    app.cleanup_ctx.append(_probe_redis)
+    app.on_shutdown.append(_close_websockets)
+    return app

@@ -1,0 +1,246 @@
+"""The HTTP side: health, readiness, metrics, and the host API for rooms and products.
+
+Every error is JSON ``{"error": {"code": "...", "message": "..."}}`` with a 4xx/5xx status;
+docs/http-api.md lists the codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from typing import Any
+
+from aiohttp import web
+from redis.exceptions import RedisError
+
+from live import __version__
+from live.auth import ANY_ROOM, AuthError, Identity, Role
+from live.metrics import CONTENT_TYPE
+from live.rooms import RoomExists, RoomNotFound
+from live.services import SERVICES
+
+log = logging.getLogger(__name__)
+
+ROOM_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+MAX_TITLE = 200
+MAX_URL = 2048
+MAX_PRICE_CENTS = 10**12
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def reply(data: Any, status: int = 200) -> web.Response:
+    """A JSON response, with non-ASCII text (Chinese titles, say) left readable."""
+    body = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    return web.Response(text=body, status=status, content_type="application/json")
+
+
+def error_response(status: int, code: str, message: str) -> web.Response:
+    return reply({"error": {"code": code, "message": message}}, status=status)
+
+
+_HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+}
+_AUTH_STATUS = {"wrong_room": 403, "forbidden": 403}
+
+
+@web.middleware
+async def error_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    metrics = request.app[SERVICES].metrics
+    try:
+        response = await handler(request)
+    except ApiError as exc:
+        response = error_response(exc.status, exc.code, exc.message)
+    except AuthError as exc:
+        response = error_response(_AUTH_STATUS.get(exc.code, 401), exc.code, exc.message)
+    except RoomNotFound as exc:
+        response = error_response(404, "room_not_found", f"no room {exc.args[0]!r}")
+    except RoomExists as exc:
+        response = error_response(409, "room_exists", f"room {exc.args[0]!r} already exists")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _HTTP_CODES.get(exc.status, "http_error")
+        response = error_response(exc.status, code, exc.reason)
+    except (RedisError, OSError) as exc:
+        log.error("backend unavailable", extra={"error": repr(exc), "path": request.path})
+        response = error_response(503, "unavailable", "a backend is unavailable; retry shortly")
+    except Exception:
+        log.exception("unhandled error", extra={"path": request.path})
+        response = error_response(500, "internal", "internal server error")
+    metrics.http_responses.labels(str(response.status)).inc()
+    if response.status >= 400 and isinstance(response, web.Response) and response.body:
+        metrics.errors.labels(_error_code(response)).inc()
+    return response
+
+
+def _error_code(response: web.Response) -> str:
+    try:
+        return str(json.loads(response.body)["error"]["code"])  # type: ignore[arg-type]
+    except (ValueError, KeyError, TypeError):
+        return f"http_{response.status}"
+
+
+# -- request helpers ------------------------------------------------------------------------
+
+
+def bearer_token(request: web.Request, allow_query: bool = False) -> str | None:
+    header = request.headers.get("Authorization", "")
+    if header:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise AuthError("token_invalid", "the Authorization header must be 'Bearer <token>'")
+        return token.strip()
+    if allow_query:
+        return request.query.get("token") or None
+    return None
+
+
+def identify(request: web.Request, allow_query: bool = False) -> Identity:
+    token = bearer_token(request, allow_query)
+    if token is None:
+        raise AuthError("token_missing", "send a token: Authorization: Bearer <token>")
+    return request.app[SERVICES].auth.verify(token)
+
+
+async def json_body(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()  # raises 413 past client_max_size
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "bad_json", "the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "bad_json", "the body must be a JSON object")
+    return body
+
+
+_TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false"}
+
+
+def take(body: dict[str, Any], name: str, kind: type, required: bool = True) -> Any:
+    """The field ``name`` if it has type ``kind`` (bool is not an int here), else a 400."""
+    if name not in body or body[name] is None:
+        if required:
+            raise ApiError(400, "missing_field", f"the field {name!r} is required")
+        return None
+    value = body[name]
+    if type(value) is not kind:
+        raise ApiError(400, "invalid_field", f"the field {name!r} must be {_TYPE_NAMES[kind]}")
+    return value
+
+
+def _check_field(ok: bool, name: str, rule: str) -> None:
+    if not ok:
+        raise ApiError(400, "invalid_field", f"the field {name!r} {rule}")
+
+
+def _text(body: dict[str, Any], name: str, max_len: int) -> str:
+    value: str = take(body, name, str).strip()
+    _check_field(0 < len(value) <= max_len, name, f"must be 1 to {max_len} characters")
+    return value
+
+
+# -- handlers -------------------------------------------------------------------------------
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return reply({"status": "ok", "version": __version__})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    checks: dict[str, str] = {}
+    for name, probe in (("redis", services.redis.ping), ("sqlite", services.store.ping)):
+        try:
+            async with asyncio.timeout(2.0):
+                await probe()
+            checks[name] = "ok"
+        except Exception as exc:  # any failure means "not ready"; the reason is reported
+            checks[name] = f"error: {exc.__class__.__name__}: {exc}"
+    ready = all(v == "ok" for v in checks.values())
+    return reply(
+        {"status": "ready" if ready else "unready", **checks}, status=200 if ready else 503
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[SERVICES].metrics.render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
+async def create_room(request: web.Request) -> web.Response:
+    who = identify(request)
+    who.require_role(Role.HOST)
+    body = await json_body(request)
+    title = _text(body, "title", MAX_TITLE)
+    room_id = take(body, "id", str, required=False)
+    allow_anonymous = take(body, "allow_anonymous", bool, required=False) or False
+    if room_id is None and who.room != ANY_ROOM:
+        room_id = who.room
+    if room_id is not None:
+        _check_field(bool(ROOM_ID.fullmatch(room_id)), "id", "must be 1-64 of A-Z a-z 0-9 _ -")
+        who.require_room(room_id)
+    room = await request.app[SERVICES].rooms.create(
+        title, host_id=who.user_id, room_id=room_id, allow_anonymous=allow_anonymous
+    )
+    return reply(asdict(room), status=201)
+
+
+async def list_rooms(request: web.Request) -> web.Response:
+    who = identify(request)
+    who.require_role(Role.HOST, Role.MODERATOR)
+    rooms = await request.app[SERVICES].rooms.all()
+    return reply({"rooms": [asdict(r) for r in rooms if who.may_enter(r.id)]})
+
+
+async def get_room(request: web.Request) -> web.Response:
+    room_id = request.match_info["room_id"]
+    identify(request).require_room(room_id)
+    rooms = request.app[SERVICES].rooms
+    room, products = await rooms.get(room_id), await rooms.products(room_id)
+    return reply({**asdict(room), "products": [asdict(p) for p in products]})
+
+
+async def add_product(request: web.Request) -> web.Response:
+    room_id = request.match_info["room_id"]
+    who = identify(request)
+    who.require_room(room_id)
+    who.require_role(Role.HOST)
+    body = await json_body(request)
+    title = _text(body, "title", MAX_TITLE)
+    price_cents = take(body, "price_cents", int)
+    _check_field(
+        0 <= price_cents <= MAX_PRICE_CENTS, "price_cents", f"must be 0 to {MAX_PRICE_CENTS}"
+    )
+    image_url = take(body, "image_url", str, required=False)
+    if image_url is not None:
+        _check_field(
+            len(image_url) <= MAX_URL and re.match(r"https?://\S+$", image_url) is not None,
+            "image_url",
+            f"must be an http(s) URL of at most {MAX_URL} characters",
+        )
+    product = await request.app[SERVICES].rooms.add_product(room_id, title, price_cents, image_url)
+    return reply(asdict(product), status=201)
+
+
+async def list_products(request: web.Request) -> web.Response:
+    room_id = request.match_info["room_id"]
+    identify(request).require_room(room_id)
+    products = await request.app[SERVICES].rooms.products(room_id)
+    return reply({"products": [asdict(p) for p in products]})

@@ -1,0 +1,40 @@
+"""Prometheus metrics, in a registry owned by one server (no process-global state)."""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+__all__ = ["CONTENT_TYPE", "Metrics"]
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.connections = Gauge(
+            "live_connections", "Open WebSocket connections in this process", registry=r
+        )
+        self.rooms = Gauge(
+            "live_rooms_active", "Rooms with at least one connection in this process", registry=r
+        )
+        self.frames_in = Counter(
+            "live_frames_in", "WebSocket frames received from clients", registry=r
+        )
+        self.frames_out = Counter("live_frames_out", "WebSocket frames sent to clients", registry=r)
+        self.errors = Counter(
+            "live_errors", "Errors answered to clients, by kind (error code)", ["kind"], registry=r
+        )
+        self.http_responses = Counter(
+            "live_http_responses", "HTTP responses by status code", ["status"], registry=r
+        )
+        self.redis_rtt = Histogram(
+            "live_redis_roundtrip_seconds",
+            "Round-trip time of a Redis PING from this process",
+            buckets=(0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=r,
+        )
+        self.redis_up = Gauge("live_redis_up", "1 when the last Redis probe succeeded", registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,152 @@
+"""Rooms and their products.
+
+Written to SQLite first (the record), then to Redis, which every gateway node reads. At start,
+``restore`` copies the record back into Redis, so a Redis that lost its data (or a fresh
+external one) still knows every room.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+import time
+from collections.abc import Mapping
+from dataclasses import asdict
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from live.store import ProductRow, RoomRow, Store
+
+
+class RoomNotFound(LookupError):
+    pass
+
+
+class RoomExists(Exception):
+    pass
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_urlsafe(9)}"
+
+
+class RoomKeys:
+    """Redis key names. A room's keys share the hash tag ``{room id}`` for Redis Cluster."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.index = f"{prefix}:rooms"
+
+    def room(self, room_id: str) -> str:
+        return f"{self.prefix}:room:{{{room_id}}}"
+
+    def products(self, room_id: str) -> str:
+        return f"{self.prefix}:room:{{{room_id}}}:products"
+
+
+class Rooms:
+    def __init__(self, store: Store, redis: aioredis.Redis, key_prefix: str) -> None:
+        self._store = store
+        self._redis = redis
+        self._keys = RoomKeys(key_prefix)
+
+    async def create(
+        self, title: str, host_id: str, room_id: str | None = None, allow_anonymous: bool = False
+    ) -> RoomRow:
+        room = RoomRow(
+            id=room_id or new_id("r"),
+            title=title,
+            host_id=host_id,
+            allow_anonymous=allow_anonymous,
+            created_at_ms=now_ms(),
+        )
+        try:
+            await self._store.insert_room(room)
+        except sqlite3.IntegrityError:
+            raise RoomExists(room.id) from None
+        await self._cache_rooms([room])
+        return room
+
+    async def get(self, room_id: str) -> RoomRow:
+        fields = await self._redis.hgetall(self._keys.room(room_id))
+        if not fields:
+            raise RoomNotFound(room_id)
+        return _room_from_hash(fields)
+
+    async def all(self) -> list[RoomRow]:
+        ids: list[Any] = await self._redis.zrange(self._keys.index, 0, -1)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for room_id in ids:
+                pipe.hgetall(self._keys.room(room_id.decode()))
+            hashes = await pipe.execute()
+        return [_room_from_hash(h) for h in hashes if h]
+
+    async def add_product(
+        self, room_id: str, title: str, price_cents: int, image_url: str | None
+    ) -> ProductRow:
+        await self.get(room_id)
+        product = ProductRow(
+            id=new_id("p"),
+            room_id=room_id,
+            title=title,
+            price_cents=price_cents,
+            image_url=image_url,
+            created_at_ms=now_ms(),
+        )
+        await self._store.insert_product(product)
+        await self._cache_products([product], overwrite=True)
+        return product
+
+    async def products(self, room_id: str) -> list[ProductRow]:
+        await self.get(room_id)
+        raw = await self._redis.hvals(self._keys.products(room_id))
+        products = [ProductRow(**json.loads(value)) for value in raw]
+        return sorted(products, key=lambda p: (p.created_at_ms, p.id))
+
+    async def restore(self) -> int:
+        """Copy every room and product of the record into Redis; returns the room count."""
+        rooms = await self._store.rooms()
+        await self._cache_rooms(rooms)
+        await self._cache_products(await self._store.products(), overwrite=False)
+        return len(rooms)
+
+    async def _cache_rooms(self, rooms: list[RoomRow]) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for room in rooms:
+                pipe.hset(self._keys.room(room.id), mapping=_room_to_hash(room))
+                pipe.zadd(self._keys.index, {room.id: room.created_at_ms})
+            await pipe.execute()
+
+    async def _cache_products(self, products: list[ProductRow], overwrite: bool) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for product in products:
+                write = pipe.hset if overwrite else pipe.hsetnx
+                write(self._keys.products(product.room_id), product.id, json.dumps(asdict(product)))
+            await pipe.execute()
+
+
+def _room_to_hash(room: RoomRow) -> dict[Any, Any]:
+    return {
+        "id": room.id,
+        "title": room.title,
+        "host_id": room.host_id,
+        "allow_anonymous": int(room.allow_anonymous),
+        "created_at_ms": room.created_at_ms,
+    }
+
+
+def _room_from_hash(fields: Mapping[Any, Any]) -> RoomRow:
+    text = {k.decode(): v.decode() for k, v in fields.items()}
+    return RoomRow(
+        id=text["id"],
+        title=text["title"],
+        host_id=text["host_id"],
+        allow_anonymous=text["allow_anonymous"] == "1",
+        created_at_ms=int(text["created_at_ms"]),
+    )

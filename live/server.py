@@ -1,0 +1,195 @@
+"""Run the whole server: Redis (embedded or external), SQLite, the HTTP/WebSocket app.
+
+Start order: data dir lock -> Redis (up and checked) -> SQLite -> rooms restored -> listening.
+Stop order (first SIGTERM/SIGINT): stop accepting -> close WebSockets with 1001 and a reconnect
+hint -> let requests finish -> flush and close SQLite -> close the Redis client -> stop the
+embedded Redis last. A second signal exits at once (the kernel still stops embedded Redis).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import signal
+import sqlite3
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from gateway.hub import Hub
+from live.app import build_app
+from live.auth import ANY_ROOM, Auth, Role
+from live.datadir import DataDir
+from live.errors import StartupError
+from live.logs import AccessLogger
+from live.metrics import Metrics
+from live.redis_client import check_server, connect, redact_url
+from live.redis_server import EmbeddedRedis, find_redis_server
+from live.rooms import Rooms
+from live.services import Services
+from live.settings import Settings
+from live.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def load_auth(settings: Settings, data_dir: DataDir, private_key: bytes | None = None) -> Auth:
+    """HS256 with LIVE_SECRET or the data dir's secret; RS256/ES256 with the public key."""
+    if settings.jwt_algorithm == "HS256":
+        return Auth.hs256(settings.secret or data_dir.load_or_create_secret())
+    assert settings.jwt_public_key is not None  # checked by Settings
+    try:
+        public_key = settings.jwt_public_key.read_bytes()
+    except OSError as exc:
+        raise StartupError(f"cannot read jwt_public_key {settings.jwt_public_key}: {exc}") from exc
+    return Auth(settings.jwt_algorithm, public_key, private_key)
+
+
+@contextlib.asynccontextmanager
+async def redis_for(settings: Settings, data_dir: DataDir) -> AsyncIterator[str]:
+    """Yield the URL of a Redis to use: the operator's, or a private one stopped on exit."""
+    if settings.redis_url:
+        yield settings.redis_url
+        return
+    embedded = EmbeddedRedis(
+        data_dir.redis_dir,
+        find_redis_server(settings.redis_server),
+        start_timeout_s=settings.redis_start_timeout_s,
+    )
+    embedded.start()
+    try:
+        yield embedded.url
+    finally:
+        embedded.stop()
+
+
+@dataclass(frozen=True)
+class Running:
+    """A started server: its services and the address it really listens on."""
+
+    services: Services
+    url: str
+
+
+async def serve(settings: Settings, announce: bool = True) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+    stop = asyncio.Event()
+    _install_signal_handlers(stop)
+    async with running(settings) as server:
+        if announce:
+            _announce(settings, server.services.auth)
+        await stop.wait()
+        log.info("shutting down")
+    log.info("stopped")
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[Running]:
+    """Start everything in order, yield while serving, stop everything in reverse order."""
+    data_dir = DataDir(settings.data_dir)
+    data_dir.lock()
+    try:
+        auth = load_auth(settings, data_dir)
+        async with redis_for(settings, data_dir) as redis_url:
+            redis = connect(redis_url)
+            try:
+                kind = await check_server(redis, redis_url)
+                log.info("redis connected", extra={"url": redact_url(redis_url), "server": kind})
+                store = await _open_store(data_dir)
+                try:
+                    async with _listening(settings, auth, redis, store) as server:
+                        yield server
+                finally:
+                    await store.close()
+                    log.info("sqlite closed")
+            finally:
+                await redis.aclose()
+    finally:
+        data_dir.unlock()
+
+
+async def _open_store(data_dir: DataDir) -> Store:
+    try:
+        return await Store.open(data_dir.sqlite_path)
+    except sqlite3.Error as exc:
+        raise StartupError(f"cannot open the database {data_dir.sqlite_path}: {exc}") from exc
+
+
+@contextlib.asynccontextmanager
+async def _listening(
+    settings: Settings, auth: Auth, redis: aioredis.Redis, store: Store
+) -> AsyncIterator[Running]:
+    metrics = Metrics()
+
+    def count(connections: int, active_rooms: int) -> None:
+        metrics.connections.set(connections)
+        metrics.rooms.set(active_rooms)
+
+    rooms = Rooms(store, redis, settings.key_prefix)
+    restored = await rooms.restore()
+    services = Services(settings, redis, store, rooms, auth, metrics, Hub(on_change=count))
+    runner = web.AppRunner(
+        build_app(services),
+        handle_signals=False,
+        access_log_class=AccessLogger,
+        shutdown_timeout=settings.shutdown_timeout_s,
+    )
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.host, settings.port)
+        try:
+            await site.start()
+        except OSError as exc:
+            where = f"{settings.host}:{settings.port}"
+            if exc.errno == errno.EADDRINUSE:
+                raise StartupError(f"{where} is already in use") from exc
+            raise StartupError(f"cannot listen on {where}: {exc.strerror}") from exc
+        host, port = runner.addresses[0][:2]
+        url = settings.base_url if settings.port else f"http://{host}:{port}"
+        log.info("listening", extra={"url": url, "rooms": restored, "pid": os.getpid()})
+        yield Running(services, url)
+    finally:
+        await runner.cleanup()
+
+
+def _announce(settings: Settings, auth: Auth) -> None:
+    """Show a host how to get in. The token goes to an interactive terminal only, never a log."""
+    if sys.stdout.isatty() and settings.jwt_algorithm == "HS256":
+        token = auth.mint("host", ANY_ROOM, Role.HOST, settings.token_ttl_s)
+        print(f"\n  live is running: {settings.base_url}  (host API: /api/rooms)")
+        print(f"  Host token, all rooms, valid {settings.token_ttl_s // 3600} h:\n  {token}\n")
+    else:
+        log.info(
+            "mint a host token with: live token --role host --room '*' --data-dir DIR",
+            extra={"api": settings.base_url + "/api/rooms"},
+        )
+
+
+def _install_signal_handlers(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():
+            log.warning("second signal: exiting now", extra={"signal": signal.Signals(signum).name})
+            os._exit(1)
+        log.info("signal received", extra={"signal": signal.Signals(signum).name})
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+
+
+def run(settings: Settings) -> None:
+    """Run ``serve`` on uvloop where it is installed, else on plain asyncio."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(serve(settings))
+    else:
+        uvloop.run(serve(settings))

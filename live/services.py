@@ -1,0 +1,31 @@
+"""The services a running server is made of, built once by ``live.server``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from gateway.hub import Hub
+from live.auth import Auth
+from live.metrics import Metrics
+from live.rooms import Rooms
+from live.settings import Settings
+from live.store import Store
+
+
+@dataclass
+class Services:
+    """What the handlers need; stored on the aiohttp app under ``SERVICES``."""
+
+    settings: Settings
+    redis: aioredis.Redis
+    store: Store
+    rooms: Rooms
+    auth: Auth
+    metrics: Metrics
+    hub: Hub
+
+
+SERVICES = web.AppKey("services", Services)

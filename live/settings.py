@@ -1,0 +1,224 @@
+"""One settings object, built once at start and passed down.
+
+Precedence, lowest first: defaults < TOML file (``--config`` / ``LIVE_CONFIG``) < ``LIVE_*``
+environment variables < command-line flags. Every value is validated here, so the rest of the
+code can trust it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+import typing
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from live.errors import UsageError
+
+ENV_PREFIX = "LIVE_"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
+JWT_ALGORITHMS = ("HS256", "RS256", "ES256")
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+_KEY_PREFIX = re.compile(r"[A-Za-z0-9_.:-]{1,32}")
+
+
+class SettingsError(UsageError):
+    """A setting has a value the server cannot use."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything an operator can configure. Field names are the TOML keys; ``LIVE_`` + the
+    upper-cased name is the environment variable."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: Path = Path("live-data")
+    #: External Redis (redis://, rediss://, unix://). None starts a private embedded one.
+    redis_url: str | None = dataclasses.field(default=None, repr=False)
+    #: Path of a redis-server/valkey-server binary for the embedded Redis.
+    redis_server: str | None = None
+    redis_start_timeout_s: float = 10.0
+    #: Prefix of every Redis key, so several deployments can share one Redis.
+    key_prefix: str = "live"
+    log_level: str = "info"
+    log_format: str = "text"
+    #: HS256 signing secret. None: generated once into the data dir (mode 0600).
+    secret: str | None = dataclasses.field(default=None, repr=False)
+    jwt_algorithm: str = "HS256"
+    #: PEM file with the public key that verifies RS256/ES256 tokens minted elsewhere.
+    jwt_public_key: Path | None = None
+    #: Lifetime of tokens minted by `live token` and of the host token shown at first start.
+    token_ttl_s: int = 86_400
+    #: Largest HTTP request body the host API reads.
+    max_body_bytes: int = 64 * 1024
+    #: Largest WebSocket message a client may send; bigger ones close the connection (1009).
+    max_frame_bytes: int = 64 * 1024
+    #: Server pings each WebSocket this often; a client silent for twice as long is dropped.
+    ping_interval_s: float = 25.0
+    shutdown_timeout_s: float = 10.0
+    #: Base URL printed for the console; defaults to http://host:port.
+    public_url: str | None = None
+
+    def __post_init__(self) -> None:
+        _check(1 <= len(self.host) <= 255, "host must be a host name or address")
+        _check(0 <= self.port <= 65535, f"port must be 0..65535, not {self.port}")
+        _check(str(self.data_dir) != "", "data_dir must not be empty")
+        if self.redis_url is not None:
+            check_redis_url(self.redis_url)
+        _check(self.redis_start_timeout_s > 0, "redis_start_timeout_s must be > 0")
+        _check(
+            _KEY_PREFIX.fullmatch(self.key_prefix) is not None,
+            "key_prefix must be 1-32 characters of letters, digits and _.:-",
+        )
+        _check(self.log_level in LOG_LEVELS, f"log_level must be one of {', '.join(LOG_LEVELS)}")
+        _check(
+            self.log_format in LOG_FORMATS, f"log_format must be one of {', '.join(LOG_FORMATS)}"
+        )
+        _check(
+            self.jwt_algorithm in JWT_ALGORITHMS,
+            f"jwt_algorithm must be one of {', '.join(JWT_ALGORITHMS)}",
+        )
+        if self.jwt_algorithm != "HS256":
+            _check(
+                self.jwt_public_key is not None,
+                f"jwt_algorithm {self.jwt_algorithm} needs jwt_public_key (a PEM file)",
+            )
+        if self.secret is not None:
+            _check(len(self.secret) >= 32, "secret must be at least 32 characters")
+        _check(self.token_ttl_s > 0, "token_ttl_s must be > 0")
+        _check(self.max_body_bytes >= 1024, "max_body_bytes must be >= 1024")
+        _check(self.max_frame_bytes >= 256, "max_frame_bytes must be >= 256")
+        _check(self.ping_interval_s > 0, "ping_interval_s must be > 0")
+        _check(self.shutdown_timeout_s > 0, "shutdown_timeout_s must be > 0")
+        if self.public_url is not None:
+            _check(
+                urlsplit(self.public_url).scheme in ("http", "https"),
+                "public_url must be an http:// or https:// URL",
+            )
+
+    @property
+    def base_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @classmethod
+    def load(
+        cls,
+        flags: Mapping[str, Any] | None = None,
+        environ: Mapping[str, str] | None = None,
+        config_file: Path | None = None,
+    ) -> Settings:
+        """Merge the layers. ``flags`` holds only the flags the user gave (no None values)."""
+        environ = os.environ if environ is None else environ
+        flags = {k: v for k, v in (flags or {}).items() if v is not None}
+        if config_file is None and environ.get(ENV_PREFIX + "CONFIG"):
+            config_file = Path(environ[ENV_PREFIX + "CONFIG"])
+        values: dict[str, Any] = {}
+        if config_file is not None:
+            values.update(_from_toml(config_file))
+        values.update(_from_env(environ))
+        values.update(_coerce_all(flags, lambda name: "--" + name.replace("_", "-")))
+        try:
+            return cls(**values)
+        except TypeError as exc:  # a wrong type that slipped past coercion
+            raise SettingsError(str(exc)) from exc
+
+
+def check_redis_url(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in REDIS_SCHEMES:
+        raise SettingsError(
+            "redis_url must start with redis://, rediss:// or unix:// "
+            f"(got scheme {parts.scheme or 'none'!r})"
+        )
+    if parts.scheme == "unix":
+        _check(bool(parts.path), "a unix:// redis_url needs a socket path, e.g. unix:///run/r.sock")
+    else:
+        try:
+            port = parts.port
+        except ValueError as exc:
+            raise SettingsError("redis_url has an invalid port") from exc
+        _check(bool(parts.hostname), "redis_url needs a host, e.g. redis://127.0.0.1:6379/0")
+        _check(port is None or port > 0, "redis_url has an invalid port")
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise SettingsError(message)
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+_TYPES = typing.get_type_hints(Settings)
+
+
+def _from_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            raw = tomllib.load(fh)
+    except OSError as exc:
+        raise SettingsError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"config file {path} is not valid TOML: {exc}") from exc
+    return _coerce_all(raw, lambda name: f"{path}: key {name}")
+
+
+def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    raw = {}
+    for name in _FIELDS:
+        key = ENV_PREFIX + name.upper()
+        if key in environ and environ[key] != "":
+            raw[name] = environ[key]
+    return _coerce_all(raw, lambda name: ENV_PREFIX + name.upper())
+
+
+def _coerce_all(raw: Mapping[str, Any], label: Callable[[str], str]) -> dict[str, Any]:
+    """Convert each raw value to its field's type; ``label`` names the source in errors."""
+    out = {}
+    for name, value in raw.items():
+        if name not in _FIELDS:
+            raise SettingsError(f"unknown setting {label(name)}")
+        out[name] = _coerce(name, value, label(name))
+    return out
+
+
+def _coerce(name: str, value: Any, where: str) -> Any:
+    target = _TYPES[name]
+    base = next((t for t in typing.get_args(target) if t is not type(None)), target)
+    try:
+        if base is bool:
+            return _to_bool(value)
+        if base is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(value)
+            return int(value)
+        if base is float:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return float(value)
+        if base is Path:
+            return Path(str(value)).expanduser()
+        if not isinstance(value, str):
+            raise ValueError(value)
+        return value
+    except ValueError:
+        shown = repr(value) if _FIELDS[name].repr else "a hidden value"
+        raise SettingsError(f"{where} must be {base.__name__}, got {shown}") from None
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(value)

@@ -1,0 +1,172 @@
+"""The SQLite store of record (through aiosqlite, in WAL mode).
+
+Redis holds the live state every gateway node reads; this file is what survives. Schema
+versions are the list ``MIGRATIONS``: version N is reached by running ``MIGRATIONS[N-1]``, and
+``PRAGMA user_version`` records where a database stands. Never edit a released migration:
+append a new one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from live.errors import StartupError
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: rooms and their products, sales and orders (later issues fill the last two in).
+    """
+    CREATE TABLE rooms (
+        id              TEXT PRIMARY KEY,
+        title           TEXT NOT NULL,
+        host_id         TEXT NOT NULL,
+        allow_anonymous INTEGER NOT NULL DEFAULT 0,
+        created_at_ms   INTEGER NOT NULL
+    );
+    CREATE TABLE products (
+        id            TEXT PRIMARY KEY,
+        room_id       TEXT NOT NULL REFERENCES rooms(id),
+        title         TEXT NOT NULL,
+        price_cents   INTEGER NOT NULL CHECK (price_cents >= 0),
+        image_url     TEXT,
+        created_at_ms INTEGER NOT NULL
+    );
+    CREATE INDEX products_by_room ON products(room_id, created_at_ms);
+    CREATE TABLE sales (
+        id             TEXT PRIMARY KEY,
+        room_id        TEXT NOT NULL REFERENCES rooms(id),
+        product_id     TEXT NOT NULL REFERENCES products(id),
+        stock          INTEGER NOT NULL CHECK (stock >= 0),
+        price_cents    INTEGER NOT NULL CHECK (price_cents >= 0),
+        per_user_limit INTEGER NOT NULL CHECK (per_user_limit > 0),
+        starts_at_ms   INTEGER NOT NULL,
+        ends_at_ms     INTEGER NOT NULL,
+        hold_ms        INTEGER NOT NULL,
+        state          TEXT NOT NULL,
+        created_at_ms  INTEGER NOT NULL
+    );
+    CREATE TABLE orders (
+        id              TEXT PRIMARY KEY,
+        sale_id         TEXT NOT NULL REFERENCES sales(id),
+        user_id         TEXT NOT NULL,
+        quantity        INTEGER NOT NULL CHECK (quantity > 0),
+        amount_cents    INTEGER NOT NULL CHECK (amount_cents >= 0),
+        idempotency_key TEXT NOT NULL,
+        state           TEXT NOT NULL,
+        created_at_ms   INTEGER NOT NULL,
+        UNIQUE (sale_id, user_id, idempotency_key)
+    );
+    """,
+)
+
+
+@dataclass(frozen=True)
+class RoomRow:
+    id: str
+    title: str
+    host_id: str
+    allow_anonymous: bool
+    created_at_ms: int
+
+
+@dataclass(frozen=True)
+class ProductRow:
+    id: str
+    room_id: str
+    title: str
+    price_cents: int
+    image_url: str | None
+    created_at_ms: int
+
+
+class Store:
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+
+    @classmethod
+    async def open(cls, path: Path) -> Store:
+        db = await aiosqlite.connect(path)
+        try:
+            await db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode survives a process crash; only an OS crash may lose the last
+            # transactions, and the order ledger re-reads those from its Redis stream.
+            await db.execute("PRAGMA synchronous=NORMAL")
+            await db.execute("PRAGMA foreign_keys=ON")
+            await db.execute("PRAGMA busy_timeout=5000")
+            await migrate(db)
+        except BaseException:
+            await db.close()
+            raise
+        return cls(db)
+
+    async def close(self) -> None:
+        await self._db.commit()
+        await self._db.close()
+
+    async def ping(self) -> None:
+        async with self._db.execute("SELECT 1") as cursor:
+            await cursor.fetchone()
+
+    async def insert_room(self, room: RoomRow) -> None:
+        await self._write(
+            "INSERT INTO rooms (id, title, host_id, allow_anonymous, created_at_ms)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (room.id, room.title, room.host_id, int(room.allow_anonymous), room.created_at_ms),
+        )
+
+    async def insert_product(self, product: ProductRow) -> None:
+        await self._write(
+            "INSERT INTO products (id, room_id, title, price_cents, image_url, created_at_ms)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                product.id,
+                product.room_id,
+                product.title,
+                product.price_cents,
+                product.image_url,
+                product.created_at_ms,
+            ),
+        )
+
+    async def rooms(self) -> list[RoomRow]:
+        rows = await self._read(
+            "SELECT id, title, host_id, allow_anonymous, created_at_ms FROM rooms"
+            " ORDER BY created_at_ms, id"
+        )
+        return [RoomRow(r[0], r[1], r[2], bool(r[3]), r[4]) for r in rows]
+
+    async def products(self) -> list[ProductRow]:
+        rows = await self._read(
+            "SELECT id, room_id, title, price_cents, image_url, created_at_ms FROM products"
+            " ORDER BY created_at_ms, id"
+        )
+        return [ProductRow(*r) for r in rows]
+
+    async def _write(self, sql: str, params: tuple[Any, ...]) -> None:
+        await self._db.execute(sql, params)
+        await self._db.commit()
+
+    async def _read(self, sql: str) -> list[tuple[Any, ...]]:
+        async with self._db.execute(sql) as cursor:
+            return [tuple(row) for row in await cursor.fetchall()]
+
+
+async def migrate(db: aiosqlite.Connection) -> int:
+    """Bring the schema to the newest version; returns it. Each step is one transaction."""
+    async with db.execute("PRAGMA user_version") as cursor:
+        row = await cursor.fetchone()
+    version = int(row[0]) if row else 0
+    if version > len(MIGRATIONS):
+        raise StartupError(
+            f"the database is at schema version {version}, newer than this live "
+            f"({len(MIGRATIONS)}): upgrade live"
+        )
+    for number in range(version + 1, len(MIGRATIONS) + 1):
+        # executescript would commit on its own; BEGIN..COMMIT keeps each step all-or-nothing.
+        await db.executescript(
+            f"BEGIN; {MIGRATIONS[number - 1]} PRAGMA user_version = {number}; COMMIT;"
+        )
+    return len(MIGRATIONS)
