@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -11,8 +10,8 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from gateway import close_codes
-from live import http_api, ws
+from gateway.aio import stop_tasks
+from live import http_api
 from live.services import SERVICES, Services
 
 log = logging.getLogger(__name__)
@@ -41,13 +40,7 @@ async def _probe_redis(app: web.Application) -> AsyncIterator[None]:
 
     task = asyncio.create_task(loop(), name="redis-probe")
     yield
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-
-
-async def _close_websockets(app: web.Application) -> None:
-    hint = json.dumps({"code": "shutdown", "retry_ms": 1000})
-    await app[SERVICES].hub.close_all(close_codes.GOING_AWAY, hint)
+    await stop_tasks([task])
 
 
 def build_app(services: Services) -> web.Application:
@@ -63,7 +56,5 @@ def build_app(services: Services) -> web.Application:
     app.router.add_get("/api/rooms/{room_id}", http_api.get_room)
     app.router.add_post("/api/rooms/{room_id}/products", http_api.add_product)
     app.router.add_get("/api/rooms/{room_id}/products", http_api.list_products)
-    app.router.add_get("/ws/rooms/{room_id}", ws.room_socket)
     app.cleanup_ctx.append(_probe_redis)
-    app.on_shutdown.append(_close_websockets)
     return app

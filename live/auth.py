@@ -32,6 +32,11 @@ class AuthError(Exception):
         self.code = code
         self.message = message
 
+    @property
+    def http_status(self) -> int:
+        """401 when the credential is missing or bad, 403 when it does not allow this."""
+        return 403 if self.code in ("wrong_room", "forbidden") else 401
+
 
 @dataclass(frozen=True)
 class Identity:
@@ -74,9 +79,7 @@ class Auth:
         try:
             return jwt.encode(claims, self._sign_key, algorithm=self.algorithm)
         except (jwt.PyJWTError, ValueError, TypeError) as exc:
-            raise AuthError(
-                "cannot_sign", f"the signing key does not fit {self.algorithm}: {exc}"
-            ) from exc
+            raise AuthError("cannot_sign", f"the signing key does not fit {self.algorithm}: {exc}") from exc
 
     def verify(self, token: str) -> Identity:
         try:

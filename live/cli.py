@@ -81,11 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default 8080)")
-    serve.add_argument(
-        "--redis-url", metavar="URL", help="use this Redis (redis://, rediss://, unix://)"
-    )
+    serve.add_argument("--redis-url", metavar="URL", help="use this Redis (redis://, rediss://, unix://)")
     serve.add_argument("--log-level", choices=LOG_LEVELS, help="default info")
     serve.add_argument("--log-format", choices=LOG_FORMATS, help="default text")
+    serve.add_argument(
+        "--workers", type=int, metavar="N", help="worker processes sharing the port (default 1)"
+    )
+    serve.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
 
     token = sub.add_parser(
         "token",
@@ -100,9 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--role", required=True, choices=[r.value for r in Role])
     token.add_argument("--user", help="user id (default: the role's name)")
     token.add_argument("--ttl", type=int, metavar="SECONDS", help="lifetime (default 86400)")
-    token.add_argument(
-        "--private-key", type=Path, metavar="PEM", help="signing key for RS256/ES256"
-    )
+    token.add_argument("--private-key", type=Path, metavar="PEM", help="signing key for RS256/ES256")
 
     sub.add_parser("version", help="print the version", description="Print the version.")
     return parser
@@ -122,9 +122,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         redis_url=args.redis_url,
         log_level=args.log_level,
         log_format=args.log_format,
+        workers=args.workers,
     )
     configure_logging(settings.log_level, settings.log_format)
-    run(settings)
+    run(settings, worker=args.worker)
     return 0
 
 
@@ -140,9 +141,7 @@ def cmd_token(args: argparse.Namespace) -> int:
         try:
             private_key = args.private_key.read_bytes()
         except OSError as exc:
-            raise UsageError(
-                f"cannot read --private-key {args.private_key}: {exc.strerror}"
-            ) from exc
+            raise UsageError(f"cannot read --private-key {args.private_key}: {exc.strerror}") from exc
     elif settings.jwt_algorithm != "HS256":
         raise UsageError(f"{settings.jwt_algorithm} tokens need --private-key")
     auth = load_auth(settings, DataDir(settings.data_dir), private_key)

@@ -55,7 +55,6 @@ _HTTP_CODES = {
     405: "method_not_allowed",
     413: "body_too_large",
 }
-_AUTH_STATUS = {"wrong_room": 403, "forbidden": 403}
 
 
 @web.middleware
@@ -68,7 +67,7 @@ async def error_middleware(
     except ApiError as exc:
         response = error_response(exc.status, exc.code, exc.message)
     except AuthError as exc:
-        response = error_response(_AUTH_STATUS.get(exc.code, 401), exc.code, exc.message)
+        response = error_response(exc.http_status, exc.code, exc.message)
     except RoomNotFound as exc:
         response = error_response(404, "room_not_found", f"no room {exc.args[0]!r}")
     except RoomExists as exc:
@@ -174,9 +173,7 @@ async def readyz(request: web.Request) -> web.Response:
         except Exception as exc:  # any failure means "not ready"; the reason is reported
             checks[name] = f"error: {exc.__class__.__name__}: {exc}"
     ready = all(v == "ok" for v in checks.values())
-    return reply(
-        {"status": "ready" if ready else "unready", **checks}, status=200 if ready else 503
-    )
+    return reply({"status": "ready" if ready else "unready", **checks}, status=200 if ready else 503)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -225,9 +222,7 @@ async def add_product(request: web.Request) -> web.Response:
     body = await json_body(request)
     title = _text(body, "title", MAX_TITLE)
     price_cents = take(body, "price_cents", int)
-    _check_field(
-        0 <= price_cents <= MAX_PRICE_CENTS, "price_cents", f"must be 0 to {MAX_PRICE_CENTS}"
-    )
+    _check_field(0 <= price_cents <= MAX_PRICE_CENTS, "price_cents", f"must be 0 to {MAX_PRICE_CENTS}")
     image_url = take(body, "image_url", str, required=False)
     if image_url is not None:
         _check_field(

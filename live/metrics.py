@@ -5,22 +5,18 @@ from __future__ import annotations
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-__all__ = ["CONTENT_TYPE", "Metrics"]
+__all__ = ["CONTENT_TYPE", "GatewayMetrics", "Metrics"]
 
 
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.connections = Gauge(
-            "live_connections", "Open WebSocket connections in this process", registry=r
-        )
+        self.connections = Gauge("live_connections", "Open WebSocket connections in this process", registry=r)
         self.rooms = Gauge(
             "live_rooms_active", "Rooms with at least one connection in this process", registry=r
         )
-        self.frames_in = Counter(
-            "live_frames_in", "WebSocket frames received from clients", registry=r
-        )
+        self.frames_in = Counter("live_frames_in", "WebSocket frames received from clients", registry=r)
         self.frames_out = Counter("live_frames_out", "WebSocket frames sent to clients", registry=r)
         self.errors = Counter(
             "live_errors", "Errors answered to clients, by kind (error code)", ["kind"], registry=r
@@ -38,3 +34,24 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class GatewayMetrics:
+    """The gateway's view of the metrics (``gateway.hub.Metrics``)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._m = metrics
+
+    def frames_in(self, n: int) -> None:
+        self._m.frames_in.inc(n)
+
+    def frames_out(self, n: int) -> None:
+        if n:
+            self._m.frames_out.inc(n)
+
+    def error(self, kind: str) -> None:
+        self._m.errors.labels(kind).inc()
+
+    def gauges(self, connections: int, rooms: int) -> None:
+        self._m.connections.set(connections)
+        self._m.rooms.set(rooms)

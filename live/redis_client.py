@@ -35,8 +35,7 @@ def parse_version(text: str) -> tuple[int, ...]:
 def require_version(version: str, where: str) -> None:
     if parse_version(version) < MIN_VERSION:
         raise RedisUnusableError(
-            f"Redis at {where} is version {version}; live needs "
-            f"{'.'.join(map(str, MIN_VERSION))} or newer"
+            f"Redis at {where} is version {version}; live needs {'.'.join(map(str, MIN_VERSION))} or newer"
         )
 
 

@@ -22,13 +22,16 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from gateway import close_codes
+from gateway.front import FrontDoor
 from gateway.hub import Hub
 from live.app import build_app
 from live.auth import ANY_ROOM, Auth, Role
 from live.datadir import DataDir
+from live.directory import Directory
 from live.errors import StartupError
 from live.logs import AccessLogger
-from live.metrics import Metrics
+from live.metrics import GatewayMetrics, Metrics
 from live.redis_client import check_server, connect, redact_url
 from live.redis_server import EmbeddedRedis, find_redis_server
 from live.rooms import Rooms
@@ -37,6 +40,9 @@ from live.settings import Settings
 from live.store import Store
 
 log = logging.getLogger(__name__)
+
+#: Close reason sent with 1001 at shutdown: when to reconnect.
+SHUTDOWN_HINT = '{"code":"shutdown","retry_ms":1000}'
 
 
 def load_auth(settings: Settings, data_dir: DataDir, private_key: bytes | None = None) -> Auth:
@@ -77,12 +83,12 @@ class Running:
     url: str
 
 
-async def serve(settings: Settings, announce: bool = True) -> None:
+async def serve(settings: Settings, worker: bool = False) -> None:
     """Run until SIGTERM or SIGINT, then shut down gracefully."""
     stop = asyncio.Event()
     _install_signal_handlers(stop)
-    async with running(settings) as server:
-        if announce:
+    async with running(settings, worker) as server:
+        if not worker:
             _announce(settings, server.services.auth)
         await stop.wait()
         log.info("shutting down")
@@ -90,10 +96,15 @@ async def serve(settings: Settings, announce: bool = True) -> None:
 
 
 @contextlib.asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[Running]:
-    """Start everything in order, yield while serving, stop everything in reverse order."""
+async def running(settings: Settings, worker: bool = False) -> AsyncIterator[Running]:
+    """Start everything in order, yield while serving, stop everything in reverse order.
+
+    A ``worker`` shares the port with its siblings and leaves the data dir lock (and Redis) to
+    the supervising process."""
     data_dir = DataDir(settings.data_dir)
-    data_dir.lock()
+    shared_port = worker
+    if not worker:
+        data_dir.lock()
     try:
         auth = load_auth(settings, data_dir)
         async with redis_for(settings, data_dir) as redis_url:
@@ -103,7 +114,7 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
                 log.info("redis connected", extra={"url": redact_url(redis_url), "server": kind})
                 store = await _open_store(data_dir)
                 try:
-                    async with _listening(settings, auth, redis, store) as server:
+                    async with _listening(settings, auth, redis, store, shared_port) as server:
                         yield server
                 finally:
                     await store.close()
@@ -123,17 +134,13 @@ async def _open_store(data_dir: DataDir) -> Store:
 
 @contextlib.asynccontextmanager
 async def _listening(
-    settings: Settings, auth: Auth, redis: aioredis.Redis, store: Store
+    settings: Settings, auth: Auth, redis: aioredis.Redis, store: Store, shared_port: bool
 ) -> AsyncIterator[Running]:
     metrics = Metrics()
-
-    def count(connections: int, active_rooms: int) -> None:
-        metrics.connections.set(connections)
-        metrics.rooms.set(active_rooms)
-
     rooms = Rooms(store, redis, settings.key_prefix)
     restored = await rooms.restore()
-    services = Services(settings, redis, store, rooms, auth, metrics, Hub(on_change=count))
+    hub = Hub(settings.gateway_config(), redis, Directory(auth, rooms), GatewayMetrics(metrics))
+    services = Services(settings, redis, store, rooms, auth, metrics, hub)
     runner = web.AppRunner(
         build_app(services),
         handle_signals=False,
@@ -141,21 +148,101 @@ async def _listening(
         shutdown_timeout=settings.shutdown_timeout_s,
     )
     await runner.setup()
+    await hub.start()
+    server: asyncio.Server | None = None
     try:
-        site = web.TCPSite(runner, settings.host, settings.port)
+        http = runner.server
+        assert http is not None
+        where = f"{settings.host}:{settings.port}"
         try:
-            await site.start()
+            server = await asyncio.get_running_loop().create_server(
+                lambda: FrontDoor(hub, http),
+                settings.host,
+                settings.port,
+                reuse_port=shared_port,
+                backlog=4096,
+            )
         except OSError as exc:
-            where = f"{settings.host}:{settings.port}"
             if exc.errno == errno.EADDRINUSE:
                 raise StartupError(f"{where} is already in use") from exc
             raise StartupError(f"cannot listen on {where}: {exc.strerror}") from exc
-        host, port = runner.addresses[0][:2]
+        host, port = server.sockets[0].getsockname()[:2]
         url = settings.base_url if settings.port else f"http://{host}:{port}"
         log.info("listening", extra={"url": url, "rooms": restored, "pid": os.getpid()})
         yield Running(services, url)
     finally:
+        if server is not None:
+            server.close()
+        await hub.close_all(close_codes.GOING_AWAY, SHUTDOWN_HINT)
         await runner.cleanup()
+        await hub.stop()
+
+
+async def supervise(settings: Settings) -> None:
+    """Run ``settings.workers`` worker processes on one port, sharing this process's Redis.
+
+    The supervisor holds the data dir, starts Redis, migrates SQLite once, then starts the
+    workers (each killed by the kernel if the supervisor dies) and restarts any that exits
+    unexpectedly. On SIGTERM/SIGINT it stops the workers, then Redis."""
+    stop = asyncio.Event()
+    _install_signal_handlers(stop)
+    data_dir = DataDir(settings.data_dir)
+    data_dir.lock()
+    try:
+        auth = load_auth(settings, data_dir)  # makes the secret before workers race to
+        async with redis_for(settings, data_dir) as redis_url:
+            redis = connect(redis_url)
+            try:
+                await check_server(redis, redis_url)
+            finally:
+                await redis.aclose()
+            await (await _open_store(data_dir)).close()  # migrations run once, here
+            env = {**os.environ, "LIVE_REDIS_URL": redis_url}
+            workers = [await _start_worker(env) for _ in range(settings.workers)]
+            _announce(settings, auth)
+            await _watch_workers(workers, env, stop)
+            log.info("stopping workers", extra={"workers": len(workers)})
+            for proc in workers:
+                if proc.returncode is None:
+                    proc.terminate()
+            deadline = settings.shutdown_timeout_s + 5
+            for proc in workers:
+                try:
+                    await asyncio.wait_for(proc.wait(), deadline)
+                except TimeoutError:
+                    proc.kill()
+                    await proc.wait()
+    finally:
+        data_dir.unlock()
+    log.info("stopped")
+
+
+async def _start_worker(env: dict[str, str]) -> asyncio.subprocess.Process:
+    command = [sys.executable, "-m", "live", *sys.argv[1:], "--worker"]
+    if sys.platform.startswith("linux"):
+        command = [sys.executable, "-m", "live.parent_death", str(os.getpid()), *command]
+    proc = await asyncio.create_subprocess_exec(*command, env=env)
+    log.info("worker started", extra={"pid": proc.pid})
+    return proc
+
+
+async def _watch_workers(
+    workers: list[asyncio.subprocess.Process], env: dict[str, str], stop: asyncio.Event
+) -> None:
+    """Until ``stop``: replace a worker that exits (after a second, so a crash loop is slow)."""
+    stopping = asyncio.ensure_future(stop.wait())
+    while not stop.is_set():
+        exits = {asyncio.ensure_future(p.wait()): i for i, p in enumerate(workers)}
+        done, _ = await asyncio.wait([stopping, *exits], return_when=asyncio.FIRST_COMPLETED)
+        for task in exits:
+            task.cancel()
+        if stop.is_set():
+            break
+        for task in done:
+            i = exits[task]
+            log.error("worker exited; restarting", extra={"pid": workers[i].pid, "code": task.result()})
+            await asyncio.sleep(1.0)
+            workers[i] = await _start_worker(env)
 
 
 def _announce(settings: Settings, auth: Auth) -> None:
@@ -185,11 +272,13 @@ def _install_signal_handlers(stop: asyncio.Event) -> None:
         loop.add_signal_handler(signum, on_signal, signum)
 
 
-def run(settings: Settings) -> None:
-    """Run ``serve`` on uvloop where it is installed, else on plain asyncio."""
+def run(settings: Settings, worker: bool = False) -> None:
+    """Run the server on uvloop where it is installed, else on plain asyncio. With
+    ``settings.workers > 1`` this process supervises that many workers instead."""
+    main = serve(settings, worker) if worker or settings.workers == 1 else supervise(settings)
     try:
         import uvloop
     except ImportError:
-        asyncio.run(serve(settings))
+        asyncio.run(main)
     else:
-        uvloop.run(serve(settings))
+        uvloop.run(main)

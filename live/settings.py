@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from gateway.config import GatewayConfig
 from live.errors import UsageError
 
 ENV_PREFIX = "LIVE_"
@@ -57,10 +58,37 @@ class Settings:
     token_ttl_s: int = 86_400
     #: Largest HTTP request body the host API reads.
     max_body_bytes: int = 64 * 1024
+    #: Worker processes sharing the port (SO_REUSEPORT) and one Redis.
+    workers: int = 1
     #: Largest WebSocket message a client may send; bigger ones close the connection (1009).
     max_frame_bytes: int = 64 * 1024
     #: Server pings each WebSocket this often; a client silent for twice as long is dropped.
     ping_interval_s: float = 25.0
+    #: Chat and likes reach viewers in one batch frame per tick.
+    tick_ms: int = 100
+    #: Comments a viewer sees per tick at most (a sample, with the skipped count).
+    comments_per_tick: int = 10
+    max_comment_chars: int = 200
+    #: Per-connection comment rate and burst.
+    comment_rate_per_s: float = 1.0
+    comment_burst: int = 5
+    #: Per-connection rate and burst of any client message; a client far past it is closed.
+    message_rate_per_s: float = 20.0
+    message_burst: int = 40
+    #: Non-chat room events kept for resume.
+    history_size: int = 1000
+    #: Bytes queued to one client before its chat is skipped / before it is closed (4409).
+    send_buffer_soft_bytes: int = 64 * 1024
+    send_buffer_hard_bytes: int = 1024 * 1024
+    #: How long a client may stay past the soft limit before it is closed (4409).
+    slow_grace_s: float = 10.0
+    #: WebSocket connections per process, and per client address per process.
+    max_connections: int = 15_000
+    max_connections_per_ip: int = 15_000
+    #: Time for a client to complete its HTTP request head / WebSocket handshake.
+    handshake_timeout_s: float = 10.0
+    #: A UTF-8 file with one banned word or phrase per line (# starts a comment).
+    banned_words_file: Path | None = None
     shutdown_timeout_s: float = 10.0
     #: Base URL printed for the console; defaults to http://host:port.
     public_url: str | None = None
@@ -77,9 +105,7 @@ class Settings:
             "key_prefix must be 1-32 characters of letters, digits and _.:-",
         )
         _check(self.log_level in LOG_LEVELS, f"log_level must be one of {', '.join(LOG_LEVELS)}")
-        _check(
-            self.log_format in LOG_FORMATS, f"log_format must be one of {', '.join(LOG_FORMATS)}"
-        )
+        _check(self.log_format in LOG_FORMATS, f"log_format must be one of {', '.join(LOG_FORMATS)}")
         _check(
             self.jwt_algorithm in JWT_ALGORITHMS,
             f"jwt_algorithm must be one of {', '.join(JWT_ALGORITHMS)}",
@@ -93,14 +119,62 @@ class Settings:
             _check(len(self.secret) >= 32, "secret must be at least 32 characters")
         _check(self.token_ttl_s > 0, "token_ttl_s must be > 0")
         _check(self.max_body_bytes >= 1024, "max_body_bytes must be >= 1024")
+        _check(1 <= self.workers <= 64, "workers must be 1..64")
         _check(self.max_frame_bytes >= 256, "max_frame_bytes must be >= 256")
         _check(self.ping_interval_s > 0, "ping_interval_s must be > 0")
+        _check(10 <= self.tick_ms <= 5000, "tick_ms must be 10..5000")
+        _check(self.comments_per_tick >= 1, "comments_per_tick must be >= 1")
+        _check(self.max_comment_chars >= 1, "max_comment_chars must be >= 1")
+        _check(self.comment_rate_per_s > 0, "comment_rate_per_s must be > 0")
+        _check(self.comment_burst >= 1, "comment_burst must be >= 1")
+        _check(self.message_rate_per_s > 0, "message_rate_per_s must be > 0")
+        _check(self.message_burst >= 1, "message_burst must be >= 1")
+        _check(self.history_size >= 10, "history_size must be >= 10")
+        _check(
+            0 < self.send_buffer_soft_bytes < self.send_buffer_hard_bytes,
+            "send_buffer_soft_bytes must be > 0 and below send_buffer_hard_bytes",
+        )
+        _check(self.slow_grace_s > 0, "slow_grace_s must be > 0")
+        _check(self.max_connections >= 1, "max_connections must be >= 1")
+        _check(self.max_connections_per_ip >= 1, "max_connections_per_ip must be >= 1")
+        _check(self.handshake_timeout_s > 0, "handshake_timeout_s must be > 0")
         _check(self.shutdown_timeout_s > 0, "shutdown_timeout_s must be > 0")
         if self.public_url is not None:
             _check(
                 urlsplit(self.public_url).scheme in ("http", "https"),
                 "public_url must be an http:// or https:// URL",
             )
+
+    def gateway_config(self) -> GatewayConfig:
+        return GatewayConfig(
+            key_prefix=self.key_prefix,
+            tick_ms=self.tick_ms,
+            comments_per_tick=self.comments_per_tick,
+            max_comment_chars=self.max_comment_chars,
+            comment_rate_per_s=self.comment_rate_per_s,
+            comment_burst=self.comment_burst,
+            message_rate_per_s=self.message_rate_per_s,
+            message_burst=self.message_burst,
+            history_size=self.history_size,
+            max_frame_bytes=self.max_frame_bytes,
+            send_buffer_soft_bytes=self.send_buffer_soft_bytes,
+            send_buffer_hard_bytes=self.send_buffer_hard_bytes,
+            slow_grace_s=self.slow_grace_s,
+            max_connections=self.max_connections,
+            max_connections_per_ip=self.max_connections_per_ip,
+            handshake_timeout_s=self.handshake_timeout_s,
+            ping_interval_s=self.ping_interval_s,
+            banned_words=self.banned_words(),
+        )
+
+    def banned_words(self) -> tuple[str, ...]:
+        if self.banned_words_file is None:
+            return ()
+        try:
+            lines = self.banned_words_file.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SettingsError(f"cannot read banned_words_file: {exc}") from exc
+        return tuple(w.strip() for w in lines if w.strip() and not w.lstrip().startswith("#"))
 
     @property
     def base_url(self) -> str:

@@ -112,8 +112,7 @@ class Store:
 
     async def insert_room(self, room: RoomRow) -> None:
         await self._write(
-            "INSERT INTO rooms (id, title, host_id, allow_anonymous, created_at_ms)"
-            " VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO rooms (id, title, host_id, allow_anonymous, created_at_ms) VALUES (?, ?, ?, ?, ?)",
             (room.id, room.title, room.host_id, int(room.allow_anonymous), room.created_at_ms),
         )
 
@@ -133,8 +132,7 @@ class Store:
 
     async def rooms(self) -> list[RoomRow]:
         rows = await self._read(
-            "SELECT id, title, host_id, allow_anonymous, created_at_ms FROM rooms"
-            " ORDER BY created_at_ms, id"
+            "SELECT id, title, host_id, allow_anonymous, created_at_ms FROM rooms ORDER BY created_at_ms, id"
         )
         return [RoomRow(r[0], r[1], r[2], bool(r[3]), r[4]) for r in rows]
 
@@ -166,7 +164,5 @@ async def migrate(db: aiosqlite.Connection) -> int:
         )
     for number in range(version + 1, len(MIGRATIONS) + 1):
         # executescript would commit on its own; BEGIN..COMMIT keeps each step all-or-nothing.
-        await db.executescript(
-            f"BEGIN; {MIGRATIONS[number - 1]} PRAGMA user_version = {number}; COMMIT;"
-        )
+        await db.executescript(f"BEGIN; {MIGRATIONS[number - 1]} PRAGMA user_version = {number}; COMMIT;")
     return len(MIGRATIONS)

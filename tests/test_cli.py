@@ -114,9 +114,7 @@ def test_sigterm_stops_everything_and_a_restart_keeps_the_rooms(started: Server)
     started.wait_ready()
     redis_pid = started.redis_pid()
     assert process_alive(redis_pid)
-    token = live(
-        "token", "--room", "*", "--role", "host", "--data-dir", str(started.data_dir)
-    ).stdout.strip()
+    token = live("token", "--room", "*", "--role", "host", "--data-dir", str(started.data_dir)).stdout.strip()
     started.request("/api/rooms", {"title": "夜场 night", "id": "night"}, token)
     code, err = started.stop(signal.SIGTERM)
     assert code == 0, err
@@ -167,13 +165,9 @@ def test_port_in_use_is_one_line_and_exit_1(tmp_path: Path) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        result = live(
-            "serve", "--data-dir", str(tmp_path / "d"), "--port", str(port), "--log-level", "error"
-        )
+        result = live("serve", "--data-dir", str(tmp_path / "d"), "--port", str(port), "--log-level", "error")
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines() == [
-        f"live: error: 127.0.0.1:{port} is already in use"
-    ]
+    assert result.stderr.strip().splitlines() == [f"live: error: 127.0.0.1:{port} is already in use"]
 
 
 def test_data_dir_in_use(started: Server) -> None:

@@ -1,0 +1,44 @@
+"""The gateway's limits and timings. live/ builds one from its settings and passes it down."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    key_prefix: str = "live"
+    #: Flush period of chat and like updates: at most 1000/tick_ms batch frames per second.
+    tick_ms: int = 100
+    #: Comments a viewer gets per tick at most; the rest are counted as skipped. Hosts and
+    #: moderators get every comment.
+    comments_per_tick: int = 10
+    max_comment_chars: int = 200
+    max_host_message_chars: int = 2000
+    #: Per connection: a burst of this many comments, refilled at comment_rate_per_s.
+    comment_burst: int = 5
+    comment_rate_per_s: float = 1.0
+    #: Per connection: any client message.
+    message_burst: int = 40
+    message_rate_per_s: float = 20.0
+    #: Per connection: likes counted per second; a storm beyond is capped.
+    likes_per_s: int = 50
+    #: Comments in the welcome snapshot.
+    welcome_comments: int = 20
+    #: Non-chat events kept per room for resume; comments kept for the welcome; how long an
+    #: idle room keeps them.
+    history_size: int = 1000
+    chat_history_size: int = 200
+    history_ttl_s: int = 86_400
+    max_frame_bytes: int = 64 * 1024
+    #: Outgoing bytes queued for one connection: past soft, chat and likes are skipped for it;
+    #: past hard, or past soft for longer than slow_grace_s, it is closed (4409).
+    send_buffer_soft_bytes: int = 64 * 1024
+    send_buffer_hard_bytes: int = 1024 * 1024
+    slow_grace_s: float = 10.0
+    max_connections: int = 15_000
+    max_connections_per_ip: int = 15_000
+    handshake_timeout_s: float = 10.0
+    ping_interval_s: float = 25.0
+    #: Banned words (any language); matched case- and width-insensitively.
+    banned_words: tuple[str, ...] = ()

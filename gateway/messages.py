@@ -1,0 +1,137 @@
+"""Protocol v1 without I/O: framings, client commands (decoded and checked), server messages.
+
+A message is a dict with a ``type``. The same dict travels as a JSON text frame
+(subprotocol ``live.v1.json``) or a MessagePack binary frame (``live.v1.msgpack``).
+docs/protocol.md is the reference for every type, field and code here.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from gateway.frames import OP_BINARY, OP_TEXT, encode_frame
+
+VERSION = 1
+
+
+class Framing(enum.Enum):
+    JSON = "live.v1.json"
+    MSGPACK = "live.v1.msgpack"
+
+    @property
+    def opcode(self) -> int:
+        return OP_TEXT if self is Framing.JSON else OP_BINARY
+
+
+#: Offered by the server, in order of preference when a client offers both.
+SUBPROTOCOLS = [Framing.JSON.value, Framing.MSGPACK.value]
+
+
+class ProtocolError(Exception):
+    """A client message the server refuses; answered with an ``error`` frame."""
+
+    def __init__(self, code: str, message: str, rid: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.rid = rid
+
+
+@dataclass(frozen=True)
+class Command:
+    """A checked client message: its type, optional request id, and its fields."""
+
+    type: str
+    rid: str | None
+    fields: dict[str, Any]
+
+
+# type -> {field: (python type, required)}. Unknown extra fields are ignored, so a newer
+# client can talk to an older server.
+_SCHEMAS: dict[str, dict[str, tuple[type, bool]]] = {
+    "ping": {},
+    "comment": {"text": (str, True)},
+    "like": {"count": (int, False)},
+    "host_message": {"text": (str, True)},
+    "pin_product": {"product_id": (str, True)},
+    "unpin_product": {},
+    "mute": {"user_id": (str, True), "duration_s": (int, True)},
+    "ban": {"user_id": (str, True)},
+    "delete_comment": {"comment_id": (int, True)},
+    "slow_mode": {"interval_s": (int, True)},
+    "clear_chat": {},
+}
+#: Commands only hosts and moderators may send.
+MODERATION = frozenset(
+    {
+        "host_message",
+        "pin_product",
+        "unpin_product",
+        "mute",
+        "ban",
+        "delete_comment",
+        "slow_mode",
+        "clear_chat",
+    }
+)
+_TYPE_NAMES = {str: "a string", int: "an integer"}
+MAX_RID = 64
+
+
+def decode(framing: Framing, opcode: int, payload: bytes) -> Command:
+    """Parse and check one client frame, or raise ProtocolError."""
+    if opcode != framing.opcode:
+        kind = "text" if framing is Framing.JSON else "binary"
+        raise ProtocolError("wrong_framing", f"this connection speaks {framing.value}: send {kind} frames")
+    try:
+        if framing is Framing.JSON:
+            raw = json.loads(payload)
+        else:
+            raw = msgpack.unpackb(payload, raw=False, strict_map_key=True)
+    except Exception:  # the parsers raise many types; all mean "not decodable"
+        code = "bad_json" if framing is Framing.JSON else "bad_msgpack"
+        raise ProtocolError(code, "the frame could not be decoded") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("type"), str):
+        raise ProtocolError("bad_message", "a message is an object with a string 'type'")
+    rid = raw.get("rid")
+    if rid is not None and not (isinstance(rid, str) and 0 < len(rid) <= MAX_RID):
+        raise ProtocolError("invalid_field", f"'rid' must be a string of 1 to {MAX_RID} characters")
+    schema = _SCHEMAS.get(raw["type"])
+    if schema is None:
+        raise ProtocolError("unknown_type", f"unknown message type {raw['type'][:40]!r}", rid)
+    fields: dict[str, Any] = {}
+    for name, (expected, required) in schema.items():
+        value = raw.get(name)
+        if value is None:
+            if required:
+                raise ProtocolError("missing_field", f"the field {name!r} is required", rid)
+            continue
+        if type(value) is not expected:
+            raise ProtocolError("invalid_field", f"the field {name!r} must be {_TYPE_NAMES[expected]}", rid)
+        fields[name] = value
+    return Command(raw["type"], rid, fields)
+
+
+def encode(framing: Framing, message: dict[str, Any]) -> bytes:
+    """The payload of one server message in a framing."""
+    if framing is Framing.JSON:
+        return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode()
+    packed: bytes = msgpack.packb(message, use_bin_type=True)
+    return packed
+
+
+def frame(framing: Framing, message: dict[str, Any]) -> bytes:
+    """A whole WebSocket frame carrying ``message``, ready for ``transport.write``."""
+    return encode_frame(framing.opcode, encode(framing, message))
+
+
+def error(code: str, message: str, rid: str | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": "error", "code": code, "message": message}
+    if rid is not None:
+        out["rid"] = rid
+    return out

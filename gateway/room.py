@@ -1,0 +1,129 @@
+"""One room's members in this process, and its fan-out.
+
+Two lanes. Priority events (host messages, pins, moderation, sales) are encoded once per
+framing and written to every member at once; they are never dropped. Chat and likes wait for
+the room's tick, which writes one ``batch`` frame per member: viewers get at most
+``comments_per_tick`` comments (a sample, plus how many were skipped), hosts and moderators get
+all. Nothing here awaits a client: a write only appends to that client's transport buffer, and
+a client whose buffer is past the soft limit is skipped for batches (and told how many
+comments it missed when it catches up).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import deque
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from gateway import messages
+from gateway.config import GatewayConfig
+from gateway.messages import Framing
+
+if TYPE_CHECKING:
+    from gateway.connection import Connection
+
+#: Priority events kept in memory, to hand to a connection that joins while they pass.
+RECENT_EVENTS = 128
+
+
+class Room:
+    def __init__(self, room_id: str, config: GatewayConfig) -> None:
+        self.id = room_id
+        self.config = config
+        self.viewers: dict[Framing, set[Connection]] = {f: set() for f in Framing}
+        self.staff: dict[Framing, set[Connection]] = {f: set() for f in Framing}
+        self.pending_comments: list[dict[str, Any]] = []
+        self.likes_total: int | None = None  # set when changed since the last tick
+        self.online: int = 0
+        self._online_changed = False
+        self.recent: deque[tuple[int, dict[str, Any]]] = deque(maxlen=RECENT_EVENTS)
+        self.local_likes = 0  # likes from this process's members, not yet published
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self.viewers.values()) + sum(len(s) for s in self.staff.values())
+
+    def members(self) -> Iterator[Connection]:
+        for group in (self.viewers, self.staff):
+            for conns in group.values():
+                yield from conns
+
+    def add(self, conn: Connection) -> None:
+        (self.staff if conn.is_staff else self.viewers)[conn.framing].add(conn)
+
+    def remove(self, conn: Connection) -> None:
+        (self.staff if conn.is_staff else self.viewers)[conn.framing].discard(conn)
+
+    # -- priority lane ------------------------------------------------------------------------
+
+    def deliver(self, seq: int, message: dict[str, Any]) -> int:
+        """Write a priority event to every member now; returns frames written."""
+        message = {**message, "seq": seq}
+        self.recent.append((seq, message))
+        written = 0
+        for framing in Framing:
+            members = [*self.viewers[framing], *self.staff[framing]]
+            if members:
+                data = messages.frame(framing, message)
+                for conn in members:
+                    written += conn.write_priority(data)
+        return written
+
+    def events_after(self, seq: int) -> list[dict[str, Any]]:
+        return [m for s, m in self.recent if s > seq]
+
+    def forget_comment(self, seq: int) -> None:
+        self.pending_comments = [c for c in self.pending_comments if c["id"] != seq]
+
+    def clear_comments(self) -> None:
+        self.pending_comments = []
+
+    # -- chat lane ----------------------------------------------------------------------------
+
+    def add_comment(self, seq: int, message: dict[str, Any]) -> None:
+        self.pending_comments.append({**message, "id": seq, "seq": seq})
+
+    def set_likes(self, total: int) -> None:
+        if self.likes_total is None or total > self.likes_total:
+            self.likes_total = total
+
+    def set_online(self, online: int) -> None:
+        if online != self.online:
+            self.online = online
+            self._online_changed = True
+
+    def flush(self) -> int:
+        """The tick: one batch frame per member with the chat and likes since the last one.
+        Returns frames written."""
+        comments, self.pending_comments = self.pending_comments, []
+        likes, self.likes_total = self.likes_total, None
+        online_changed, self._online_changed = self._online_changed, False
+        if not comments and likes is None and not online_changed:
+            return 0
+        now_ms = int(time.time() * 1000)
+        full: dict[str, Any] = {"type": "batch", "ts_ms": now_ms, "comments": comments}
+        if likes is not None:
+            full["likes"] = likes
+        if online_changed:
+            full["online"] = self.online
+        cap = self.config.comments_per_tick
+        sampled = full
+        if len(comments) > cap:
+            keep = sorted(random.sample(range(len(comments)), cap))
+            sampled = {
+                **full,
+                "comments": [comments[i] for i in keep],
+                "skipped": len(comments) - cap,
+            }
+        now = time.monotonic()
+        written = 0
+        for framing in Framing:
+            for group, message in ((self.viewers, sampled), (self.staff, full)):
+                members = group[framing]
+                if members:
+                    data = messages.frame(framing, message)
+                    count = len(message["comments"])
+                    for conn in list(members):
+                        written += conn.write_droppable(data, count, now)
+        return written

@@ -1,0 +1,41 @@
+"""What the gateway asks the application: who may join a room, and what a product looks like."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import asdict
+from typing import Any
+
+from gateway.hub import Admission, Refused
+from live.auth import Auth, AuthError, Role
+from live.rooms import RoomNotFound, Rooms
+
+
+class Directory:
+    def __init__(self, auth: Auth, rooms: Rooms) -> None:
+        self.auth = auth
+        self.rooms = rooms
+
+    async def admit(self, room_id: str, token: str | None) -> Admission:
+        try:
+            room = await self.rooms.get(room_id)
+        except RoomNotFound:
+            raise Refused(404, "room_not_found", "no such room") from None
+        welcome_room = {"id": room.id, "title": room.title, "host_id": room.host_id}
+        if token is None:
+            if not room.allow_anonymous:
+                raise Refused(401, "token_missing", "send a token: ?token=... or Authorization")
+            user = "anon_" + secrets.token_urlsafe(9)
+            return Admission(user, str(Role.VIEWER), welcome_room)
+        try:
+            who = self.auth.verify(token)
+            who.require_room(room_id)
+        except AuthError as exc:
+            raise Refused(exc.http_status, exc.code, exc.message) from None
+        return Admission(who.user_id, str(who.role), welcome_room, expires_at=who.expires_at)
+
+    async def product(self, room_id: str, product_id: str) -> dict[str, Any] | None:
+        for product in await self.rooms.products(room_id):
+            if product.id == product_id:
+                return asdict(product)
+        return None
