@@ -40,7 +40,7 @@ class FrontDoor(asyncio.Protocol):
         first_line = bytes(self.buffer[: self.buffer.find(b"\r\n")])
         parts = first_line.split(b" ")
         wants_gateway = len(parts) == 3 and parts[0] == b"GET" and parts[1].startswith(PATH_PREFIX.encode())
-        self._hand_over(self.hub.connection(_peer_ip(self.transport)) if wants_gateway else self.http())
+        self._hand_over(self.hub.connection(peer_ip(self.transport)) if wants_gateway else self.http())
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.timer is not None:
@@ -50,9 +50,7 @@ class FrontDoor(asyncio.Protocol):
         assert self.transport is not None
         if self.timer is not None:
             self.timer.cancel()
-        self.transport.set_protocol(protocol)
-        protocol.connection_made(self.transport)
-        protocol.data_received(bytes(self.buffer))
+        hand_over(self.transport, protocol, bytes(self.buffer))
         self.buffer.clear()
 
     def _too_slow(self) -> None:
@@ -67,6 +65,14 @@ class FrontDoor(asyncio.Protocol):
         self.transport.close()
 
 
-def _peer_ip(transport: asyncio.Transport | None) -> str:
+def hand_over(transport: asyncio.Transport, protocol: asyncio.Protocol, received: bytes) -> None:
+    """Make ``protocol`` the owner of a live connection, replaying what was read so far."""
+    transport.set_protocol(protocol)
+    protocol.connection_made(transport)
+    if received:
+        protocol.data_received(received)
+
+
+def peer_ip(transport: asyncio.Transport | None) -> str:
     peer = transport.get_extra_info("peername") if transport is not None else None
     return str(peer[0]) if peer else "unknown"

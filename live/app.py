@@ -56,5 +56,6 @@ def build_app(services: Services) -> web.Application:
     app.router.add_get("/api/rooms/{room_id}", http_api.get_room)
     app.router.add_post("/api/rooms/{room_id}/products", http_api.add_product)
     app.router.add_get("/api/rooms/{room_id}/products", http_api.list_products)
+    app.router.add_get("/ws/{tail:.*}", http_api.websocket_on_reused_connection)
     app.cleanup_ctx.append(_probe_redis)
     return app

@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from gateway.front import hand_over, peer_ip
 from live import __version__
 from live.auth import ANY_ROOM, AuthError, Identity, Role
 from live.metrics import CONTENT_TYPE
@@ -239,3 +240,23 @@ async def list_products(request: web.Request) -> web.Response:
     identify(request).require_room(room_id)
     products = await request.app[SERVICES].rooms.products(room_id)
     return reply({"products": [asdict(p) for p in products]})
+
+
+async def websocket_on_reused_connection(request: web.Request) -> web.StreamResponse:
+    """A WebSocket upgrade that arrived on a keep-alive connection aiohttp already serves
+    (clients such as aiohttp's reuse pooled connections): take the connection away from
+    aiohttp and give it to the gateway, replaying the request head. New connections never get
+    here: the front door sends their upgrades to the gateway directly."""
+    protocol, transport = request.protocol, request.transport
+    if transport is None or request.headers.get("Upgrade", "").lower() != "websocket":
+        raise ApiError(404, "not_found", "WebSocket endpoints are /ws/rooms/{room}")
+    head = f"{request.method} {request.raw_path} HTTP/{request.version.major}.{request.version.minor}\r\n"
+    raw = head.encode() + b"".join(k + b": " + v + b"\r\n" for k, v in request.raw_headers) + b"\r\n"
+    hub = request.app[SERVICES].hub
+    conn = hub.connection(peer_ip(transport))
+    # Detach aiohttp first: with its transport cleared, it forgets the connection without
+    # closing it, and writes nothing more to it.
+    protocol.transport = None
+    protocol.connection_lost(None)
+    hand_over(transport, conn, raw)
+    raise asyncio.CancelledError  # this request has no HTTP response: the socket is the gateway's

@@ -39,8 +39,15 @@ def require_version(version: str, where: str) -> None:
         )
 
 
+#: Redis connections one process opens at most; more concurrent commands wait for one.
+MAX_CONNECTIONS = 64
+
+
 def connect(url: str) -> aioredis.Redis:
-    return aioredis.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30)
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=MAX_CONNECTIONS, timeout=10, socket_connect_timeout=5, health_check_interval=30
+    )
+    return aioredis.Redis(connection_pool=pool)
 
 
 async def check_server(client: aioredis.Redis, url: str) -> str:

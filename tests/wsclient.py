@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Callable
@@ -78,7 +77,7 @@ class Client:
         while (left := deadline - time.monotonic()) > 0:
             try:
                 out.append(await self.recv(left))
-            except (TimeoutError, asyncio.TimeoutError):
+            except TimeoutError:
                 break
         return out
 

@@ -1,0 +1,232 @@
+"""Fan-out at scale, slow consumers, and several gateway processes on one Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+from test_cli import ENV, free_port, wait_gone
+from test_gateway import raw_upgrade, token
+from wsclient import JSON, MSGPACK, Client
+
+from live.auth import Role
+from live.server import Running, running
+from live.settings import Settings
+
+
+async def test_hundreds_of_viewers_in_both_framings(server: Running, http: aiohttp.ClientSession) -> None:
+    await server.services.rooms.create("big", host_id="host1", room_id="shop")
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(base_url=server.url, connector=connector) as session:
+        viewers = await asyncio.gather(
+            *(
+                Client.connect(session, "shop", token(server, f"v{i}"), JSON if i % 2 else MSGPACK)
+                for i in range(300)
+            )
+        )
+        host = await Client.connect(session, "shop", token(server, "host1", Role.HOST))
+        for i in range(5):
+            await host.send({"type": "host_message", "text": f"第{i}号 deal"})
+        await viewers[7].send({"type": "comment", "text": "冲!"})
+
+        async def receive_all(v: Client) -> None:
+            texts, chat = [], []
+            while len(texts) < 5 or not chat:  # the chat batch may come before, between or after
+                m = await v.recv()
+                if m["type"] == "host_message":
+                    texts.append(m["text"])
+                elif m["type"] == "batch":
+                    chat += [c["text"] for c in m["comments"]]
+            assert texts == [f"第{i}号 deal" for i in range(5)]
+            assert chat == ["冲!"]
+
+        await asyncio.gather(*(receive_all(v) for v in viewers))
+        assert server.services.hub.open_count == 301
+
+
+async def test_a_viewer_that_never_reads_delays_nobody_and_is_cut(settings: Settings) -> None:
+    tight = dataclasses.replace(
+        settings,
+        send_buffer_soft_bytes=16 * 1024,
+        send_buffer_hard_bytes=256 * 1024,
+        message_rate_per_s=10_000,
+        message_burst=10_000,
+        max_frame_bytes=64 * 1024,
+    )
+    async with running(tight) as srv, aiohttp.ClientSession(base_url=srv.url) as http:
+        await srv.services.rooms.create("r", host_id="host1", room_id="shop")
+        stuck = await raw_upgrade(srv, f"/ws/rooms/shop?token={token(srv, 'stuck')}", rcvbuf=4096)
+        good = await Client.connect(http, "shop", token(srv, "good"))
+        host = await Client.connect(http, "shop", token(srv, "host1", Role.HOST))
+        assert srv.services.hub.open_count == 3
+        n = 5000  # 5000 x ~2 KB = 10 MB: more than the kernel buffers (up to 4 MB each side) hold
+        text = "x" * 1900
+        received: list[int] = []
+
+        async def read_good() -> None:
+            while len(received) < n:
+                m = await good.recv_type("host_message", timeout=10)
+                received.append(int(m["text"].split(":", 1)[0]))
+
+        reader = asyncio.create_task(read_good())
+        host_drain = asyncio.create_task(host.collect(60))  # the host reads its copies too
+        for i in range(n):
+            await host.send({"type": "host_message", "text": f"{i}:{text}"})
+        await asyncio.wait_for(reader, 30)
+        assert received == list(range(n))  # everything, in order, while the stuck one is stuck
+        deadline = time.monotonic() + 5
+        while srv.services.hub.open_count != 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert srv.services.hub.open_count == 2  # the stuck viewer was cut
+        async with http.get("/metrics") as resp:
+            assert 'live_errors_total{kind="slow_consumer"} 1.0' in await resp.text()
+        stuck.close()
+        host_drain.cancel()
+
+
+async def test_a_lagging_viewer_loses_chat_first_and_is_told(settings: Settings) -> None:
+    lenient = dataclasses.replace(
+        settings,
+        send_buffer_soft_bytes=8 * 1024,
+        send_buffer_hard_bytes=64 * 1024 * 1024,
+        slow_grace_s=60,
+        message_rate_per_s=10_000,
+        message_burst=10_000,
+        comment_rate_per_s=10_000,
+        comment_burst=10_000,
+        tick_ms=20,
+    )
+    async with running(lenient) as srv, aiohttp.ClientSession(base_url=srv.url) as http:
+        await srv.services.rooms.create("r", host_id="host1", room_id="shop")
+        lagging = await raw_upgrade(srv, f"/ws/rooms/shop?token={token(srv, 'lagging')}", rcvbuf=4096)
+        host = await Client.connect(http, "shop", token(srv, "host1", Role.HOST))
+        chatter = await Client.connect(http, "shop", token(srv, "chatter"))
+        for i in range(4000):  # 8 MB of priority frames fill its buffers past the soft limit...
+            await host.send({"type": "host_message", "text": f"{i}:" + "y" * 1900})
+        (conn,) = [c for c in srv.services.hub.connections if c.user_id == "lagging"]
+        deadline = time.monotonic() + 10
+        while conn.transport.get_write_buffer_size() < 1024 * 1024:  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, "the server never got ahead of the lagging viewer"
+            await asyncio.sleep(0.01)
+        for i in range(200):  # ...so the chat batches meanwhile are skipped for it
+            await chatter.send({"type": "comment", "text": f"c{i}"})
+            await asyncio.sleep(0.002)
+        data = bytearray()
+
+        async def read_all() -> None:  # one reader that is never cancelled mid-read
+            loop = asyncio.get_running_loop()
+            while chunk := await loop.sock_recv(lagging, 1 << 20):
+                data.extend(chunk)
+
+        reader = asyncio.create_task(read_all())
+        deadline = time.monotonic() + 30
+        while data.count(b'"type":"host_message"') < 4000 or b'"type":"lagged"' not in data:
+            assert time.monotonic() < deadline, "the lagging viewer lost frames or was never told"
+            await chatter.send({"type": "comment", "text": "nudge"})  # a batch once it caught up
+            await asyncio.sleep(0.1)
+        reader.cancel()
+        assert b'"dropped_comments"' in data
+        lagging.close()
+
+
+async def test_two_gateway_processes_share_rooms_through_redis(settings: Settings, tmp_path: Path) -> None:
+    other = dataclasses.replace(settings, data_dir=tmp_path / "other")  # same Redis, same prefix
+    async with running(settings) as a, running(other) as b:
+        await a.services.rooms.create("shared", host_id="host1", room_id="shop")
+        async with (
+            aiohttp.ClientSession(base_url=a.url) as on_a,
+            aiohttp.ClientSession(base_url=b.url) as on_b,
+        ):
+            host = await Client.connect(on_a, "shop", token(a, "host1", Role.HOST))
+            viewers = [await Client.connect(on_b, "shop", token(b, f"v{i}"), MSGPACK) for i in range(3)]
+            for i in range(10):
+                await host.send({"type": "host_message", "text": f"m{i}"})
+            for v in viewers:
+                assert [(await v.recv_type("host_message"))["text"] for _ in range(10)] == [
+                    f"m{i}" for i in range(10)
+                ]
+            await viewers[0].send({"type": "comment", "text": "from node b"})
+            batch = await host.recv_until(lambda m: bool(m.get("comments")))
+            assert batch["comments"][0]["text"] == "from node b"
+            # presence is global: 4 people, 1 on a and 3 on b
+            await host.recv_until(lambda m: m.get("online") == 4, timeout=5)
+            await viewers[1].recv_until(lambda m: m.get("online") == 4, timeout=5)
+
+
+def test_workers_share_one_port(tmp_path: Path) -> None:
+    port = free_port()
+    data_dir = tmp_path / "data"
+    serve = ["serve", "--workers", "2", "--port", str(port), "--data-dir", str(data_dir)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "live", *serve],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        workers = wait_for_workers(proc.pid, 2)
+        mint = ["token", "--room", "*", "--role", "host", "--data-dir", str(data_dir)]
+        host_token = subprocess.run(
+            [sys.executable, "-m", "live", *mint], capture_output=True, text=True, check=True, env=ENV
+        ).stdout.strip()
+        asyncio.run(_everyone_hears_the_host(f"http://127.0.0.1:{port}", host_token))
+        redis_pid = int((data_dir / "redis" / "redis.pid").read_text())
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        assert all(wait_gone(pid) for pid in [*workers, redis_pid])
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+async def _everyone_hears_the_host(url: str, host_token: str) -> None:
+    auth = {"Authorization": f"Bearer {host_token}"}
+    # force_close: every client gets its own TCP connection, which the kernel spreads over workers
+    async with aiohttp.ClientSession(url, connector=aiohttp.TCPConnector(force_close=True)) as http:
+        async with http.post("/api/rooms", json={"id": "shop", "title": "t"}, headers=auth) as resp:
+            assert resp.status == 201
+        host = await Client.connect(http, "shop", host_token)
+        viewers = [await Client.connect(http, "shop", host_token) for _ in range(16)]
+        await host.send({"type": "host_message", "text": "to every worker"})
+        for v in viewers:
+            assert (await v.recv_type("host_message"))["text"] == "to every worker"
+
+
+def wait_for_workers(parent: int, count: int, timeout: float = 15.0) -> list[int]:
+    """The pids of ``parent``'s worker children once they answer on the port."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        children = [
+            int(pid)
+            for pid in os.listdir("/proc")
+            if pid.isdigit() and _ppid(int(pid)) == parent and _is_worker(int(pid))
+        ]
+        if len(children) == count:
+            time.sleep(1.0)  # let them bind
+            return children
+        time.sleep(0.1)
+    raise AssertionError("workers did not start")
+
+
+def _ppid(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return -1
+
+
+def _is_worker(pid: int) -> bool:
+    try:
+        return b"--worker" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
