@@ -329,3 +329,34 @@ async def read_close_codes(sock: socket.socket, timeout: float = 2.0) -> set[int
             codes.add(int.from_bytes(data[at : at + 2], "big"))
         at += length
     return codes
+
+
+async def test_silent_clients_are_dropped(settings: Settings) -> None:
+    async with running(dataclasses.replace(settings, ping_interval_s=0.2)) as srv:
+        await srv.services.rooms.create("r", host_id="h", room_id="shop")
+        silent = await raw_upgrade(srv, f"/ws/rooms/shop?token={token(srv, 'mute')}")  # never answers pings
+        assert close_codes.IDLE_TIMEOUT in await read_close_codes(silent, timeout=3)
+        silent.close()
+        async with aiohttp.ClientSession(base_url=srv.url) as http:
+            polite = await Client.connect(http, "shop", token(srv, "polite"))
+            await polite.collect(1.0)  # reading, aiohttp answers the server's pings
+            await polite.send({"type": "ping"})
+            assert (await polite.recv_type("pong"))["type"] == "pong"
+
+
+async def test_a_flood_of_bad_connects_disturbs_nobody(server: Running, room: str) -> None:
+    async with aiohttp.ClientSession(base_url=server.url, connector=aiohttp.TCPConnector(limit=0)) as http:
+        viewer = await Client.connect(http, room, token(server, "calm"))
+
+        async def bad(i: int) -> int:
+            try:
+                await http.ws_connect(f"/ws/rooms/{room}?token=forged{i}")
+            except aiohttp.WSServerHandshakeError as exc:
+                return exc.status
+            return 101
+
+        statuses = await asyncio.gather(*(bad(i) for i in range(300)))
+        assert set(statuses) == {401}
+        await viewer.send({"type": "ping", "rid": "still"})
+        assert (await viewer.recv_type("pong"))["rid"] == "still"
+        assert server.services.hub.open_count == 1
