@@ -213,16 +213,6 @@ class Connection(asyncio.Protocol):
         self.hub.count_error(exc.code)
         self.send(messages.error(exc.code, exc.message, exc.rid))
 
-    def write_priority(self, data: bytes) -> int:
-        """Write a frame that must not be dropped; returns frames written (0 or 1)."""
-        transport = self.transport
-        if not self.open or transport is None:
-            return 0
-        transport.write(data)
-        if transport.get_write_buffer_size() > self.hub.config.send_buffer_hard_bytes:
-            self.close_slow()
-        return 1
-
     def write_droppable(self, data: bytes, comments: int, now: float) -> int:
         """Write a chat/likes batch unless this client is behind; returns frames written."""
         transport = self.transport

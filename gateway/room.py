@@ -61,13 +61,20 @@ class Room:
         """Write a priority event to every member now; returns frames written."""
         message = {**message, "seq": seq}
         self.recent.append((seq, message))
+        hard = self.config.send_buffer_hard_bytes
         written = 0
         for framing in Framing:
             members = [*self.viewers[framing], *self.staff[framing]]
-            if members:
-                data = messages.frame(framing, message)
-                for conn in members:
-                    written += conn.write_priority(data)
+            if not members:
+                continue
+            data = messages.frame(framing, message)
+            for conn in members:  # the hot loop: a priority frame is written whatever the backlog
+                transport = conn.transport
+                if conn.open and transport is not None:
+                    transport.write(data)
+                    written += 1
+                    if transport.get_write_buffer_size() > hard:
+                        conn.close_slow()
         return written
 
     def events_after(self, seq: int) -> list[dict[str, Any]]:
@@ -117,13 +124,22 @@ class Room:
                 "skipped": len(comments) - cap,
             }
         now = time.monotonic()
+        soft = self.config.send_buffer_soft_bytes
         written = 0
         for framing in Framing:
             for group, message in ((self.viewers, sampled), (self.staff, full)):
                 members = group[framing]
-                if members:
-                    data = messages.frame(framing, message)
-                    count = len(message["comments"])
-                    for conn in list(members):
-                        written += conn.write_droppable(data, count, now)
+                if not members:
+                    continue
+                data = messages.frame(framing, message)
+                count = len(message["comments"])
+                for conn in list(members):
+                    transport = conn.transport
+                    # the hot path, inlined; Connection.write_droppable handles laggards
+                    if conn.behind_since is None and transport is not None and conn.open:
+                        if transport.get_write_buffer_size() <= soft:
+                            transport.write(data)
+                            written += 1
+                            continue
+                    written += conn.write_droppable(data, count, now)
         return written
