@@ -17,7 +17,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import NegotiationError
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
-from websockets.protocol import State
+from websockets.protocol import Protocol, Side, State
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
@@ -61,11 +61,13 @@ class Connection(asyncio.Protocol):
         self.hub = hub
         self.remote_ip = remote_ip
         config = hub.config
-        self.ws = ServerProtocol(
+        self.handshake = ServerProtocol(
             subprotocols=[Subprotocol(s) for s in messages.SUBPROTOCOLS],
             select_subprotocol=_select_subprotocol,
             max_size=config.max_frame_bytes,
         )
+        #: The protocol in use: the handshake's until the upgrade, then a lighter one for frames.
+        self.ws: Protocol = self.handshake
         self.transport: asyncio.Transport | None = None
         self.framing = Framing.JSON
         self.admission: Admission | None = None
@@ -92,7 +94,8 @@ class Connection(asyncio.Protocol):
         # uvloop's transports implement asyncio.Transport without subclassing it
         self.transport = cast(asyncio.Transport, transport)
         loop = asyncio.get_running_loop()
-        self._timers.append(loop.call_later(self.hub.config.handshake_timeout_s, self._handshake_timeout))
+        self._handshake_timer = loop.call_later(self.hub.config.handshake_timeout_s, self._handshake_timeout)
+        self._timers.append(self._handshake_timer)
 
     def data_received(self, data: bytes) -> None:
         self.last_seen = time.monotonic()
@@ -121,14 +124,24 @@ class Connection(asyncio.Protocol):
 
     def accept(self, request: Request) -> bool:
         """Complete the upgrade; False if the request is not a valid WebSocket handshake."""
-        response = self.ws.accept(request)
-        self.ws.send_response(response)
+        handshake = self.handshake
+        response = handshake.accept(request)
+        handshake.send_response(response)
         self._flush_protocol()
         if response.status_code != 101:
             return False
-        if self.ws.subprotocol == Framing.MSGPACK.value:
+        if handshake.subprotocol == Framing.MSGPACK.value:
             self.framing = Framing.MSGPACK
+        # The handshake protocol keeps the request and response (headers: a few KiB) for the
+        # life of the connection; a fresh frame-level protocol keeps nothing of them.
+        leftover = bytes(handshake.reader.buffer)
+        self.ws = Protocol(Side.SERVER, state=State.OPEN, max_size=self.hub.config.max_frame_bytes)
+        del self.handshake
+        self._handshake_timer.cancel()
+        self._timers.remove(self._handshake_timer)
         self.open = True
+        if leftover:  # frames the client sent right behind its request
+            self.data_received(leftover)
         return True
 
     def refuse(self, status: int, body: bytes) -> None:
@@ -148,7 +161,7 @@ class Connection(asyncio.Protocol):
                 ("Connection", "close"),
             ]
         )
-        self.ws.send_response(Response(status, reason, headers, body))
+        self.handshake.send_response(Response(status, reason, headers, body))
         self._flush_protocol()
         if self.transport is not None:
             self.transport.close()
