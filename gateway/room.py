@@ -136,10 +136,14 @@ class Room:
                 for conn in list(members):
                     transport = conn.transport
                     # the hot path, inlined; Connection.write_droppable handles laggards
-                    if conn.behind_since is None and transport is not None and conn.open:
-                        if transport.get_write_buffer_size() <= soft:
-                            transport.write(data)
-                            written += 1
-                            continue
+                    if (
+                        conn.behind_since is None
+                        and transport is not None
+                        and conn.open
+                        and transport.get_write_buffer_size() <= soft
+                    ):
+                        transport.write(data)
+                        written += 1
+                        continue
                     written += conn.write_droppable(data, count, now)
         return written
