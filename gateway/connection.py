@@ -75,6 +75,8 @@ class Connection(asyncio.Protocol):
         self.user_id = ""
         self.is_staff = False
         self.open = False
+        #: Counted against the connection limits (from the start of the handshake).
+        self.counted = False
         self.last_seen = time.monotonic()
         self.dropped_comments = 0
         self.dropped_frames = 0

@@ -145,8 +145,25 @@ class Hub:
         return conn
 
     def forget(self, conn: Connection) -> None:
-        if conn in self.connections:
-            self.connections.discard(conn)
+        """The connection is gone (called once, from connection_lost)."""
+        self._release(conn)
+        self.connections.discard(conn)
+
+    def _reserve(self, conn: Connection) -> None:
+        """Count a connection against the limits from the start of its handshake, so a burst
+        of concurrent handshakes cannot overshoot them."""
+        conn.counted = True
+        self.open_count += 1
+        self.per_ip[conn.remote_ip] += 1
+
+    def _release(self, conn: Connection) -> None:
+        if not conn.counted:
+            return
+        conn.counted = False
+        self.open_count -= 1
+        self.per_ip[conn.remote_ip] -= 1
+        if self.per_ip[conn.remote_ip] <= 0:
+            del self.per_ip[conn.remote_ip]
 
     # -- handshake ----------------------------------------------------------------------------
 
@@ -159,20 +176,24 @@ class Hub:
                 raise Refused(503, "server_full", "this server is full; try another or later")
             if self.per_ip[conn.remote_ip] >= self.config.max_connections_per_ip:
                 raise Refused(429, "too_many_connections", "too many connections from this address")
+            self._reserve(conn)
             room_id, token, last_seq = _parse_target(request)
             admission = await self.directory.admit(room_id, token)
             if await self.bus.is_banned(room_id, admission.user_id):
                 raise Refused(403, "banned", "you are banned from this room")
         except Refused as exc:
+            self._release(conn)
             self.count_error(exc.code)
             conn.refuse(exc.status, _error_body(exc.code, exc.message))
             return
         except (RedisError, OSError) as exc:
+            self._release(conn)
             log.warning("handshake failed on a backend", extra={"error": repr(exc)})
             self.count_error("unavailable")
             conn.refuse(503, _error_body("unavailable", "a backend is unavailable; retry"))
             return
         if conn.transport is None or conn.transport.is_closing() or not conn.accept(request):
+            self._release(conn)
             self.count_error("bad_handshake")
             return
         conn.admission = admission
@@ -180,8 +201,6 @@ class Hub:
         conn.is_staff = admission.role in STAFF_ROLES
         if admission.expires_at is not None:
             conn.set_expiry(admission.expires_at - time.time())
-        self.open_count += 1
-        self.per_ip[conn.remote_ip] += 1
         await self._join(conn, admission, last_seq)
 
     async def _join(self, conn: Connection, admission: Admission, last_seq: int | None) -> None:
@@ -228,10 +247,7 @@ class Hub:
 
     def leave(self, conn: Connection) -> None:
         """The connection is no longer open (called once, by the connection)."""
-        self.open_count -= 1
-        self.per_ip[conn.remote_ip] -= 1
-        if self.per_ip[conn.remote_ip] <= 0:
-            del self.per_ip[conn.remote_ip]
+        self._release(conn)
         room = self.rooms.get(conn.room_id)
         if room is not None:
             room.remove(conn)
