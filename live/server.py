@@ -221,7 +221,9 @@ async def _start_worker(env: dict[str, str]) -> asyncio.subprocess.Process:
     command = [sys.executable, "-m", "live", *sys.argv[1:], "--worker"]
     if sys.platform.startswith("linux"):
         command = [sys.executable, "-m", "live.parent_death", str(os.getpid()), *command]
-    proc = await asyncio.create_subprocess_exec(*command, env=env)
+    # Own session: a Ctrl-C reaches only the supervisor, which stops the workers in order
+    # (a worker hit twice would take the second signal as "exit now").
+    proc = await asyncio.create_subprocess_exec(*command, env=env, start_new_session=True)
     log.info("worker started", extra={"pid": proc.pid})
     return proc
 
