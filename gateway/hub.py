@@ -441,7 +441,7 @@ class Hub:
             for room in list(self.rooms.values()):
                 if room.local_likes:
                     likes[room.id], room.local_likes = room.local_likes, 0
-                self.metrics.frames_out(room.flush())
+                self.metrics.frames_out(await room.flush())
             if likes:
                 self._spawn(self._publish_likes(likes))
             if time.monotonic() - next_at > period:

@@ -11,6 +11,7 @@ comments it missed when it catches up).
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections import deque
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
 
 #: Priority events kept in memory, to hand to a connection that joins while they pass.
 RECENT_EVENTS = 128
+#: Batch frames written between two looks at the event loop (about 5 ms of sends).
+WRITE_CHUNK = 500
 
 
 class Room:
@@ -100,9 +103,10 @@ class Room:
             self.online = online
             self._online_changed = True
 
-    def flush(self) -> int:
+    async def flush(self) -> int:
         """The tick: one batch frame per member with the chat and likes since the last one.
-        Returns frames written."""
+        Returns frames written. Writing to a big room takes a while (a send per member), so it
+        is done in chunks, and priority events are written between them."""
         comments, self.pending_comments = self.pending_comments, []
         likes, self.likes_total = self.likes_total, None
         online_changed, self._online_changed = self._online_changed, False
@@ -128,22 +132,26 @@ class Room:
         written = 0
         for framing in Framing:
             for group, message in ((self.viewers, sampled), (self.staff, full)):
-                members = group[framing]
+                members = list(group[framing])
                 if not members:
                     continue
                 data = messages.frame(framing, message)
                 count = len(message["comments"])
-                for conn in list(members):
-                    transport = conn.transport
-                    # the hot path, inlined; Connection.write_droppable handles laggards
-                    if (
-                        conn.behind_since is None
-                        and transport is not None
-                        and conn.open
-                        and transport.get_write_buffer_size() <= soft
-                    ):
-                        transport.write(data)
-                        written += 1
-                        continue
-                    written += conn.write_droppable(data, count, now)
+                for start in range(0, len(members), WRITE_CHUNK):
+                    if start:
+                        # Let a priority event that arrived meanwhile go out before the rest.
+                        await asyncio.sleep(0)
+                    for conn in members[start : start + WRITE_CHUNK]:
+                        transport = conn.transport
+                        # the hot path, inlined; Connection.write_droppable handles laggards
+                        if (
+                            conn.behind_since is None
+                            and transport is not None
+                            and conn.open
+                            and transport.get_write_buffer_size() <= soft
+                        ):
+                            transport.write(data)
+                            written += 1
+                            continue
+                        written += conn.write_droppable(data, count, now)
         return written
