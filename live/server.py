@@ -102,7 +102,9 @@ async def running(settings: Settings, worker: bool = False) -> AsyncIterator[Run
     A ``worker`` shares the port with its siblings and leaves the data dir lock (and Redis) to
     the supervising process."""
     data_dir = DataDir(settings.data_dir)
-    shared_port = worker
+    if worker and not settings.redis_url:
+        # The supervisor passes its Redis; a worker must never start (or stop) one itself.
+        raise StartupError("--worker is started by 'live serve --workers N', which gives it a Redis URL")
     if not worker:
         data_dir.lock()
     try:
@@ -114,7 +116,7 @@ async def running(settings: Settings, worker: bool = False) -> AsyncIterator[Run
                 log.info("redis connected", extra={"url": redact_url(redis_url), "server": kind})
                 store = await _open_store(data_dir)
                 try:
-                    async with _listening(settings, auth, redis, store, shared_port) as server:
+                    async with _listening(settings, auth, redis, store, worker) as server:
                         yield server
                 finally:
                     await store.close()
