@@ -29,7 +29,7 @@ from gateway.bus import Bus, now_ms
 from gateway.config import GatewayConfig
 from gateway.connection import Connection
 from gateway.messages import MODERATION, Command, ProtocolError
-from gateway.room import Room
+from gateway.room import WRITE_CHUNK, Room
 from gateway.words import BannedWords
 
 log = logging.getLogger(__name__)
@@ -329,8 +329,12 @@ class Hub:
     @staticmethod
     async def _after(previous: asyncio.Task[Any] | None, then: Coroutine[Any, Any, None]) -> None:
         """Run ``then`` once ``previous`` ended: a client's commands take effect in order."""
-        if previous is not None and not previous.done():
-            await asyncio.wait([previous])
+        try:
+            if previous is not None and not previous.done():
+                await asyncio.wait([previous])
+        except asyncio.CancelledError:
+            then.close()  # stopping: the queued command is dropped, not left un-awaited
+            raise
         await then
 
     async def _moderate(self, conn: Connection, command: Command) -> None:
@@ -494,8 +498,12 @@ class Hub:
     async def _ping_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.ping_interval_s)
-            for conn in list(self.connections):
-                conn.ping()
+            conns = list(self.connections)
+            for start in range(0, len(conns), WRITE_CHUNK):
+                # in chunks, like the tick: a priority event waits for one chunk at most
+                await asyncio.sleep(0)
+                for conn in conns[start : start + WRITE_CHUNK]:
+                    conn.ping()
 
     # -- bookkeeping --------------------------------------------------------------------------
 

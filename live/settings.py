@@ -65,7 +65,7 @@ class Settings:
     #: Server pings each WebSocket this often; a client silent for twice as long is dropped.
     ping_interval_s: float = 25.0
     #: Chat and likes reach viewers in one batch frame per tick.
-    tick_ms: int = 100
+    tick_ms: int = 125
     #: Comments a viewer sees per tick at most (a sample, with the skipped count).
     comments_per_tick: int = 10
     max_comment_chars: int = 200
