@@ -1,0 +1,464 @@
+"""Shared by the benchmarks: child processes, /proc accounting, the live server, tokens, tables.
+
+Everything here is Linux-only (it reads /proc). Child processes are started through
+parent_death.py, registered in a ``Children`` set, and stopped (SIGTERM, then SIGKILL) when
+the benchmark ends, even on an error or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import jwt
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# -- /proc ---------------------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads), from /proc/PID/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of a process (VmRSS)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def child_pids(pid: int) -> list[int]:
+    """Direct children of a process."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def exe_name(pid: int) -> str:
+    try:
+        return os.path.basename(os.readlink(f"/proc/{pid}/exe"))
+    except OSError:
+        return ""
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) jiffies of all CPUs, from /proc/stat: busy share = d(busy) / d(total)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    total = sum(values[:8])  # guest time is already counted in user
+    return float(total - idle), float(total)
+
+
+def machine_facts() -> dict[str, str]:
+    model = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    return {
+        "nproc": str(os.cpu_count()),
+        "cpu": model,
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "load_avg": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "commit": source_state(),
+    }
+
+
+def source_state() -> str:
+    """The commit of the server code measured, with "+dirty" when live/ or gateway/ differ from it
+    (someone may be editing them while a benchmark runs)."""
+    import subprocess
+
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--", "live", "gateway", "inventory"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
+def process_alive(pid: int) -> bool:
+    """True while ``pid`` runs; a zombie counts as gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def raise_nofile() -> None:
+    """Use the hard limit of open files (the machine allows at most 20,000 per process)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def nofile_limit() -> int:
+    import resource
+
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+
+
+# -- child processes ------------------------------------------------------------------------------
+
+
+class Children:
+    """The processes a benchmark started; ``stop_all`` ends every one still running."""
+
+    def __init__(self) -> None:
+        self.procs: list[asyncio.subprocess.Process] = []
+        #: Grandchildren we must make sure are gone (live's valkey-server), by pid.
+        self.extra_pids: list[int] = []
+
+    async def spawn(
+        self,
+        argv: Sequence[str],
+        *,
+        env: dict[str, str] | None = None,
+        log: Path | None = None,
+        pipes: bool = False,
+        cwd: Path | None = None,
+    ) -> asyncio.subprocess.Process:
+        """Start ``argv`` under parent_death.py. With ``pipes``, stdin/stdout are pipes (the
+        client workers' control channel); otherwise stdout+stderr go to ``log``."""
+        command = [sys.executable, str(HERE / "parent_death.py"), str(os.getpid()), *argv]
+        out: Any = asyncio.subprocess.DEVNULL
+        if log is not None:
+            out = log.open("ab")
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *command,
+                env=env,
+                cwd=cwd,
+                stdin=asyncio.subprocess.PIPE if pipes else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE if pipes else out,
+                stderr=out if log is not None else None,
+                limit=16 * 1024 * 1024,  # worker reports are one (long) JSON line
+                # not in the terminal's process group: a Ctrl-C reaches only the benchmark,
+                # which then stops its children in order (parent_death.py covers a crash)
+                start_new_session=True,
+            )
+        finally:
+            if log is not None:
+                out.close()
+        self.procs.append(proc)
+        return proc
+
+    async def stop(self, proc: asyncio.subprocess.Process, timeout_s: float = 15.0) -> int | None:
+        """SIGTERM, wait up to ``timeout_s``, then SIGKILL."""
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), timeout_s)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+        with contextlib.suppress(ValueError):
+            self.procs.remove(proc)
+        return proc.returncode
+
+    async def stop_all(self) -> None:
+        await asyncio.gather(*(self.stop(p) for p in list(self.procs)), return_exceptions=True)
+        for pid in self.extra_pids:
+            await stop_pid(pid)
+        self.extra_pids.clear()
+
+
+async def stop_pid(pid: int, timeout_s: float = 10.0) -> None:
+    """Stop a process we started indirectly (not our child), by pid."""
+    if not process_alive(pid):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while process_alive(pid) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    if process_alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+async def wait_port(port: int, proc: asyncio.subprocess.Process, timeout_s: float = 30.0) -> None:
+    """Wait until something accepts TCP connections on 127.0.0.1:port."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.returncode is not None:
+            raise RuntimeError(f"server exited with code {proc.returncode} before listening")
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            await asyncio.sleep(0.05)
+            continue
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return
+    raise RuntimeError(f"nothing listens on port {port} after {timeout_s:g} s")
+
+
+def install_sigterm(task: asyncio.Task[Any]) -> None:
+    """SIGTERM cancels the benchmark's main task, so its cleanup runs (SIGINT already does)."""
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+
+
+# -- worker control channel -----------------------------------------------------------------------
+
+
+class Worker:
+    """A client worker process: JSON lines in both directions over its stdin/stdout."""
+
+    def __init__(self, name: str, proc: asyncio.subprocess.Process) -> None:
+        self.name = name
+        self.proc = proc
+
+    def send(self, **message: Any) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(message).encode() + b"\n")
+
+    async def expect(self, event: str, timeout_s: float) -> dict[str, Any]:
+        """The next message, which must be ``event`` (a worker reports failures as "error")."""
+        assert self.proc.stdout is not None
+        try:
+            line = await asyncio.wait_for(self.proc.stdout.readline(), timeout_s)
+        except TimeoutError:
+            raise RuntimeError(f"{self.name}: no {event!r} within {timeout_s:g} s") from None
+        if not line:
+            code = await self.proc.wait()
+            raise RuntimeError(f"{self.name} exited (code {code}) before {event!r}")
+        message: dict[str, Any] = json.loads(line)
+        if message.get("event") != event:
+            raise RuntimeError(f"{self.name}: expected {event!r}, got {message}")
+        return message
+
+
+class Control:
+    """The worker side of the channel: commands from stdin, reports to stdout."""
+
+    def __init__(self) -> None:
+        self.reader: asyncio.StreamReader | None = None
+
+    async def open(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.reader = asyncio.StreamReader(limit=1024 * 1024)
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(self.reader), sys.stdin)
+
+    async def command(self) -> dict[str, Any]:
+        assert self.reader is not None
+        line = await self.reader.readline()
+        if not line:
+            return {"cmd": "quit"}  # the benchmark went away
+        message: dict[str, Any] = json.loads(line)
+        return message
+
+    @staticmethod
+    def report(event: str, **fields: Any) -> None:
+        sys.stdout.write(json.dumps({"event": event, **fields}) + "\n")
+        sys.stdout.flush()
+
+
+# -- the live server ------------------------------------------------------------------------------
+
+
+def default_live_python() -> str:
+    """The interpreter that has the project installed: $LIVE_PYTHON, else /tmp/venv's, else ours."""
+    explicit = os.environ.get("LIVE_PYTHON")
+    if explicit:
+        return explicit
+    if Path("/tmp/venv/bin/python").exists():
+        return "/tmp/venv/bin/python"
+    return sys.executable
+
+
+def mint(secret: str, room: str, role: str, user: str, ttl_s: int = 3600) -> str:
+    """A live token (the claims ``live token`` signs, HS256 with the data dir's secret)."""
+    now = int(time.time())
+    claims = {"sub": user, "room": room, "role": role, "iat": now, "exp": now + ttl_s}
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+class LiveServer:
+    """``live serve`` on a fresh data dir, with its embedded Redis, for one benchmark run."""
+
+    def __init__(self, children: Children, python: str, settings: dict[str, Any]) -> None:
+        self.children = children
+        self.python = python
+        self.settings = settings
+        self.port = free_port()
+        # short path: the embedded Redis listens on a unix socket inside it (<= 100 bytes)
+        self.data_dir = Path(tempfile.mkdtemp(prefix="livebench-", dir="/tmp"))
+        self.log_path = self.data_dir / "server.log"
+        self.proc: asyncio.subprocess.Process | None = None
+        self.redis_pid: int | None = None
+        self.secret = ""
+        self.host_token = ""
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def ws_url(self, room: str, token: str) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws/rooms/{room}?token={token}"
+
+    async def start(self, timeout_s: float = 60.0) -> None:
+        env = {**os.environ, "LIVE_LOG_LEVEL": "warning"}
+        env.update({f"LIVE_{k.upper()}": str(v) for k, v in self.settings.items()})
+        argv = [self.python, "-m", "live", "serve"]
+        argv += ["--data-dir", str(self.data_dir), "--port", str(self.port)]
+        self.proc = await self.children.spawn(argv, env=env, log=self.log_path, cwd=self.data_dir)
+        deadline = time.monotonic() + timeout_s
+        async with aiohttp.ClientSession() as session:
+            while True:
+                if self.proc.returncode is not None:
+                    raise RuntimeError(f"live exited with code {self.proc.returncode}: {self.log_tail()}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"live not ready after {timeout_s:g} s: {self.log_tail()}")
+                try:
+                    async with session.get(f"http://127.0.0.1:{self.port}/readyz") as resp:
+                        if resp.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.1)
+        redis = [p for p in child_pids(self.pid) if exe_name(p).startswith(("valkey", "redis"))]
+        if len(redis) != 1:
+            raise RuntimeError(f"expected one embedded Redis child of live, found {redis}")
+        self.redis_pid = redis[0]
+        self.children.extra_pids.append(self.redis_pid)
+        self.secret = (self.data_dir / "secret").read_text().strip()
+        self.host_token = mint(self.secret, "*", "host", "host")
+
+    async def create_room(self, room: str) -> None:
+        headers = {"Authorization": f"Bearer {self.host_token}"}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                f"http://127.0.0.1:{self.port}/api/rooms", json={"id": room, "title": room}, headers=headers
+            ) as resp,
+        ):
+            if resp.status != 201:
+                raise RuntimeError(f"creating room {room}: HTTP {resp.status} {await resp.text()}")
+
+    async def metrics(self) -> dict[str, float]:
+        """live_* counters from /metrics (errors by kind as ``live_errors{kind}``)."""
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{self.port}/metrics") as resp,
+        ):
+            text = await resp.text()
+        values: dict[str, float] = {}
+        for line in text.splitlines():
+            # counters only (gauges and the Redis probe histogram say nothing about a run)
+            counter = line.startswith(("live_frames", "live_errors", "live_http_responses"))
+            if counter and "_created" not in line:
+                name, _, value = line.rpartition(" ")
+                name = name.replace("_total", "").replace('kind="', "").replace('"', "")
+                values[name] = float(value)
+        return values
+
+    def cpu(self) -> tuple[float, float]:
+        """(live process, embedded Redis) CPU seconds."""
+        assert self.redis_pid is not None
+        return cpu_seconds(self.pid), cpu_seconds(self.redis_pid)
+
+    def log_problems(self) -> list[str]:
+        """Lines of the server's log at warning level or above (it runs with LIVE_LOG_LEVEL=warning)."""
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return []
+        return [line for line in lines if line.strip()]
+
+    def log_tail(self, n: int = 5) -> str:
+        return " | ".join(self.log_problems()[-n:])
+
+    async def stop(self) -> int | None:
+        code = None
+        if self.proc is not None:
+            code = await self.children.stop(self.proc, timeout_s=30.0)
+        if self.redis_pid is not None:
+            # live stops its Redis last; this only matters if live was killed
+            deadline = time.monotonic() + 10
+            while process_alive(self.redis_pid) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            await stop_pid(self.redis_pid)
+            with contextlib.suppress(ValueError):
+                self.children.extra_pids.remove(self.redis_pid)
+        return code
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+# -- output ---------------------------------------------------------------------------------------
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], right: bool = True) -> str:
+    """A GitHub-flavoured Markdown table (readable as plain text too)."""
+    cells = [[str(h) for h in headers], *[[str(c) for c in row] for row in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = []
+    for n, row in enumerate(cells):
+        # header and first column left-aligned, figures right-aligned
+        padded = [
+            c.ljust(w) if n == 0 or i == 0 or not right else c.rjust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("| " + " | ".join(padded) + " |")
+        if n == 0:
+            lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def fmt_int(x: float) -> str:
+    return f"{x:,.0f}"

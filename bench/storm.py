@@ -1,0 +1,689 @@
+"""Comment storm: a 10,000-viewer live room under 2,000 comments/s, and memory per connection.
+
+    python bench/storm.py [--viewers 10000] [--senders 200] [--comment-rate 2000] [--duration 20]
+    python bench/storm.py --memory-only          # only the idle-connection memory figure
+
+What it does, in one run of ``live serve`` (embedded Redis):
+1. a host connection joins the room; the live process's RSS is read (before);
+2. the viewers connect from several client processes and sit idle; after a settle the RSS is
+   read again (after): (after - before) / viewers is the memory per idle connection;
+3. sender connections (viewers too, in their own process) comment open-loop at a steady
+   aggregate rate (on schedule, never waiting for replies), and the host sends a host_message
+   carrying its send time (monotonic clock, same machine) --host-rate times a second;
+4. for ``--duration`` seconds, a sample of viewers (every k-th; the rest only drain their
+   sockets) counts every frame it gets by type, the comments shown and skipped in batches,
+   and records host-message latency (host send -> viewer receipt) in an HDR histogram;
+   the histograms of all client processes are merged. The live process's and its Redis's CPU
+   are read at the start and end of the window.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import json
+import math
+import os
+import resource
+import statistics
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import uvloop
+from hdrh.histogram import HdrHistogram
+
+from common import (
+    Children,
+    Control,
+    LiveServer,
+    Worker,
+    default_live_python,
+    install_sigterm,
+    machine_busy,
+    machine_facts,
+    mint,
+    raise_nofile,
+    rss_bytes,
+    table,
+)
+from wsclient import Client, connect
+
+ROOM = "storm"
+#: HDR histogram of latencies in microseconds: 1 us to 60 s, 3 significant digits.
+HDR_ARGS = (1, 60_000_000, 3)
+PER_VIEWER_WORKER = 2500
+KEEPALIVE_S = 20.0  # < live's ping_interval_s (25): a drain-only socket must still speak
+
+
+def host_text(k: int, sent: float) -> str:
+    """A ~150-byte host message with its send time (time.monotonic(), seconds)."""
+    text = f"t={sent:.6f} k={k} 限时秒杀马上开始\uff01flash sale starts now, "
+    return text + "x" * max(0, 150 - len(text.encode()))
+
+
+def parse_sent(text: str) -> tuple[float, int]:
+    fields = dict(part.split("=", 1) for part in text.split(" ", 2)[:2])
+    return float(fields["t"]), int(fields["k"])
+
+
+def frame_type(payload: bytes) -> str:
+    """The ``type`` of a live JSON frame (the server writes it first) without parsing it all."""
+    if payload.startswith(b'{"type":"'):
+        end = payload.find(b'"', 9)
+        return payload[9:end].decode()
+    return "?"
+
+
+def cpu_self() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def connect_all(
+    port: int, paths: list[str], make: Any, concurrency: int = 100, retries: int = 3
+) -> list[Client]:
+    """Open one connection per path (``make(i)`` -> (on_message, discard)), a few at a time."""
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(i: int, path: str) -> Client:
+        on_message, discard = make(i)
+        for attempt in range(retries):
+            async with sem:
+                try:
+                    return await connect(port, path, on_message, discard)
+                except (OSError, TimeoutError) as exc:
+                    if attempt == retries - 1:
+                        raise ConnectionError(f"connection {i}: {exc!r}") from exc
+            await asyncio.sleep(0.5 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    return list(await asyncio.gather(*(one(i, p) for i, p in enumerate(paths))))
+
+
+async def keepalive(clients: list[Client], slices: int = 20) -> None:
+    """Ping each connection once per KEEPALIVE_S, a slice at a time, so the server sees a steady
+    trickle (as from real clients' independent timers), never 10,000 pings at once."""
+    step = 0
+    while True:
+        await asyncio.sleep(KEEPALIVE_S / slices)
+        for c in clients[step % slices :: slices]:
+            c.ping()
+        step += 1
+
+
+# -- viewer workers -------------------------------------------------------------------------------
+
+
+class Window:
+    """The measurement window [t0, t1) in time.monotonic() seconds, set by "start"."""
+
+    def __init__(self) -> None:
+        self.t0 = math.inf
+        self.t1 = math.inf
+
+    def inside(self, t: float) -> bool:
+        return self.t0 <= t < self.t1
+
+
+class ViewerStats:
+    __slots__ = ("frames", "host_seen", "lagged", "lagged_comments", "shown", "skipped")
+
+    def __init__(self) -> None:
+        self.frames: Counter[str] = Counter()
+        self.shown = 0
+        self.skipped = 0
+        self.lagged = 0
+        self.lagged_comments = 0
+        self.host_seen: set[int] = set()
+
+
+async def viewer_worker(args: argparse.Namespace) -> None:
+    raise_nofile()
+    control = Control()
+    await control.open()
+    secret = os.environ["LIVEBENCH_SECRET"]
+    window = Window()
+    hist = HdrHistogram(*HDR_ARGS)
+    late_host = [0]  # host messages that arrived for messages sent before the window
+    #: host message k -> [first, last] latency (us) among this worker's measured viewers
+    spread: dict[int, list[int]] = {}
+
+    def on_message(client: Client, opcode: int, payload: bytes, now: float) -> None:
+        st: ViewerStats = client.state
+        kind = frame_type(payload)
+        if kind == "host_message":
+            sent, k = parse_sent(json.loads(payload)["text"])
+            if sent >= window.t0:
+                latency = max(1, round((now - sent) * 1e6))
+                hist.record_value(latency)
+                st.host_seen.add(k)
+                first_last = spread.setdefault(k, [latency, latency])
+                first_last[0] = min(first_last[0], latency)
+                first_last[1] = max(first_last[1], latency)
+            else:
+                late_host[0] += 1
+        if not window.inside(now):
+            return
+        st.frames[kind] += 1
+        if kind == "batch":
+            batch = json.loads(payload)
+            st.shown += len(batch.get("comments", ()))
+            st.skipped += batch.get("skipped", 0)
+        elif kind == "lagged":
+            lagged = json.loads(payload)
+            st.lagged += 1
+            st.lagged_comments += lagged.get("dropped_comments", 0)
+
+    indexes = range(args.first, args.first + args.count)
+    paths = [f"/ws/rooms/{ROOM}?token={mint(secret, ROOM, 'viewer', f'v{i}')}" for i in indexes]
+    sampled = [i % args.sample_every == 0 for i in indexes]
+
+    def make(n: int) -> tuple[Any, bool]:
+        return (on_message, False) if sampled[n] else (None, True)
+
+    try:
+        clients = await connect_all(args.port, paths, make)
+    except ConnectionError as exc:
+        control.report("error", error=str(exc))
+        return
+    for c, s in zip(clients, sampled, strict=True):
+        c.state = ViewerStats() if s else None
+    pinger = asyncio.create_task(keepalive(clients))
+    control.report("ready", connections=len(clients), sampled=sum(sampled))
+    cpu0 = cpu1 = 0.0
+    while True:
+        command = await control.command()
+        if command["cmd"] == "start":
+            window.t0, window.t1 = command["t0"], command["t1"]
+            await asyncio.sleep(max(0.0, window.t0 - time.monotonic()))
+            cpu0 = cpu_self()
+            await asyncio.sleep(max(0.0, window.t1 - time.monotonic()))
+            cpu1 = cpu_self()
+        elif command["cmd"] == "report":
+            measured = [c.state for c in clients if c.state is not None]
+            lost = [c for c in clients if c.lost.done()]
+            control.report(
+                "stats",
+                frames=[sum(st.frames.values()) for st in measured],
+                by_type=dict(sum((st.frames for st in measured), Counter())),
+                host_seen=[len(st.host_seen) for st in measured],
+                shown=sum(st.shown for st in measured),
+                skipped=sum(st.skipped for st in measured),
+                lagged=sum(st.lagged for st in measured),
+                lagged_comments=sum(st.lagged_comments for st in measured),
+                late_host=late_host[0],
+                lost=len(lost),
+                close_codes=dict(Counter(str(c.close_code) for c in lost)),
+                drained_bytes=sum(c.bytes_in for c in clients if c.state is None),
+                hdr=base64.b64encode(hist.encode()).decode(),
+                spread=spread,
+                cpu_s=cpu1 - cpu0,
+            )
+        elif command["cmd"] == "quit":
+            break
+    pinger.cancel()
+    for c in clients:
+        c.close()
+    await asyncio.sleep(0.2)
+
+
+# -- sender workers -------------------------------------------------------------------------------
+
+
+async def sender_worker(args: argparse.Namespace) -> None:
+    raise_nofile()
+    control = Control()
+    await control.open()
+    secret = os.environ["LIVEBENCH_SECRET"]
+    errors: Counter[str] = Counter()
+
+    def on_message(client: Client, opcode: int, payload: bytes, now: float) -> None:
+        if payload.startswith(b'{"type":"error"'):
+            errors[json.loads(payload).get("code", "?")] += 1
+
+    indexes = range(args.first, args.first + args.count)
+    paths = [f"/ws/rooms/{ROOM}?token={mint(secret, ROOM, 'viewer', f's{i}')}" for i in indexes]
+    try:
+        clients = await connect_all(args.port, paths, lambda n: (on_message, False))
+    except ConnectionError as exc:
+        control.report("error", error=str(exc))
+        return
+    pinger = asyncio.create_task(keepalive(clients))
+    control.report("ready", connections=len(clients))
+    sent = 0
+    max_backlog = 0
+    cpu_s = 0.0
+    while True:
+        command = await control.command()
+        if command["cmd"] == "start":
+            t0, t1 = command["t0"], command["t1"]
+            await asyncio.sleep(max(0.0, t0 - time.monotonic()))
+            cpu0 = cpu_self()
+            # Open loop: by time t, rate * (t - t0) comments are due; send whatever is due now,
+            # round-robin over the connections, whatever the server answered.
+            while (now := time.monotonic()) < t1:
+                due = int((now - t0) * args.rate)
+                max_backlog = max(max_backlog, due - sent)
+                while sent < due:
+                    text = f"comment {sent} 好看\uff01多少钱\uff1f"  # full-width ! and ?
+                    clients[sent % len(clients)].send_text(
+                        json.dumps({"type": "comment", "text": text}, ensure_ascii=False)
+                    )
+                    sent += 1
+                await asyncio.sleep(0.005)
+            cpu_s = cpu_self() - cpu0
+        elif command["cmd"] == "report":
+            lost = [c for c in clients if c.lost.done()]
+            control.report(
+                "stats",
+                sent=sent,
+                errors=dict(errors),
+                max_backlog=max_backlog,
+                lost=len(lost),
+                close_codes=dict(Counter(str(c.close_code) for c in lost)),
+                cpu_s=cpu_s,
+            )
+        elif command["cmd"] == "quit":
+            break
+    pinger.cancel()
+    for c in clients:
+        c.close()
+    await asyncio.sleep(0.2)
+
+
+# -- the orchestrator -----------------------------------------------------------------------------
+
+
+class Host:
+    """The room's host: sends timed host messages; reads the full comment stream (staff get
+    every comment), which tells how many comments the server published."""
+
+    def __init__(self) -> None:
+        self.window = Window()
+        self.published = 0
+        self.frames: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()
+        self.client: Client | None = None
+        self.max_lag = 0.0
+        self.sent = 0
+        self.sent_at: dict[int, float] = {}  # k -> seconds after t0
+
+    def on_message(self, client: Client, opcode: int, payload: bytes, now: float) -> None:
+        kind = frame_type(payload)
+        if kind == "error":
+            self.errors[json.loads(payload).get("code", "?")] += 1
+        if not self.window.inside(now):
+            return
+        self.frames[kind] += 1
+        if kind == "batch":
+            self.published += len(json.loads(payload).get("comments", ()))
+
+    async def send_timed(self, rate: float) -> None:
+        """Open loop: message k at t0 + k / rate, until t1; the text carries the real send time."""
+        assert self.client is not None
+        k = 0
+        while (at := self.window.t0 + k / rate) < self.window.t1:
+            await asyncio.sleep(max(0.0, at - time.monotonic()))
+            now = time.monotonic()
+            self.max_lag = max(self.max_lag, now - at)
+            self.client.send_text(json.dumps({"type": "host_message", "text": host_text(k, now)}))
+            self.sent_at[k] = now - self.window.t0
+            self.sent += 1
+            k += 1
+
+
+def kib(n: float) -> str:
+    return f"{n / 1024:,.1f} KiB"
+
+
+def mib(n: float) -> str:
+    return f"{n / 1024 / 1024:,.1f} MiB"
+
+
+async def start_workers(
+    children: Children, kind: str, total: int, per: int, port: int, env: dict[str, str], extra: list[str]
+) -> list[Worker]:
+    workers = []
+    first = 0
+    while first < total:
+        count = min(per, total - first)
+        argv = [
+            sys.executable, str(Path(__file__).resolve()), f"_{kind}", "--port", str(port),
+            "--first", str(first), "--count", str(count), *extra,
+        ]  # fmt: skip
+        proc = await children.spawn(argv, env={**os.environ, **env}, pipes=True)
+        workers.append(Worker(f"{kind} worker {len(workers)}", proc))
+        first += count
+    return workers
+
+
+async def main(args: argparse.Namespace) -> int:
+    install_sigterm(asyncio.current_task())  # type: ignore[arg-type]
+    raise_nofile()
+    children = Children()
+    per_sender = args.comment_rate / args.senders if args.senders else 0
+    settings = {
+        "max_connections": args.viewers + args.senders + 100,
+        "max_connections_per_ip": args.viewers + args.senders + 100,
+        # the senders' own limits must not be what throttles the storm
+        "comment_rate_per_s": max(20, math.ceil(per_sender * 2)),
+        "comment_burst": max(40, math.ceil(per_sender * 4)),
+        "message_rate_per_s": max(100, math.ceil(per_sender * 4)),
+        "message_burst": max(200, math.ceil(per_sender * 8)),
+    }
+    facts = machine_facts()
+    print(f"# storm: {args.viewers} viewers, {args.senders} senders, {args.comment_rate:g} comments/s, "
+          f"host {args.host_rate:g} msg/s, {args.duration:g} s")  # fmt: skip
+    print("machine: " + ", ".join(f"{k} {v}" for k, v in facts.items()))
+    print("live settings: " + ", ".join(f"LIVE_{k.upper()}={v}" for k, v in settings.items()))
+    sys.stdout.flush()
+    out: dict[str, Any] = {"facts": facts, "args": vars(args), "settings": settings}
+    server = LiveServer(children, args.live_python, settings)
+    workers: list[Worker] = []
+    try:
+        await server.start()
+        await server.create_room(ROOM)
+        env = {"LIVEBENCH_SECRET": server.secret}
+        host = Host()
+        host.client = await connect(
+            server.port, f"/ws/rooms/{ROOM}?token={server.host_token}", host.on_message
+        )
+        await asyncio.sleep(1.0)
+        rss0, redis_rss0 = rss_bytes(server.pid), rss_bytes(server.redis_pid or 0)
+
+        # -- idle viewers: memory ----------------------------------------------------------------
+        sample_every = max(1, args.viewers // args.sample) if args.sample else 1
+        per = math.ceil(args.viewers / (args.clients or math.ceil(args.viewers / PER_VIEWER_WORKER)))
+        t_connect = time.monotonic()
+        viewers = await start_workers(
+            children, "viewers", args.viewers, per, server.port, env, ["--sample-every", str(sample_every)]
+        )
+        workers += viewers
+        ready = await asyncio.gather(*(w.expect("ready", args.connect_timeout) for w in viewers))
+        connect_s = time.monotonic() - t_connect
+        out["sampled"] = sum(r["sampled"] for r in ready)
+        await asyncio.sleep(args.settle)
+        rss1, redis_rss1 = rss_bytes(server.pid), rss_bytes(server.redis_pid or 0)
+        per_conn = (rss1 - rss0) / args.viewers
+        out["memory"] = {
+            "viewers": args.viewers, "rss_before": rss0, "rss_after": rss1, "per_connection": per_conn,
+            "redis_rss_before": redis_rss0, "redis_rss_after": redis_rss1, "connect_s": connect_s,
+        }  # fmt: skip
+        print(f"\n## memory per idle connection ({args.viewers} viewers, opened in {connect_s:.1f} s)")
+        print(
+            table(
+                ["process", "RSS before", "RSS after", "delta", "per connection", "target"],
+                [
+                    ["live", mib(rss0), mib(rss1), mib(rss1 - rss0), kib(per_conn), "<= 20 KiB"],
+                    ["valkey-server", mib(redis_rss0), mib(redis_rss1), mib(redis_rss1 - redis_rss0),
+                     kib((redis_rss1 - redis_rss0) / args.viewers), ""],
+                ],
+            )
+        )  # fmt: skip
+        sys.stdout.flush()
+        if args.memory_only:
+            if args.json:
+                Path(args.json).write_text(json.dumps(out, indent=1, ensure_ascii=False))
+            return 0
+
+        # -- the storm ---------------------------------------------------------------------------
+        senders: list[Worker] = []
+        if args.senders:
+            per_s = math.ceil(args.senders / args.sender_clients)
+            senders = await start_workers(
+                children, "senders", args.senders, per_s, server.port, env,
+                ["--rate", str(args.comment_rate / math.ceil(args.senders / per_s))],
+            )  # fmt: skip
+            workers += senders
+            await asyncio.gather(*(w.expect("ready", args.connect_timeout) for w in senders))
+        await asyncio.sleep(1.0)
+        before = await server.metrics()
+        t0 = time.monotonic() + 1.0
+        t1 = t0 + args.duration
+        host.window.t0, host.window.t1 = t0, t1
+        for w in workers:
+            w.send(cmd="start", t0=t0, t1=t1)
+        await asyncio.sleep(t0 - time.monotonic())
+        live0, redis0 = server.cpu()
+        busy0, total0 = machine_busy()
+        sending = asyncio.create_task(host.send_timed(args.host_rate))
+        timeline = []
+        last = (time.monotonic(), live0, redis0)
+        while time.monotonic() < t1:
+            await asyncio.sleep(min(1.0, max(0.0, t1 - time.monotonic())))
+            now, (live_c, redis_c) = time.monotonic(), server.cpu()
+            timeline.append(((live_c - last[1]) / (now - last[0]), (redis_c - last[2]) / (now - last[0])))
+            last = (now, live_c, redis_c)
+        live1, redis1 = server.cpu()
+        busy1, total1 = machine_busy()
+        await sending
+        await asyncio.sleep(args.drain)  # host messages in flight at t1 still count
+        after = await server.metrics()
+        for w in workers:
+            w.send(cmd="report")
+        measured = Measured(
+            duration=args.duration,
+            t0=t0,
+            host=host,
+            viewers=[await w.expect("stats", 30) for w in viewers],
+            senders=[await w.expect("stats", 30) for w in senders],
+            live_cpu_s=live1 - live0,
+            redis_cpu_s=redis1 - redis0,
+            machine_busy=(busy1 - busy0) / (total1 - total0),
+            timeline=timeline,
+            counters={k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)},
+        )
+    finally:
+        for w in workers:
+            with contextlib.suppress(Exception):
+                w.send(cmd="quit")
+        await asyncio.gather(*(children.stop(w.proc, timeout_s=10) for w in workers), return_exceptions=True)
+        code = await server.stop()
+        await children.stop_all()
+        problems = server.log_problems()  # read after the stop: shutdown trouble counts too
+        if code:
+            problems.append(f"live exited with code {code}")
+        if server.log_path.exists():
+            Path(args.log_dir).mkdir(parents=True, exist_ok=True)
+            (Path(args.log_dir) / "storm-live.log").write_bytes(server.log_path.read_bytes())
+        server.cleanup()
+    measured.log_problems = problems
+    report(args, measured, out)
+    return 0
+
+
+# -- results --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Measured:
+    """What one storm window measured, before any arithmetic."""
+
+    duration: float
+    t0: float
+    host: Host
+    viewers: list[dict[str, Any]]  # the viewer workers' "stats" reports
+    senders: list[dict[str, Any]]  # the sender workers' "stats" reports
+    live_cpu_s: float
+    redis_cpu_s: float
+    machine_busy: float  # share of all CPUs
+    timeline: list[tuple[float, float]]  # per second: (live, redis) CPU share of a core
+    counters: dict[str, float]  # live's /metrics counters: after - before
+    log_problems: list[str] = field(default_factory=list)
+
+
+def ms(us: float) -> str:
+    return f"{us / 1000:.1f} ms"
+
+
+def report(args: argparse.Namespace, m: Measured, out: dict[str, Any]) -> None:
+    """Print the storm's table and notes; write the JSON file if asked."""
+    d, host, v_stats, s_stats = m.duration, m.host, m.viewers, m.senders
+    hist = HdrHistogram(*HDR_ARGS)
+    for s in v_stats:
+        hist.add(HdrHistogram.decode(base64.b64decode(s["hdr"])))
+    frames = sorted(f / d for s in v_stats for f in s["frames"])
+    by_type: Counter[str] = Counter()
+    for s in v_stats:
+        by_type.update(s["by_type"])
+    host_seen = [n for s in v_stats for n in s["host_seen"]]
+    # per host message: when the first and the last measured viewer got it
+    first: dict[str, int] = {}
+    last: dict[str, int] = {}
+    for s in v_stats:
+        for k, (lo, hi) in s["spread"].items():
+            first[k] = min(first.get(k, lo), lo)
+            last[k] = max(last.get(k, hi), hi)
+    fan_out_ms = sorted((last[k] - first[k]) / 1000 for k in first)
+    shown = sum(s["shown"] for s in v_stats)
+    skipped = sum(s["skipped"] for s in v_stats)
+    sent = sum(s["sent"] for s in s_stats)
+    refused: Counter[str] = Counter()
+    for s in s_stats:
+        refused.update(s["errors"])
+    lost_v = sum(s["lost"] for s in v_stats)
+    lost_s = sum(s["lost"] for s in s_stats)
+    client_cpu = sum(s["cpu_s"] for s in v_stats + s_stats)
+    n = len(frames)
+
+    def pct(p: float) -> float:
+        return frames[min(n - 1, int(p / 100 * n))] if n else 0.0
+
+    expected_host = host.sent * n
+    p99 = hist.get_value_at_percentile(99)
+    mean_frames = statistics.fmean(frames) if frames else 0.0
+    rows = [
+        ["viewers connected / measured (sample)", f"{args.viewers} / {n}", ""],
+        ["comments sent by the senders", f"{sent:,} ({sent / d:,.0f}/s)", f"{args.comment_rate:g}/s"],
+        ["comments refused (error frames)", json.dumps(dict(refused)) if refused else "0", ""],
+        ["comments published (the host sees all)", f"{host.published:,} ({host.published / d:,.0f}/s)", ""],
+        ["frames/s per viewer: mean / p50 / p99 / max",
+         f"{mean_frames:.2f} / {pct(50):.2f} / {pct(99):.2f} / {frames[-1] if n else 0:.2f}", "<= 10"],
+        ["  of which, per viewer per s",
+         ", ".join(f"{k} {v / n / d:.2f}" for k, v in sorted(by_type.items())) if n else "-", ""],
+        ["host messages sent (host schedule lag max)", f"{host.sent} ({host.max_lag * 1000:.1f} ms)",
+         f"{args.host_rate:g}/s"],
+        ["host messages received / expected", f"{hist.get_total_count():,} / {expected_host:,}"
+         + (f" (min per viewer {min(host_seen)})" if host_seen else ""), ""],
+        ["host message latency p50 / p90 / p99 / p99.9 / max",
+         " / ".join(ms(hist.get_value_at_percentile(p)) for p in (50, 90, 99, 99.9))
+         + f" / {ms(hist.get_max_value())}", "p99 <= 150 ms"],
+        ["first / last measured viewer gets a host message, p50",
+         f"{ms(statistics.median(first.values()))} / {ms(statistics.median(last.values()))}"
+         if first else "-", ""],
+        ["  spread (last - first), p50 / max",
+         f"{fan_out_ms[len(fan_out_ms) // 2]:.1f} ms / {fan_out_ms[-1]:.1f} ms" if fan_out_ms else "-", ""],
+        ["comments shown per viewer per s", f"{shown / n / d:.1f}" if n else "-", ""],
+        ["comments skipped per viewer per s", f"{skipped / n / d:.1f}" if n else "-", ""],
+        ["shown + skipped, as share of published",
+         f"{(shown + skipped) / n / host.published:.1%}" if n and host.published else "-", ""],
+        ["lagged notices / comments dropped (sample)",
+         f"{sum(s['lagged'] for s in v_stats)} / {sum(s['lagged_comments'] for s in v_stats)}", ""],
+        ["connections lost: viewers / senders", f"{lost_v} / {lost_s}", "0"],
+        ["live process CPU (mean / max 1-s)",
+         f"{m.live_cpu_s / d:.0%} / {max((a for a, _ in m.timeline), default=0):.0%} of a core", ""],
+        ["valkey-server CPU (mean / max 1-s)",
+         f"{m.redis_cpu_s / d:.0%} / {max((b for _, b in m.timeline), default=0):.0%} of a core", ""],
+        ["client processes CPU (mean)", f"{client_cpu / d:.0%} of a core", ""],
+        ["whole machine busy", f"{m.machine_busy:.0%} of {os.cpu_count()} cores", ""],
+    ]  # fmt: skip
+    print(f"\n## storm ({d:g} s window, {n} of {args.viewers} viewers measured)")
+    print(table(["measure", "value", "target"], rows, right=False))
+    print(f"- server counters during the window: {json.dumps(m.counters, ensure_ascii=False)}")
+    if m.log_problems:
+        print(f"- server log: {len(m.log_problems)} lines at warning or above; first: {m.log_problems[:3]}")
+    batches = by_type.get("batch", 0) / n / d if n else 0.0
+    tick_ms = int(os.environ.get("LIVE_TICK_MS", "100"))
+    if batches < 0.9 * 1000 / tick_ms:
+        print(
+            f"- batches reached viewers {batches:.2f} times a second, not every {tick_ms} ms: "
+            "the server's tick fell behind"
+        )
+    if host.errors:
+        print(f"- the host got error frames: {dict(host.errors)}")
+    slowest = sorted(first, key=lambda k: last[k], reverse=True)[:5]
+    if slowest:
+        print(
+            "- slowest host messages (sent at +s: first / last measured viewer): "
+            + ", ".join(
+                f"+{host.sent_at.get(int(k), 0):.1f}: {ms(first[k])} / {ms(last[k])}" for k in slowest
+            )
+        )
+    late = sum(s["late_host"] for s in v_stats)
+    if late:
+        print(f"- {late} host-message receipts were for messages sent before the window")
+    out["storm"] = {
+        "t0_monotonic": m.t0,
+        "sent": sent, "refused": dict(refused), "published": host.published, "frames_per_s": frames,
+        "by_type": dict(by_type), "shown": shown, "skipped": skipped, "host_sent": host.sent,
+        "host_received": hist.get_total_count(), "expected_host": expected_host,
+        "host_first_last_us": {k: [host.sent_at.get(int(k)), first[k], last[k]] for k in first},
+        "latency_us": {str(p): hist.get_value_at_percentile(p) for p in (50, 90, 99, 99.9, 100)},
+        "live_cpu_s": m.live_cpu_s, "redis_cpu_s": m.redis_cpu_s, "client_cpu_s": client_cpu,
+        "machine_busy": m.machine_busy, "timeline": m.timeline, "lost_viewers": lost_v,
+        "lost_senders": lost_s, "counters": m.counters, "log_lines": len(m.log_problems),
+    }  # fmt: skip
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1, ensure_ascii=False))
+    verdict = {True: "met", False: "NOT met"}
+    print(
+        f"- targets: <= 10 frames/s per viewer {verdict[mean_frames <= 10]} ({mean_frames:.2f}); "
+        f"host-message p99 <= 150 ms {verdict[p99 <= 150_000]} ({ms(p99)}); "
+        f"no viewer lost {verdict[not lost_v]} ({lost_v})"
+    )
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    if argv[:1] in (["_viewers"], ["_senders"]):
+        p = argparse.ArgumentParser(prog=f"storm.py {argv[0]}")
+        p.add_argument("--port", type=int, required=True)
+        p.add_argument("--first", type=int, default=0)
+        p.add_argument("--count", type=int, required=True)
+        p.add_argument("--sample-every", type=int, default=1)
+        p.add_argument("--rate", type=float, default=0.0, help="comments/s of this sender worker")
+        args = p.parse_args(argv[1:])
+        args.role = argv[0][1:]
+        return args
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--viewers", type=int, default=10_000)
+    p.add_argument("--senders", type=int, default=200, help="extra connections that comment")
+    p.add_argument("--comment-rate", type=float, default=2000.0, help="comments/s of all senders together")
+    p.add_argument("--host-rate", type=float, default=2.0, help="host messages per second")
+    p.add_argument("--duration", type=float, default=20.0, help="seconds of storm measured")
+    p.add_argument("--sample", type=int, default=1000, help="viewers measured in detail (0: all)")
+    p.add_argument("--clients", type=int, default=0, help="viewer client processes (default N/2500)")
+    p.add_argument("--sender-clients", type=int, default=1, help="sender client processes")
+    p.add_argument("--settle", type=float, default=3.0, help="seconds after connecting, before RSS")
+    p.add_argument("--drain", type=float, default=2.0, help="seconds after the window for late frames")
+    p.add_argument("--connect-timeout", type=float, default=180.0)
+    p.add_argument("--memory-only", action="store_true", help="only measure memory per idle connection")
+    p.add_argument("--live-python", default=default_live_python(), help="python with live installed")
+    p.add_argument("--log-dir", default="/tmp/livebench-logs", help="the server log is kept here")
+    p.add_argument("--json", help="also write the results to this JSON file")
+    args = p.parse_args(argv)
+    args.role = "main"
+    if args.viewers < 1 or args.duration <= 0 or args.host_rate <= 0 or args.senders < 0:
+        p.error("--viewers >= 1, --senders >= 0, --duration and --host-rate > 0")
+    return args
+
+
+if __name__ == "__main__":
+    arguments = parse_args(sys.argv[1:])
+    if arguments.role == "viewers":
+        uvloop.run(viewer_worker(arguments))
+    elif arguments.role == "senders":
+        uvloop.run(sender_worker(arguments))
+    else:
+        try:
+            raise SystemExit(uvloop.run(main(arguments)))
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            print("interrupted; every process it started has been stopped", file=sys.stderr)
+            raise SystemExit(130) from None
