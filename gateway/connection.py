@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 #: How long a closing connection may take to flush before it is cut.
 CLOSE_TIMEOUT_S = 5.0
+#: Frames kept from a client that talks before its welcome (the rest are dropped).
+MAX_HELD_FRAMES = 16
 
 
 def _select_subprotocol(_: ServerProtocol, offered: Sequence[Subprotocol]) -> Subprotocol | None:
@@ -89,6 +91,8 @@ class Connection(asyncio.Protocol):
         self.last_command: asyncio.Task[None] | None = None
         self._timers: list[asyncio.TimerHandle] = []
         self._cutoff = False
+        self._joined = False
+        self._held_frames: list[Frame] = []
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -106,7 +110,10 @@ class Connection(asyncio.Protocol):
             if isinstance(event, Request):
                 self.hub.start_handshake(self, event)
             elif isinstance(event, Frame):
-                self._on_frame(event)
+                if self._joined:
+                    self._on_frame(event)
+                elif len(self._held_frames) < MAX_HELD_FRAMES:
+                    self._held_frames.append(event)  # sent before its welcome: handled once joined
         self._flush_protocol()
 
     def eof_received(self) -> bool | None:
@@ -142,9 +149,22 @@ class Connection(asyncio.Protocol):
         self._handshake_timer.cancel()
         self._timers.remove(self._handshake_timer)
         self.open = True
-        if leftover:  # frames the client sent right behind its request
+        # Nothing the client sends is handled before its welcome is out: frames that came
+        # right behind the request are held, and reading pauses until joined().
+        if self.transport is not None:
+            self.transport.pause_reading()
+        if leftover:
             self.data_received(leftover)
         return True
+
+    def joined(self) -> None:
+        """The welcome is sent: handle the client's messages from now on."""
+        self._joined = True
+        held, self._held_frames = self._held_frames, []
+        for frame in held:
+            self._on_frame(frame)
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
 
     def refuse(self, status: int, body: bytes) -> None:
         """Answer the handshake with an HTTP error and a JSON body, then close."""

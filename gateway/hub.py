@@ -192,13 +192,14 @@ class Hub:
             self.count_error("unavailable")
             conn.refuse(503, _error_body("unavailable", "a backend is unavailable; retry"))
             return
+        # who it is, before accept(): frames sent right behind the request are handled in it
+        conn.admission = admission
+        conn.room_id, conn.user_id = room_id, admission.user_id
+        conn.is_staff = admission.role in STAFF_ROLES
         if conn.transport is None or conn.transport.is_closing() or not conn.accept(request):
             self._release(conn)
             self.count_error("bad_handshake")
             return
-        conn.admission = admission
-        conn.room_id, conn.user_id = room_id, admission.user_id
-        conn.is_staff = admission.role in STAFF_ROLES
         if admission.expires_at is not None:
             conn.set_expiry(admission.expires_at - time.time())
         await self._join(conn, admission, last_seq)
@@ -243,6 +244,7 @@ class Hub:
         for message in room.events_after(seen):
             conn.send(message)
         room.add(conn)
+        conn.joined()
         self._gauges()
 
     def leave(self, conn: Connection) -> None:

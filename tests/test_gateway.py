@@ -360,3 +360,28 @@ async def test_a_flood_of_bad_connects_disturbs_nobody(server: Running, room: st
         await viewer.send({"type": "ping", "rid": "still"})
         assert (await viewer.recv_type("pong"))["rid"] == "still"
         assert server.services.hub.open_count == 1
+
+
+async def test_frames_sent_right_behind_the_handshake_wait_for_the_welcome(
+    server: Running, room: str
+) -> None:
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    ping = b'{"type":"ping"}'
+    writer.write(
+        f"GET /ws/rooms/{room}?token={token(server, 'eager')} HTTP/1.1\r\nHost: x\r\n"
+        "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+        + bytes([0x81, 0x80 | len(ping), 0, 0, 0, 0])  # a masked text frame, zero mask
+        + ping
+    )
+    await reader.readuntil(b"\r\n\r\n")
+    kinds = []
+    for _ in range(2):
+        header = await reader.readexactly(2)
+        length = header[1] & 0x7F
+        if length == 126:
+            length = int.from_bytes(await reader.readexactly(2), "big")
+        kinds.append(json.loads(await reader.readexactly(length))["type"])
+    assert kinds == ["welcome", "pong"]
+    writer.close()
