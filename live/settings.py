@@ -28,6 +28,10 @@ REDIS_SCHEMES = ("redis", "rediss", "unix")
 _KEY_PREFIX = re.compile(r"[A-Za-z0-9_.:-]{1,32}")
 
 
+#: The gateway's defaults are the defaults of the settings that configure it (one source).
+_GATEWAY = GatewayConfig()
+
+
 class SettingsError(UsageError):
     """A setting has a value the server cannot use."""
 
@@ -46,7 +50,7 @@ class Settings:
     redis_server: str | None = None
     redis_start_timeout_s: float = 10.0
     #: Prefix of every Redis key, so several deployments can share one Redis.
-    key_prefix: str = "live"
+    key_prefix: str = _GATEWAY.key_prefix
     log_level: str = "info"
     log_format: str = "text"
     #: HS256 signing secret. None: generated once into the data dir (mode 0600).
@@ -61,32 +65,32 @@ class Settings:
     #: Worker processes sharing the port (SO_REUSEPORT) and one Redis.
     workers: int = 1
     #: Largest WebSocket message a client may send; bigger ones close the connection (1009).
-    max_frame_bytes: int = 64 * 1024
+    max_frame_bytes: int = _GATEWAY.max_frame_bytes
     #: Server pings each WebSocket this often; a client silent for twice as long is dropped.
-    ping_interval_s: float = 25.0
+    ping_interval_s: float = _GATEWAY.ping_interval_s
     #: Chat and likes reach viewers in one batch frame per tick.
-    tick_ms: int = 125
+    tick_ms: int = _GATEWAY.tick_ms
     #: Comments a viewer sees per tick at most (a sample, with the skipped count).
-    comments_per_tick: int = 10
-    max_comment_chars: int = 200
+    comments_per_tick: int = _GATEWAY.comments_per_tick
+    max_comment_chars: int = _GATEWAY.max_comment_chars
     #: Per-connection comment rate and burst.
-    comment_rate_per_s: float = 1.0
-    comment_burst: int = 5
+    comment_rate_per_s: float = _GATEWAY.comment_rate_per_s
+    comment_burst: int = _GATEWAY.comment_burst
     #: Per-connection rate and burst of any client message; a client far past it is closed.
-    message_rate_per_s: float = 20.0
-    message_burst: int = 40
+    message_rate_per_s: float = _GATEWAY.message_rate_per_s
+    message_burst: int = _GATEWAY.message_burst
     #: Non-chat room events kept for resume.
-    history_size: int = 1000
+    history_size: int = _GATEWAY.history_size
     #: Bytes queued to one client before its chat is skipped / before it is closed (4409).
-    send_buffer_soft_bytes: int = 64 * 1024
-    send_buffer_hard_bytes: int = 1024 * 1024
+    send_buffer_soft_bytes: int = _GATEWAY.send_buffer_soft_bytes
+    send_buffer_hard_bytes: int = _GATEWAY.send_buffer_hard_bytes
     #: How long a client may stay past the soft limit before it is closed (4409).
-    slow_grace_s: float = 10.0
+    slow_grace_s: float = _GATEWAY.slow_grace_s
     #: WebSocket connections per process, and per client address per process.
-    max_connections: int = 15_000
-    max_connections_per_ip: int = 15_000
+    max_connections: int = _GATEWAY.max_connections
+    max_connections_per_ip: int = _GATEWAY.max_connections_per_ip
     #: Time for a client to complete its HTTP request head / WebSocket handshake.
-    handshake_timeout_s: float = 10.0
+    handshake_timeout_s: float = _GATEWAY.handshake_timeout_s
     #: A UTF-8 file with one banned word or phrase per line (# starts a comment).
     banned_words_file: Path | None = None
     shutdown_timeout_s: float = 10.0
@@ -146,26 +150,11 @@ class Settings:
             )
 
     def gateway_config(self) -> GatewayConfig:
-        return GatewayConfig(
-            key_prefix=self.key_prefix,
-            tick_ms=self.tick_ms,
-            comments_per_tick=self.comments_per_tick,
-            max_comment_chars=self.max_comment_chars,
-            comment_rate_per_s=self.comment_rate_per_s,
-            comment_burst=self.comment_burst,
-            message_rate_per_s=self.message_rate_per_s,
-            message_burst=self.message_burst,
-            history_size=self.history_size,
-            max_frame_bytes=self.max_frame_bytes,
-            send_buffer_soft_bytes=self.send_buffer_soft_bytes,
-            send_buffer_hard_bytes=self.send_buffer_hard_bytes,
-            slow_grace_s=self.slow_grace_s,
-            max_connections=self.max_connections,
-            max_connections_per_ip=self.max_connections_per_ip,
-            handshake_timeout_s=self.handshake_timeout_s,
-            ping_interval_s=self.ping_interval_s,
-            banned_words=self.banned_words(),
-        )
+        """The gateway's part of the settings: every GatewayConfig field of the same name."""
+        shared = {
+            f.name: getattr(self, f.name) for f in dataclasses.fields(GatewayConfig) if f.name in _FIELDS
+        }
+        return GatewayConfig(**shared, banned_words=self.banned_words())
 
     def banned_words(self) -> tuple[str, ...]:
         if self.banned_words_file is None:
