@@ -18,9 +18,9 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import aiohttp
 import jwt
@@ -307,6 +307,17 @@ class Control:
 
 
 # -- the live server ------------------------------------------------------------------------------
+
+
+def run_orchestrator(main: Coroutine[Any, Any, int]) -> NoReturn:
+    """Run a benchmark's orchestrator on uvloop and exit with its code (130 on Ctrl-C)."""
+    import uvloop
+
+    try:
+        raise SystemExit(uvloop.run(main))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("interrupted; every process it started has been stopped", file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 def default_live_python() -> str:

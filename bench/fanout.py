@@ -60,6 +60,7 @@ from common import (
     mint,
     nofile_limit,
     raise_nofile,
+    run_orchestrator,
     table,
     wait_port,
 )
@@ -590,8 +591,4 @@ if __name__ == "__main__":
     if arguments.worker:
         uvloop.run(worker(arguments))
     else:
-        try:
-            raise SystemExit(uvloop.run(main(arguments)))
-        except (KeyboardInterrupt, asyncio.CancelledError):
-            print("interrupted; every process it started has been stopped", file=sys.stderr)
-            raise SystemExit(130) from None
+        run_orchestrator(main(arguments))

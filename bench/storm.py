@@ -50,6 +50,7 @@ from common import (
     mint,
     raise_nofile,
     rss_bytes,
+    run_orchestrator,
     table,
 )
 from wsclient import Client, connect
@@ -682,8 +683,4 @@ if __name__ == "__main__":
     elif arguments.role == "senders":
         uvloop.run(sender_worker(arguments))
     else:
-        try:
-            raise SystemExit(uvloop.run(main(arguments)))
-        except (KeyboardInterrupt, asyncio.CancelledError):
-            print("interrupted; every process it started has been stopped", file=sys.stderr)
-            raise SystemExit(130) from None
+        run_orchestrator(main(arguments))
