@@ -30,6 +30,12 @@ log = logging.getLogger(__name__)
 #: A presence entry older than this belongs to a dead process and is not counted.
 PRESENCE_STALE_MS = 5_000
 
+#: The seq of a message for one user (``publish_direct``): {"to": user id, "message": ...}.
+DIRECT = -1
+#: The seq of a gauge (``publish_gauge``, and the likes counter's total from likes.lua):
+#: a latest value, not numbered, written at the next tick.
+GAUGE = 0
+
 EventHandler = Callable[[str, list[tuple[int, dict[str, Any]]]], None]
 
 
@@ -163,6 +169,21 @@ class Bus:
         (seq,) = await self.publish(room_id, [("", message)])
         assert isinstance(seq, int)
         return seq
+
+    async def publish_direct(self, room_id: str, user_id: str, message: dict[str, Any]) -> None:
+        """Publish, outside the room's sequence, a message for one user's connections."""
+        await self._publish_raw(room_id, f"{DIRECT}|" + _dumps({"to": user_id, "message": message}))
+
+    async def publish_gauge(self, room_id: str, key: str, message: dict[str, Any]) -> None:
+        """Publish the latest value of a gauge: {"gauge": key, "message": ...}."""
+        await self._publish_raw(room_id, f"{GAUGE}|" + _dumps({"gauge": key, "message": message}))
+
+    async def _publish_raw(self, room_id: str, payload: str) -> None:
+        channel = self.keys(room_id).channel
+        if self._sharded:
+            await self.redis.spublish(channel, payload)
+        else:
+            await self.redis.publish(channel, payload)
 
     async def add_likes(self, room_id: str, count: int) -> int:
         k = self.keys(room_id)

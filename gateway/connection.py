@@ -246,7 +246,7 @@ class Connection(asyncio.Protocol):
 
     def send_error(self, exc: ProtocolError) -> None:
         self.hub.count_error(exc.code)
-        self.send(messages.error(exc.code, exc.message, exc.rid))
+        self.send(messages.error(exc.code, exc.message, exc.rid, exc.data))
 
     def write_droppable(self, data: bytes, comments: int, now: float) -> int:
         """Write a chat/likes batch unless this client is behind; returns frames written."""

@@ -25,10 +25,10 @@ from websockets.http11 import Request
 
 from gateway import close_codes
 from gateway.aio import stop_tasks
-from gateway.bus import Bus, now_ms
+from gateway.bus import DIRECT, GAUGE, Bus, now_ms
 from gateway.config import GatewayConfig
 from gateway.connection import Connection
-from gateway.messages import MODERATION, Command, ProtocolError
+from gateway.messages import APP_COMMANDS, MODERATION, Command, ProtocolError
 from gateway.room import WRITE_CHUNK, Room
 from gateway.words import BannedWords
 
@@ -62,6 +62,19 @@ class Admission:
     room: dict[str, Any]
     #: Seconds since the epoch when the credential ends, or None.
     expires_at: float | None = None
+    #: Admitted without a token (a room open to anonymous viewers).
+    anonymous: bool = False
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who sent an application command, and from where."""
+
+    room_id: str
+    user_id: str
+    role: str
+    remote_ip: str
+    anonymous: bool
 
 
 class Directory(Protocol):
@@ -72,6 +85,10 @@ class Directory(Protocol):
 
     async def product(self, room_id: str, product_id: str) -> dict[str, Any] | None:
         """A product of the room, as pinned cards show it, or None."""
+
+    async def command(self, caller: Caller, command: Command) -> dict[str, Any]:
+        """Carry out an application command (``APP_COMMANDS``): the fields of its ack, or
+        raise ProtocolError."""
 
 
 class Metrics(Protocol):
@@ -289,7 +306,38 @@ class Hub:
                     ProtocolError("forbidden", f"only hosts and moderators may send {kind}", command.rid)
                 )
             else:
-                conn.last_command = self._spawn(self._after(conn.last_command, self._moderate(conn, command)))
+                self._in_order(conn, self._moderate(conn, command))
+        elif kind in APP_COMMANDS:
+            self._in_order(conn, self._app_command(conn, command))
+
+    def _in_order(self, conn: Connection, then: Coroutine[Any, Any, None]) -> None:
+        """Run a client's command after its previous one: its commands take effect in order."""
+        previous = conn.last_command
+        if previous is None or previous.done():
+            conn.last_command = self._spawn(then)  # the common case: nothing to wait for
+        else:
+            conn.last_command = self._spawn(self._after(previous, then))
+
+    async def _app_command(self, conn: Connection, command: Command) -> None:
+        assert conn.admission is not None
+        caller = Caller(
+            conn.room_id, conn.user_id, conn.admission.role, conn.remote_ip, conn.admission.anonymous
+        )
+        try:
+            fields = await self.directory.command(caller, command)
+        except ProtocolError as exc:
+            exc.rid = command.rid
+            conn.send_error(exc)
+            return
+        except (RedisError, OSError) as exc:
+            log.warning("command failed on a backend", extra={"type": command.type, "error": repr(exc)})
+            conn.send_error(ProtocolError("unavailable", "a backend is unavailable; retry", command.rid))
+            return
+        except Exception:  # a bug in the application: the client still gets an answer
+            log.exception("command failed", extra={"type": command.type})
+            conn.send_error(ProtocolError("internal", "internal server error", command.rid))
+            return
+        conn.send({**fields, "type": "ack", "rid": command.rid, "of": command.type})
 
     def _comment(self, conn: Connection, command: Command) -> None:
         text = command.fields["text"].strip()
@@ -329,10 +377,9 @@ class Hub:
             room.local_likes += conn.likes.take_up_to(count)
 
     @staticmethod
-    async def _after(previous: asyncio.Task[Any] | None, then: Coroutine[Any, Any, None]) -> None:
-        """Run ``then`` once ``previous`` ended: a client's commands take effect in order."""
+    async def _after(previous: asyncio.Task[Any], then: Coroutine[Any, Any, None]) -> None:
         try:
-            if previous is not None and not previous.done():
+            if not previous.done():
                 await asyncio.wait([previous])
         except asyncio.CancelledError:
             then.close()  # stopping: the queued command is dropped, not left un-awaited
@@ -412,6 +459,13 @@ class Hub:
         if room is None:
             return
         for seq, message in events:
+            if seq == DIRECT:
+                for conn in room.of_user(message["to"]):
+                    conn.send(message["message"])
+                continue
+            if seq == GAUGE and "gauge" in message:
+                room.set_gauge(message["gauge"], message["message"])
+                continue
             kind = message.get("type")
             if kind == "comment":
                 room.add_comment(seq, message)
@@ -428,12 +482,23 @@ class Hub:
                 self._kick(room, str(message["user_id"]))
 
     def _kick(self, room: Room, user_id: str) -> None:
-        for conn in [c for c in room.members() if c.user_id == user_id]:
+        for conn in list(room.of_user(user_id)):
             conn.close(close_codes.BANNED, '{"code":"banned"}')
 
     async def publish_event(self, room_id: str, message: dict[str, Any]) -> int:
         """Send an application event (a sale starting, say) to a room's priority lane."""
         return await self.bus.publish_one(room_id, message)
+
+    async def publish_gauge(self, room_id: str, key: str, message: dict[str, Any]) -> None:
+        """Send the latest value of something to a room's chat lane (a sale's stock left, say):
+        written at the next tick, only the latest per key, skipped for a lagging client, not
+        numbered."""
+        await self.bus.publish_gauge(room_id, key, message)
+
+    async def send_to_user(self, room_id: str, user_id: str, message: dict[str, Any]) -> None:
+        """Send a message to one user's connections to a room, on whichever process they are
+        (an order's status, say). Not numbered, not kept for resume."""
+        await self.bus.publish_direct(room_id, user_id, message)
 
     # -- periodic work ------------------------------------------------------------------------
 

@@ -35,11 +35,15 @@ SUBPROTOCOLS = [Framing.JSON.value, Framing.MSGPACK.value]
 class ProtocolError(Exception):
     """A client message the server refuses; answered with an ``error`` frame."""
 
-    def __init__(self, code: str, message: str, rid: str | None = None) -> None:
+    def __init__(
+        self, code: str, message: str, rid: str | None = None, data: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.rid = rid
+        #: Extra fields of the error frame (``available`` for insufficient_stock, say).
+        self.data = data or {}
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,13 @@ _SCHEMAS: dict[str, dict[str, tuple[type, bool]]] = {
     "delete_comment": {"comment_id": (int, True)},
     "slow_mode": {"interval_s": (int, True)},
     "clear_chat": {},
+    # commerce: handed to the application (live/), which answers with an ack or an error
+    "reserve": {"sale_id": (str, True), "quantity": (int, True)},
+    "confirm": {"hold_id": (str, True), "coupon_id": (str, False)},
+    "cancel": {"hold_id": (str, True)},
+    "open_team": {"sale_id": (str, True), "quantity": (int, False)},
+    "join_team": {"sale_id": (str, True), "code": (str, True), "quantity": (int, False)},
+    "claim_coupon": {"sale_id": (str, True), "batch_id": (str, True)},
 }
 #: Commands only hosts and moderators may send.
 MODERATION = frozenset(
@@ -79,6 +90,9 @@ MODERATION = frozenset(
         "clear_chat",
     }
 )
+#: Commands the gateway hands to the application (Directory.command); each needs a ``rid``,
+#: which is also the idempotency key of the purchase it starts.
+APP_COMMANDS = frozenset({"reserve", "confirm", "cancel", "open_team", "join_team", "claim_coupon"})
 _TYPE_NAMES = {str: "a string", int: "an integer"}
 MAX_RID = 64
 
@@ -114,6 +128,8 @@ def decode(framing: Framing, opcode: int, payload: bytes) -> Command:
         if type(value) is not expected:
             raise ProtocolError("invalid_field", f"the field {name!r} must be {_TYPE_NAMES[expected]}", rid)
         fields[name] = value
+    if rid is None and raw["type"] in APP_COMMANDS:
+        raise ProtocolError("missing_field", f"{raw['type']} needs a 'rid' (it makes retries safe)")
     return Command(raw["type"], rid, fields)
 
 
@@ -130,8 +146,10 @@ def frame(framing: Framing, message: dict[str, Any]) -> bytes:
     return encode_frame(framing.opcode, encode(framing, message))
 
 
-def error(code: str, message: str, rid: str | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {"type": "error", "code": code, "message": message}
+def error(
+    code: str, message: str, rid: str | None = None, data: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    out: dict[str, Any] = {**(data or {}), "type": "error", "code": code, "message": message}
     if rid is not None:
         out["rid"] = rid
     return out

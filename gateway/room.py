@@ -43,6 +43,9 @@ class Room:
         self._online_changed = False
         self.recent: deque[tuple[int, dict[str, Any]]] = deque(maxlen=RECENT_EVENTS)
         self.local_likes = 0  # likes from this process's members, not yet published
+        self._by_user: dict[str, set[Connection]] = {}
+        #: Latest value per gauge key (a sale's stock, say), written at the next tick.
+        self.gauges: dict[str, dict[str, Any]] = {}
 
     def __len__(self) -> int:
         return sum(len(s) for s in self.viewers.values()) + sum(len(s) for s in self.staff.values())
@@ -54,9 +57,19 @@ class Room:
 
     def add(self, conn: Connection) -> None:
         (self.staff if conn.is_staff else self.viewers)[conn.framing].add(conn)
+        self._by_user.setdefault(conn.user_id, set()).add(conn)
 
     def remove(self, conn: Connection) -> None:
         (self.staff if conn.is_staff else self.viewers)[conn.framing].discard(conn)
+        mine = self._by_user.get(conn.user_id)
+        if mine is not None:
+            mine.discard(conn)
+            if not mine:
+                del self._by_user[conn.user_id]
+
+    def of_user(self, user_id: str) -> set[Connection]:
+        """The user's connections to this room on this process."""
+        return self._by_user.get(user_id, set())
 
     # -- priority lane ------------------------------------------------------------------------
 
@@ -98,60 +111,79 @@ class Room:
         if self.likes_total is None or total > self.likes_total:
             self.likes_total = total
 
+    def set_gauge(self, key: str, message: dict[str, Any]) -> None:
+        self.gauges[key] = message
+
     def set_online(self, online: int) -> None:
         if online != self.online:
             self.online = online
             self._online_changed = True
 
     async def flush(self) -> int:
-        """The tick: one batch frame per member with the chat and likes since the last one.
-        Returns frames written. Writing to a big room takes a while (a send per member), so it
-        is done in chunks, and priority events are written between them."""
+        """The tick: one batch frame per member with the chat and likes since the last one, and
+        the gauges that changed. Returns frames written. Writing to a big room takes a while (a
+        send per member), so it is done in chunks, and priority events are written between
+        them."""
         comments, self.pending_comments = self.pending_comments, []
         likes, self.likes_total = self.likes_total, None
         online_changed, self._online_changed = self._online_changed, False
-        if not comments and likes is None and not online_changed:
+        gauges, self.gauges = list(self.gauges.values()), {}
+        viewers_get: list[dict[str, Any]] = []
+        staff_get: list[dict[str, Any]] = []
+        if comments or likes is not None or online_changed:
+            full: dict[str, Any] = {"type": "batch", "ts_ms": int(time.time() * 1000), "comments": comments}
+            if likes is not None:
+                full["likes"] = likes
+            if online_changed:
+                full["online"] = self.online
+            cap = self.config.comments_per_tick
+            sampled = full
+            if len(comments) > cap:
+                keep = sorted(random.sample(range(len(comments)), cap))
+                sampled = {
+                    **full,
+                    "comments": [comments[i] for i in keep],
+                    "skipped": len(comments) - cap,
+                }
+            viewers_get.append(sampled)
+            staff_get.append(full)
+        if not viewers_get and not gauges:
             return 0
-        now_ms = int(time.time() * 1000)
-        full: dict[str, Any] = {"type": "batch", "ts_ms": now_ms, "comments": comments}
-        if likes is not None:
-            full["likes"] = likes
-        if online_changed:
-            full["online"] = self.online
-        cap = self.config.comments_per_tick
-        sampled = full
-        if len(comments) > cap:
-            keep = sorted(random.sample(range(len(comments)), cap))
-            sampled = {
-                **full,
-                "comments": [comments[i] for i in keep],
-                "skipped": len(comments) - cap,
-            }
+        viewers_get += gauges
+        staff_get += gauges
         now = time.monotonic()
         soft = self.config.send_buffer_soft_bytes
         written = 0
         for framing in Framing:
-            for group, message in ((self.viewers, sampled), (self.staff, full)):
+            for group, batch in ((self.viewers, viewers_get), (self.staff, staff_get)):
                 members = list(group[framing])
-                if not members:
+                if members:
+                    for message in batch:
+                        written += await self._write_round(members, framing, message, now, soft)
+        return written
+
+    async def _write_round(
+        self, members: list[Connection], framing: Framing, message: dict[str, Any], now: float, soft: int
+    ) -> int:
+        """Write one droppable frame to members, in chunks."""
+        data = messages.frame(framing, message)
+        count = len(message.get("comments", ()))
+        written = 0
+        for start in range(0, len(members), WRITE_CHUNK):
+            if start:
+                # Let a priority event that arrived meanwhile go out before the rest.
+                await asyncio.sleep(0)
+            for conn in members[start : start + WRITE_CHUNK]:
+                transport = conn.transport
+                # the hot path, inlined; Connection.write_droppable handles laggards
+                if (
+                    conn.behind_since is None
+                    and transport is not None
+                    and conn.open
+                    and transport.get_write_buffer_size() <= soft
+                ):
+                    transport.write(data)
+                    written += 1
                     continue
-                data = messages.frame(framing, message)
-                count = len(message["comments"])
-                for start in range(0, len(members), WRITE_CHUNK):
-                    if start:
-                        # Let a priority event that arrived meanwhile go out before the rest.
-                        await asyncio.sleep(0)
-                    for conn in members[start : start + WRITE_CHUNK]:
-                        transport = conn.transport
-                        # the hot path, inlined; Connection.write_droppable handles laggards
-                        if (
-                            conn.behind_since is None
-                            and transport is not None
-                            and conn.open
-                            and transport.get_write_buffer_size() <= soft
-                        ):
-                            transport.write(data)
-                            written += 1
-                            continue
-                        written += conn.write_droppable(data, count, now)
+                written += conn.write_droppable(data, count, now)
         return written

@@ -11,7 +11,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from gateway.aio import stop_tasks
-from live import http_api
+from live import http_api, sales_api
 from live.services import SERVICES, Services
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,7 @@ def build_app(services: Services) -> web.Application:
     app.router.add_get("/api/rooms/{room_id}", http_api.get_room)
     app.router.add_post("/api/rooms/{room_id}/products", http_api.add_product)
     app.router.add_get("/api/rooms/{room_id}/products", http_api.list_products)
+    sales_api.add_routes(app)
     app.router.add_get("/ws/{tail:.*}", http_api.websocket_on_reused_connection)
     app.cleanup_ctx.append(_probe_redis)
     return app

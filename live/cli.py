@@ -7,6 +7,7 @@ Exit codes: 0 done, 1 the server could not run (port, data dir, Redis), 2 a usag
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import platform
 import sys
@@ -27,6 +28,7 @@ examples:
   live serve --port 9000 --redis-url redis://127.0.0.1:6379/0
   live token --room '*' --role host           a host token for every room
   live token --room shop1 --role viewer --user alice --ttl 600
+  live reconcile                              check every sale against the ledger
 
 Settings come from defaults < a TOML file (--config) < LIVE_* variables < flags;
 see README.md for the table.
@@ -104,8 +106,32 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--ttl", type=int, metavar="SECONDS", help="lifetime (default 86400)")
     token.add_argument("--private-key", type=Path, metavar="PEM", help="signing key for RS256/ES256")
 
+    reconcile = sub.add_parser(
+        "reconcile",
+        parents=[common],
+        help="check flash sales against the order ledger",
+        description="Check each sale's invariant in Redis (total = available + held + sold) and that "
+        "every order Redis counts as sold is in the SQLite ledger exactly once, and vice versa. "
+        "Runs beside a live server or on its own. Exit status 3 when a sale does not reconcile.",
+        epilog=RECONCILE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    reconcile.add_argument("--sale", metavar="ID", help="only this sale (default: every sale)")
+    reconcile.add_argument(
+        "--repair", action="store_true", help="rebuild the sale counters in Redis from the ledger"
+    )
+    reconcile.add_argument("--redis-url", metavar="URL", help="the Redis the servers use (if not embedded)")
+
     sub.add_parser("version", help="print the version", description="Print the version.")
     return parser
+
+
+RECONCILE_EXAMPLES = """\
+examples:
+  live reconcile                       every sale, beside the running server of ./live-data
+  live reconcile --sale s_AbC123 --data-dir /var/lib/live
+  live reconcile --sale s_AbC123 --repair   after Redis lost writes (docs/inventory.md)
+"""
 
 
 def _settings(args: argparse.Namespace, **flags: Any) -> Settings:
@@ -155,12 +181,20 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    from live import reconcile
+
+    settings = _settings(args, redis_url=args.redis_url)
+    configure_logging("warning", "text")
+    return asyncio.run(reconcile.run(settings, args.sale, args.repair))
+
+
 def cmd_version(args: argparse.Namespace) -> int:
     print(f"live {__version__} (Python {platform.python_version()})")
     return 0
 
 
-COMMANDS = {"serve": cmd_serve, "token": cmd_token, "version": cmd_version}
+COMMANDS = {"serve": cmd_serve, "token": cmd_token, "reconcile": cmd_reconcile, "version": cmd_version}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,32 +1,41 @@
-"""What the gateway asks the application: who may join a room, and what a product looks like."""
+"""What the gateway asks the application: who may join a room, what a product looks like, and
+what to do with a buyer's commands."""
 
 from __future__ import annotations
 
 import secrets
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gateway.hub import Admission, Refused
+from gateway.hub import Admission, Caller, Refused
+from gateway.messages import Command, ProtocolError
 from live.auth import Auth, AuthError, Role
 from live.rooms import RoomNotFound, Rooms
+
+if TYPE_CHECKING:
+    from live.commerce import Commerce
 
 
 class Directory:
     def __init__(self, auth: Auth, rooms: Rooms) -> None:
         self.auth = auth
         self.rooms = rooms
+        #: Set once the server has built it (it needs the hub, which needs this directory).
+        self.commerce: Commerce | None = None
 
     async def admit(self, room_id: str, token: str | None) -> Admission:
         try:
             room = await self.rooms.get(room_id)
         except RoomNotFound:
             raise Refused(404, "room_not_found", "no such room") from None
-        welcome_room = {"id": room.id, "title": room.title, "host_id": room.host_id}
+        welcome_room: dict[str, Any] = {"id": room.id, "title": room.title, "host_id": room.host_id}
+        if self.commerce is not None:
+            welcome_room["sales"] = await self.commerce.room_sales(room_id)
         if token is None:
             if not room.allow_anonymous:
                 raise Refused(401, "token_missing", "send a token: ?token=... or Authorization")
             user = "anon_" + secrets.token_urlsafe(9)
-            return Admission(user, str(Role.VIEWER), welcome_room)
+            return Admission(user, str(Role.VIEWER), welcome_room, anonymous=True)
         try:
             who = self.auth.verify(token)
             who.require_room(room_id)
@@ -39,3 +48,8 @@ class Directory:
             if product.id == product_id:
                 return asdict(product)
         return None
+
+    async def command(self, caller: Caller, command: Command) -> dict[str, Any]:
+        if self.commerce is None:
+            raise ProtocolError("unavailable", "purchases are not available on this server")
+        return await self.commerce.command(caller, command)

@@ -18,8 +18,10 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from gateway.front import hand_over, peer_ip
+from inventory.model import InventoryError
 from live import __version__
 from live.auth import ANY_ROOM, AuthError, Identity, Role
+from live.commerce import CommerceError
 from live.metrics import CONTENT_TYPE
 from live.rooms import RoomExists, RoomNotFound
 from live.services import SERVICES
@@ -58,6 +60,18 @@ _HTTP_CODES = {
 }
 
 
+#: HTTP status of inventory refusals; any other is 409 (a conflict with the sale's state).
+_INVENTORY_STATUS = {
+    "unknown_sale": 404,
+    "hold_not_found": 404,
+    "team_not_found": 404,
+    "batch_not_found": 404,
+    "invalid_quantity": 400,
+    "frozen": 503,
+    "unavailable": 503,
+}
+
+
 @web.middleware
 async def error_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -73,6 +87,10 @@ async def error_middleware(
         response = error_response(404, "room_not_found", f"no room {exc.args[0]!r}")
     except RoomExists as exc:
         response = error_response(409, "room_exists", f"room {exc.args[0]!r} already exists")
+    except InventoryError as exc:
+        response = error_response(_INVENTORY_STATUS.get(exc.code, 409), exc.code, exc.message)
+    except CommerceError as exc:
+        response = error_response(404 if exc.code.endswith("_not_found") else 400, exc.code, exc.message)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

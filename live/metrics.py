@@ -31,6 +31,15 @@ class Metrics:
             registry=r,
         )
         self.redis_up = Gauge("live_redis_up", "1 when the last Redis probe succeeded", registry=r)
+        self.buy_actions = Counter(
+            "live_buy_actions",
+            "Buyers' actions (reserve, confirm, ...) by outcome (ok or the error code)",
+            ["action", "outcome"],
+            registry=r,
+        )
+        self.sale_repairs = Counter(
+            "live_sale_repairs", "Sales rebuilt from the ledger after Redis lost writes", registry=r
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

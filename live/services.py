@@ -9,6 +9,7 @@ from aiohttp import web
 
 from gateway.hub import Hub
 from live.auth import Auth
+from live.commerce import Commerce
 from live.metrics import Metrics
 from live.rooms import Rooms
 from live.settings import Settings
@@ -26,6 +27,7 @@ class Services:
     auth: Auth
     metrics: Metrics
     hub: Hub
+    commerce: Commerce
 
 
 SERVICES = web.AppKey("services", Services)

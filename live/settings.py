@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from gateway.config import GatewayConfig
+from inventory.inventory import InventoryConfig
 from live.errors import UsageError
 
 ENV_PREFIX = "LIVE_"
@@ -30,6 +31,7 @@ _KEY_PREFIX = re.compile(r"[A-Za-z0-9_.:-]{1,32}")
 
 #: The gateway's defaults are the defaults of the settings that configure it (one source).
 _GATEWAY = GatewayConfig()
+_INVENTORY = InventoryConfig()
 
 
 class SettingsError(UsageError):
@@ -94,6 +96,31 @@ class Settings:
     #: A UTF-8 file with one banned word or phrase per line (# starts a comment).
     banned_words_file: Path | None = None
     shutdown_timeout_s: float = 10.0
+    #: Flash sales: most reservations of one sale decided by one Redis call (micro-batching).
+    reserve_batch_max: int = _INVENTORY.max_batch
+    #: A reservation that finds no call of its sale in flight waits this long for company.
+    reserve_batch_window_ms: float = _INVENTORY.batch_window_ms
+    #: How often each process sweeps the active sales (expired holds, late teams, phases).
+    sweep_interval_ms: int = 100
+    #: Stock-left updates to a room: at most one per this many ms.
+    stock_update_ms: int = _INVENTORY.stock_update_ms
+    #: Per user (per process): buy actions (reserve, confirm, cancel, teams, coupons) burst
+    #: and rate; past it, a rate_limited error.
+    buy_burst: int = 10
+    buy_rate_per_s: float = 5.0
+    #: The same per client address (many buyers can share one, behind a NAT).
+    buy_ip_burst: int = 20_000
+    buy_ip_rate_per_s: float = 10_000.0
+    #: The simulated payment provider: share of charges that fail, and latency.
+    payment_fail_rate: float = 0.0
+    payment_delay_ms: int = 0
+    #: After each confirm, wait (Redis WAIT) until this many replicas have the order, at most
+    #: wait_timeout_ms; 0: no waiting (a Redis without replicas). See docs/inventory.md.
+    wait_replicas: int = _INVENTORY.wait_replicas
+    wait_timeout_ms: int = _INVENTORY.wait_timeout_ms
+    #: Consume the order streams into this node's SQLite ledger. Turn off on nodes that do
+    #: not share the ledger's data dir (one ledger per deployment; docs/inventory.md).
+    ledger_consumer: bool = True
     #: Base URL printed for the console; defaults to http://host:port.
     public_url: str | None = None
 
@@ -143,6 +170,20 @@ class Settings:
         _check(self.max_connections_per_ip >= 1, "max_connections_per_ip must be >= 1")
         _check(self.handshake_timeout_s > 0, "handshake_timeout_s must be > 0")
         _check(self.shutdown_timeout_s > 0, "shutdown_timeout_s must be > 0")
+        # reserve.lua unpacks two items per request into one command: Lua allows ~8000
+        _check(1 <= self.reserve_batch_max <= 2000, "reserve_batch_max must be 1..2000")
+        _check(0 <= self.reserve_batch_window_ms <= 50, "reserve_batch_window_ms must be 0..50")
+        _check(10 <= self.sweep_interval_ms <= 10_000, "sweep_interval_ms must be 10..10000")
+        _check(50 <= self.stock_update_ms <= 60_000, "stock_update_ms must be 50..60000")
+        _check(self.buy_burst >= 1 and self.buy_rate_per_s > 0, "buy_burst must be >= 1, buy_rate_per_s > 0")
+        _check(
+            self.buy_ip_burst >= 1 and self.buy_ip_rate_per_s > 0,
+            "buy_ip_burst must be >= 1, buy_ip_rate_per_s > 0",
+        )
+        _check(0.0 <= self.payment_fail_rate <= 1.0, "payment_fail_rate must be 0..1")
+        _check(0 <= self.payment_delay_ms <= 60_000, "payment_delay_ms must be 0..60000")
+        _check(0 <= self.wait_replicas <= 16, "wait_replicas must be 0..16")
+        _check(1 <= self.wait_timeout_ms <= 10_000, "wait_timeout_ms must be 1..10000")
         if self.public_url is not None:
             _check(
                 urlsplit(self.public_url).scheme in ("http", "https"),
@@ -155,6 +196,16 @@ class Settings:
             f.name: getattr(self, f.name) for f in dataclasses.fields(GatewayConfig) if f.name in _FIELDS
         }
         return GatewayConfig(**shared, banned_words=self.banned_words())
+
+    def inventory_config(self) -> InventoryConfig:
+        return InventoryConfig(
+            key_prefix=self.key_prefix,
+            max_batch=self.reserve_batch_max,
+            batch_window_ms=self.reserve_batch_window_ms,
+            stock_update_ms=self.stock_update_ms,
+            wait_replicas=self.wait_replicas,
+            wait_timeout_ms=self.wait_timeout_ms,
+        )
 
     def banned_words(self) -> tuple[str, ...]:
         if self.banned_words_file is None:

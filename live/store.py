@@ -60,6 +60,18 @@ MIGRATIONS: tuple[str, ...] = (
         UNIQUE (sale_id, user_id, idempotency_key)
     );
     """,
+    # 2: flash sales in full: group buying settings; what an order was made of.
+    """
+    ALTER TABLE sales ADD COLUMN group_size INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE sales ADD COLUMN group_price_cents INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE sales ADD COLUMN team_ms INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX sales_by_room ON sales(room_id, created_at_ms);
+    ALTER TABLE orders ADD COLUMN unit_price_cents INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE orders ADD COLUMN discount_cents INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE orders ADD COLUMN coupon_id TEXT;
+    ALTER TABLE orders ADD COLUMN team_code TEXT;
+    CREATE INDEX orders_by_sale ON orders(sale_id);
+    """,
 )
 
 
@@ -80,6 +92,33 @@ class ProductRow:
     price_cents: int
     image_url: str | None
     created_at_ms: int
+
+
+@dataclass(frozen=True)
+class SaleRow:
+    """A sale as the record keeps it: ``stock`` is the initial stock plus all added; ``state``
+    is "open" or "stopped" (the live phase comes from Redis and the clock)."""
+
+    id: str
+    room_id: str
+    product_id: str
+    stock: int
+    price_cents: int
+    per_user_limit: int
+    starts_at_ms: int
+    ends_at_ms: int
+    hold_ms: int
+    state: str
+    created_at_ms: int
+    group_size: int = 0
+    group_price_cents: int = 0
+    team_ms: int = 0
+
+
+_SALE_COLUMNS = (
+    "id, room_id, product_id, stock, price_cents, per_user_limit, starts_at_ms, ends_at_ms, hold_ms,"
+    " state, created_at_ms, group_size, group_price_cents, team_ms"
+)
 
 
 class Store:
@@ -143,12 +182,55 @@ class Store:
         )
         return [ProductRow(*r) for r in rows]
 
+    async def insert_sale(self, sale: SaleRow) -> None:
+        await self._write(
+            f"INSERT INTO sales ({_SALE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                sale.id,
+                sale.room_id,
+                sale.product_id,
+                sale.stock,
+                sale.price_cents,
+                sale.per_user_limit,
+                sale.starts_at_ms,
+                sale.ends_at_ms,
+                sale.hold_ms,
+                sale.state,
+                sale.created_at_ms,
+                sale.group_size,
+                sale.group_price_cents,
+                sale.team_ms,
+            ),
+        )
+
+    async def sale(self, sale_id: str) -> SaleRow | None:
+        rows = await self._read(f"SELECT {_SALE_COLUMNS} FROM sales WHERE id = ?", (sale_id,))
+        return SaleRow(*rows[0]) if rows else None
+
+    async def sales(self, room_id: str | None = None) -> list[SaleRow]:
+        if room_id is None:
+            rows = await self._read(f"SELECT {_SALE_COLUMNS} FROM sales ORDER BY created_at_ms, id")
+        else:
+            rows = await self._read(
+                f"SELECT {_SALE_COLUMNS} FROM sales WHERE room_id = ? ORDER BY created_at_ms, id", (room_id,)
+            )
+        return [SaleRow(*r) for r in rows]
+
+    async def add_sale_stock(self, sale_id: str, units: int) -> None:
+        await self._write("UPDATE sales SET stock = stock + ? WHERE id = ?", (units, sale_id))
+
+    async def stop_sale(self, sale_id: str, ends_at_ms: int) -> None:
+        await self._write(
+            "UPDATE sales SET state = 'stopped', ends_at_ms = MIN(ends_at_ms, ?) WHERE id = ?",
+            (ends_at_ms, sale_id),
+        )
+
     async def _write(self, sql: str, params: tuple[Any, ...]) -> None:
         await self._db.execute(sql, params)
         await self._db.commit()
 
-    async def _read(self, sql: str) -> list[tuple[Any, ...]]:
-        async with self._db.execute(sql) as cursor:
+    async def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        async with self._db.execute(sql, params) as cursor:
             return [tuple(row) for row in await cursor.fetchall()]
 
 

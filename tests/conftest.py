@@ -4,14 +4,19 @@ code, or LIVE_TEST_REDIS_URL), and servers started in-process on a free port."""
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 
+from inventory.inventory import Inventory, InventoryConfig
+from inventory.model import SaleSpec
 from live.auth import ANY_ROOM, Role
+from live.redis_client import connect
 from live.redis_server import EmbeddedRedis, find_redis_server
 from live.server import Running, running
 from live.settings import Settings
@@ -64,3 +69,32 @@ def host_token(server: Running) -> str:
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+async def inventory(redis_url: str) -> AsyncIterator[Inventory]:
+    """An Inventory on the session's Redis, under a key prefix of its own."""
+    client = connect(redis_url)
+    inv = Inventory(client, InventoryConfig(key_prefix=f"t{uuid.uuid4().hex[:12]}"))
+    await inv.start()
+    yield inv
+    await inv.stop()
+    await client.aclose()
+
+
+def sale_spec(sale_id: str = "s1", **overrides: Any) -> SaleSpec:
+    """A sale that is live now, for a minute: 10 units at 9.99, 2 per user, 30 s holds."""
+    now = int(time.time() * 1000)
+    fields: dict[str, Any] = {
+        "id": sale_id,
+        "room_id": "room1",
+        "product_id": "p1",
+        "stock": 10,
+        "price_cents": 999,
+        "per_user_limit": 2,
+        "starts_at_ms": now - 1000,
+        "ends_at_ms": now + 60_000,
+        "hold_ms": 30_000,
+    }
+    fields.update(overrides)
+    return SaleSpec(**fields)

@@ -37,7 +37,7 @@ async def test_welcome_and_ping(
     alice = await Client.connect(http, room, token(server, "alice"), framing)
     w = alice.welcome
     assert w["v"] == 1 and w["resumed"] is False and w["seq"] == 0
-    assert w["room"] == {"id": "shop", "title": "直播 room", "host_id": "host1"}
+    assert w["room"] == {"id": "shop", "title": "直播 room", "host_id": "host1", "sales": []}
     assert w["user"] == {"id": "alice", "role": "viewer"}
     assert (w["online"], w["likes"], w["pinned"], w["slow_mode_s"], w["comments"]) == (1, 0, None, 0, [])
     await alice.send({"type": "ping", "rid": "p1"})
@@ -385,3 +385,18 @@ async def test_frames_sent_right_behind_the_handshake_wait_for_the_welcome(
         kinds.append(json.loads(await reader.readexactly(length))["type"])
     assert kinds == ["welcome", "pong"]
     writer.close()
+
+
+async def test_gauges_arrive_at_the_tick_latest_value_only(
+    server: Running, http: aiohttp.ClientSession, room: str
+) -> None:
+    """An application gauge (a sale's stock left, say) rides the chat lane: several values
+    published within one tick reach a viewer as one frame, the latest, without a seq."""
+    viewer = await Client.connect(http, room, token(server, "v"))
+    hub = server.services.hub
+    await asyncio.gather(*(hub.publish_gauge(room, "g1", {"type": "gauge_test", "n": n}) for n in range(5)))
+    await hub.publish_gauge(room, "g2", {"type": "gauge_test", "n": 99})
+    got = [m for m in await viewer.collect(1.0) if m["type"] == "gauge_test"]
+    assert {m["n"] for m in got} <= {0, 1, 2, 3, 4, 99} and got[-1]["n"] in (4, 99)
+    assert len(got) <= 4 and "seq" not in got[0]  # coalesced per tick, not numbered
+    assert [m["n"] for m in got if m["n"] != 99][-1] == 4  # the latest of g1 always arrives

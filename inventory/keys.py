@@ -1,0 +1,56 @@
+"""Redis key names of the inventory. Every key of one sale carries the hash tag ``{sale id}``,
+so a sale's keys live in one Redis Cluster slot and its Lua scripts run unchanged on a cluster.
+inventory/lua/lib.lua documents what each key holds."""
+
+from __future__ import annotations
+
+
+class SaleKeys:
+    def __init__(self, prefix: str, sale_id: str) -> None:
+        base = f"{prefix}:sale:{{{sale_id}}}"
+        self.sale = base
+        self.users = f"{base}:users"
+        self.holds = f"{base}:holds"
+        self.expiry = f"{base}:expiry"
+        self.idempotency = f"{base}:idem"
+        self.orders = f"{base}:orders"
+        self.stream = f"{base}:stream"
+        self.teams = f"{base}:teams"
+        self.team_deadlines = f"{base}:team_deadlines"
+        self.coupons = f"{base}:coupons"
+
+    def all(self) -> list[str]:
+        """The KEYS every script takes, in lib.lua's order."""
+        return [
+            self.sale,
+            self.users,
+            self.holds,
+            self.expiry,
+            self.idempotency,
+            self.orders,
+            self.stream,
+            self.teams,
+            self.team_deadlines,
+            self.coupons,
+        ]
+
+
+def active_sales_key(prefix: str) -> str:
+    """Set of sale ids whose sweeping or ledger work is not finished."""
+    return f"{prefix}:sales:active"
+
+
+def availability_channel(prefix: str) -> str:
+    """Pub/sub channel of "<sale id>|<units left>", published when a sale runs out or has
+    units again; it keeps every process's sold-out flags right."""
+    return f"{prefix}:sales:availability"
+
+
+def sale_id_of(hold_id: str) -> str:
+    """A hold (and order) id is "<sale id>.<seq>.<ms>"."""
+    return hold_id.split(".", 1)[0]
+
+
+def as_text(value: bytes | str) -> str:
+    """A Redis reply as text (the client returns bytes; its types allow str)."""
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,288 @@
+"""The durable order ledger: confirmed orders from Redis into SQLite, none lost, none twice.
+
+Two paths lead in, and both are idempotent (the order id is the primary key):
+- ``record``: the process that confirmed an order writes it before the buyer hears
+  "confirmed" (group commit: concurrent confirms share one transaction).
+- ``run``: a consumer in the group ``ledger`` of every active sale's orders stream. It picks
+  up what a process confirmed in Redis but died before writing, and claims (XAUTOCLAIM) the
+  entries another consumer read but never acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
+
+from inventory.keys import SaleKeys, active_sales_key, as_text
+from inventory.model import Order
+
+log = logging.getLogger(__name__)
+
+GROUP = "ledger"
+
+_INSERT = (
+    "INSERT INTO orders (id, sale_id, user_id, quantity, amount_cents, idempotency_key, state,"
+    " created_at_ms, unit_price_cents, discount_cents, coupon_id, team_code)"
+    " VALUES (?, ?, ?, ?, ?, ?, 'confirmed', ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING"
+)
+_COLUMNS = (
+    "id, sale_id, user_id, quantity, unit_price_cents, discount_cents, amount_cents, coupon_id,"
+    " team_code, idempotency_key, created_at_ms"
+)
+
+
+@dataclass(frozen=True)
+class LedgerConfig:
+    key_prefix: str = "live"
+    #: The name of this process in the consumer group (unique per process).
+    consumer: str = "ledger"
+    #: Stream entries read per call, and how long a read waits for new ones.
+    read_count: int = 500
+    block_ms: int = 1000
+    #: An entry read by a consumer that has not acknowledged it for this long is claimed.
+    claim_idle_ms: int = 30_000
+
+
+class Ledger:
+    def __init__(self, redis: aioredis.Redis, db: aiosqlite.Connection, config: LedgerConfig) -> None:
+        self.redis = redis
+        self.db = db
+        self.config = config
+        self._queue: list[Order] = []
+        self._waiters: list[asyncio.Future[None]] = []
+        self._wake = asyncio.Event()
+        self._grouped: set[str] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._last_claim = 0.0
+        #: One transaction at a time on the connection (the writer and the consumer share it).
+        self._sqlite = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, redis: aioredis.Redis, path: Path, config: LedgerConfig) -> Ledger:
+        """Its own SQLite connection (the schema is live.store's), synchronous=FULL: a
+        committed order survives a power cut, not only a crash."""
+        db = await aiosqlite.connect(path)
+        await db.execute("PRAGMA journal_mode=WAL")
+        await db.execute("PRAGMA synchronous=FULL")
+        await db.execute("PRAGMA busy_timeout=5000")
+        return cls(redis, db, config)
+
+    async def start(self, consume: bool = True) -> None:
+        self._tasks.append(asyncio.create_task(self._writer(), name="ledger-writer"))
+        if consume:
+            self._tasks.append(asyncio.create_task(self.run(), name="ledger-consumer"))
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._queue:
+            await self._insert(self._queue)
+        await self.db.close()
+
+    # -- the confirming process's own write ---------------------------------------------------
+
+    async def record(self, orders: list[Order]) -> None:
+        """Return once ``orders`` are committed to SQLite."""
+        if not orders:
+            return
+        future = asyncio.get_running_loop().create_future()
+        self._queue.extend(orders)
+        self._waiters.append(future)
+        self._wake.set()
+        await future
+
+    async def _writer(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            orders, self._queue = self._queue, []
+            waiters, self._waiters = self._waiters, []
+            try:
+                await self._insert(orders)
+            except Exception as exc:  # every waiter must hear of it, whatever it is
+                log.error("orders not written to the ledger", extra={"error": repr(exc)})
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_exception(exc)
+                continue
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    async def _insert(self, orders: list[Order]) -> None:
+        rows = [_row(o) for o in orders]
+        async with self._sqlite:
+            try:
+                await self.db.executemany(_INSERT, rows)
+            except sqlite3.IntegrityError:
+                await self.db.rollback()
+                await self._insert_one_by_one(rows)
+            await self.db.commit()
+
+    async def _insert_one_by_one(self, rows: list[tuple[Any, ...]]) -> None:
+        """A row broke UNIQUE (sale, user, key) with a new order id: Redis lost the request's
+        idempotency record (a failover) and a retry made a second order. It is a real order
+        (its units were sold): keep it, under a key that says so, and tell the operator."""
+        for row in rows:
+            try:
+                await self.db.execute(_INSERT, row)
+            except sqlite3.IntegrityError:
+                log.error("second order for one request id", extra={"order": row[0], "sale": row[1]})
+                await self.db.execute(_INSERT, (*row[:5], f"{row[5]}#{row[0]}", *row[6:]))
+
+    # -- the consumer group -------------------------------------------------------------------
+
+    async def run(self) -> None:
+        while True:
+            try:
+                if not await self.step():
+                    await asyncio.sleep(self.config.block_ms / 1000)
+            except (RedisError, OSError, sqlite3.Error) as exc:
+                if "NOGROUP" in str(exc):
+                    self._grouped.clear()  # a stream was lost with its group (Redis lost data)
+                log.warning("ledger consumer failed; retrying", extra={"error": repr(exc)})
+                await asyncio.sleep(1.0)
+
+    async def step(self) -> bool:
+        """Read (and claim) what there is for this consumer, write it, acknowledge it.
+        Returns False when there are no active sales."""
+        members = await self.redis.smembers(active_sales_key(self.config.key_prefix))
+        sales = sorted(as_text(m) for m in members)
+        if not sales:
+            return False
+        for sale_id in sales:
+            if sale_id not in self._grouped:
+                await self.ensure_group(sale_id)
+        streams = {SaleKeys(self.config.key_prefix, s).stream: s for s in sales}
+        if time.monotonic() - self._last_claim >= self.config.claim_idle_ms / 1000 / 2:
+            self._last_claim = time.monotonic()
+            for stream in streams:
+                await self._claim(stream)
+        reply: Any = await self.redis.xreadgroup(
+            GROUP,
+            self.config.consumer,
+            dict.fromkeys(streams, ">"),
+            count=self.config.read_count,
+            block=self.config.block_ms,
+        )
+        for stream, entries in reply or ():
+            await self._take(as_text(stream), entries)
+        return True
+
+    async def ensure_group(self, sale_id: str) -> None:
+        stream = SaleKeys(self.config.key_prefix, sale_id).stream
+        try:
+            await self.redis.xgroup_create(stream, GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._grouped.add(sale_id)
+
+    async def _claim(self, stream: str) -> None:
+        start = "0-0"
+        while True:
+            reply: Any = await self.redis.xautoclaim(
+                stream,
+                GROUP,
+                self.config.consumer,
+                self.config.claim_idle_ms,
+                start,
+                count=self.config.read_count,
+            )
+            start, entries = reply[0], reply[1]
+            if entries:
+                log.warning(
+                    "claimed orders of a silent consumer", extra={"stream": stream, "orders": len(entries)}
+                )
+                await self._take(stream, entries)
+            if start in (b"0-0", "0-0") or not entries:
+                return
+
+    async def _take(self, stream: str, entries: list[Any]) -> None:
+        orders = [Order.from_json(fields[b"o"]) for _, fields in entries if fields]
+        await self._insert(orders)
+        await self.redis.xack(stream, GROUP, *[entry_id for entry_id, _ in entries])
+
+    async def drained(self, sale_id: str) -> bool:
+        """True when every order of the sale's stream is acknowledged into the ledger."""
+        stream = SaleKeys(self.config.key_prefix, sale_id).stream
+        try:
+            groups = await self.redis.xinfo_groups(stream)
+            length = await self.redis.xlen(stream)
+        except ResponseError:  # no stream: no orders yet
+            return True
+        for group in groups:
+            if group["name"] in (GROUP, GROUP.encode()):
+                lag = group.get("lag")
+                return int(group["pending"]) == 0 and (lag == 0 or (lag is None and length == 0))
+        return length == 0
+
+    async def drain(self, sale_id: str, timeout_s: float = 30.0) -> None:
+        """Read the sale's stream to its end into SQLite (reconcile and repair use this)."""
+        await self.ensure_group(sale_id)
+        stream = SaleKeys(self.config.key_prefix, sale_id).stream
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            await self._claim_all(stream)
+            reply: Any = await self.redis.xreadgroup(
+                GROUP, self.config.consumer, {stream: ">"}, count=self.config.read_count
+            )
+            if not reply or not reply[0][1]:
+                return
+            await self._take(stream, reply[0][1])
+        raise TimeoutError(f"the orders stream of {sale_id} did not drain in {timeout_s} s")
+
+    async def _claim_all(self, stream: str) -> None:
+        """Claim every pending entry, however fresh (only for drain: nobody else is consuming)."""
+        start = "0-0"
+        while True:
+            claimed: Any = await self.redis.xautoclaim(
+                stream, GROUP, self.config.consumer, 0, start, count=self.config.read_count
+            )
+            start, entries = claimed[0], claimed[1]
+            if entries:
+                await self._take(stream, entries)
+            if start in (b"0-0", "0-0") or not entries:
+                return
+
+    # -- reads --------------------------------------------------------------------------------
+
+    async def orders(self, sale_id: str) -> list[Order]:
+        async with self.db.execute(
+            f"SELECT {_COLUMNS} FROM orders WHERE sale_id = ? ORDER BY id", (sale_id,)
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [Order(*r) for r in rows]
+
+    async def order(self, order_id: str) -> Order | None:
+        async with self.db.execute(f"SELECT {_COLUMNS} FROM orders WHERE id = ?", (order_id,)) as cursor:
+            r = await cursor.fetchone()
+        if r is None:
+            return None
+        return Order(*r)
+
+
+def _row(o: Order) -> tuple[Any, ...]:
+    return (
+        o.id,
+        o.sale_id,
+        o.user_id,
+        o.quantity,
+        o.amount_cents,
+        o.idempotency_key,
+        o.created_at_ms,
+        o.unit_price_cents,
+        o.discount_cents,
+        o.coupon_id,
+        o.team_code,
+    )

@@ -1,0 +1,95 @@
+"""`live reconcile`: check (and with ``--repair`` rebuild) flash sales against the ledger.
+
+Runs beside a live server (it then uses the server's Redis: the embedded one's URL is in
+DATA/redis/url) or on its own (it then starts the embedded Redis of the data dir itself).
+Exit status: 0 all clean, 3 discrepancies found (the report says which), 1/2 errors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import AsyncIterator
+from typing import TextIO
+
+from inventory import reconcile
+from inventory.inventory import Inventory
+from inventory.ledger import Ledger, LedgerConfig
+from live.commerce import spec_of
+from live.datadir import DataDir, DataDirError
+from live.errors import StartupError, UsageError
+from live.redis_client import check_server, connect
+from live.redis_server import url_file
+from live.server import redis_for
+from live.settings import Settings
+from live.store import Store
+
+#: Exit status when a sale does not reconcile.
+NOT_CLEAN = 3
+
+
+@contextlib.asynccontextmanager
+async def _redis_url(settings: Settings, data_dir: DataDir) -> AsyncIterator[str]:
+    if settings.redis_url:
+        yield settings.redis_url
+        return
+    try:
+        data_dir.lock()
+    except DataDirError:
+        # a server holds the data dir: use its embedded Redis
+        try:
+            yield url_file(data_dir.redis_dir).read_text().strip()
+        except OSError as exc:
+            raise StartupError(
+                f"a server runs on {data_dir.path} but its Redis URL is unknown: {exc}"
+            ) from exc
+        return
+    try:
+        async with redis_for(settings, data_dir) as url:
+            yield url
+    finally:
+        data_dir.unlock()
+
+
+async def run(settings: Settings, sale_id: str | None, repair: bool, out: TextIO = sys.stdout) -> int:
+    data_dir = DataDir(settings.data_dir)
+    if not data_dir.sqlite_path.exists():
+        raise UsageError(f"no ledger at {data_dir.sqlite_path}: is --data-dir right?")
+    async with _redis_url(settings, data_dir) as url:
+        redis = connect(url)
+        try:
+            await check_server(redis, url)
+            store = await Store.open(data_dir.sqlite_path)
+            try:
+                rows = await store.sales()
+            finally:
+                await store.close()
+            if sale_id is not None:
+                rows = [r for r in rows if r.id == sale_id]
+                if not rows:
+                    raise UsageError(f"no sale {sale_id!r} in the ledger")
+            inventory = Inventory(redis, settings.inventory_config())
+            ledger = await Ledger.open(
+                redis,
+                data_dir.sqlite_path,
+                LedgerConfig(key_prefix=settings.key_prefix, consumer="reconcile"),
+            )
+            await ledger.start(consume=False)
+            clean = True
+            try:
+                for row in rows:
+                    if repair:
+                        report = await reconcile.repair(
+                            inventory, ledger, spec_of(row), row.state == "stopped"
+                        )
+                    else:
+                        report = await reconcile.check(inventory, ledger, row.id, recorded_total=row.stock)
+                    print(report.text(), file=out)
+                    clean = clean and report.clean
+            finally:
+                await ledger.close()
+        finally:
+            await redis.aclose()
+    if not rows:
+        print("no sales in the ledger", file=out)
+    return 0 if clean else NOT_CLEAN
