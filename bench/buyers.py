@@ -1,8 +1,8 @@
-"""Flash-sale buyers for bench/inventory.py: one client process of many WebSocket buyers.
+"""Flash-sale buyers for bench/flash_sale.py: one client process of many WebSocket buyers.
 
     python bench/buyers.py --port P --room R --first F --count N [--framing msgpack|json]
 
-Started (several at once) by bench/inventory.py, which drives it over stdin/stdout (JSON lines,
+Started (several at once) by bench/flash_sale.py, which drives it over stdin/stdout (JSON lines,
 common.Control): it connects ``count`` buyers (users ``b<first>`` ... ) to the room at a
 bounded rate, reports "ready", then for every "phase" command sends ``reserve`` commands
 open-loop at its share of the target rate and reports what came back.

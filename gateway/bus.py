@@ -21,9 +21,9 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from gateway.aio import stop_tasks
 from gateway.config import GatewayConfig
 from gateway.keys import RoomKeys
+from shared.aio import stop_tasks
 
 log = logging.getLogger(__name__)
 

@@ -24,13 +24,13 @@ from redis.exceptions import RedisError
 from websockets.http11 import Request
 
 from gateway import close_codes
-from gateway.aio import stop_tasks
 from gateway.bus import DIRECT, GAUGE, Bus, now_ms
 from gateway.config import GatewayConfig
 from gateway.connection import Connection
 from gateway.messages import APP_COMMANDS, MODERATION, Command, ProtocolError
 from gateway.room import WRITE_CHUNK, Room
 from gateway.words import BannedWords
+from shared.aio import stop_tasks
 
 log = logging.getLogger(__name__)
 

@@ -38,6 +38,7 @@ from inventory.model import (
     refusal,
 )
 from inventory.scripts import Scripts
+from shared.aio import stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -108,10 +109,7 @@ class Inventory:
         self._listener = asyncio.create_task(self._listen(pubsub), name="inventory-availability")
 
     async def stop(self) -> None:
-        tasks = [t for t in (self._listener, *self._batches) if t is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await stop_tasks([t for t in (self._listener, *self._batches) if t is not None])
 
     async def _listen(self, pubsub: Any) -> None:
         try:

@@ -24,6 +24,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from inventory.keys import SaleKeys, active_sales_key, as_text
 from inventory.model import Order
+from shared.aio import stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +83,7 @@ class Ledger:
             self._tasks.append(asyncio.create_task(self.run(), name="ledger-consumer"))
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await stop_tasks(self._tasks)
         if self._queue:
             await self._insert(self._queue)
         await self.db.close()

@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from gateway.aio import stop_tasks
 from live import http_api, sales_api
 from live.services import SERVICES, Services
+from shared.aio import stop_tasks
 
 log = logging.getLogger(__name__)
 

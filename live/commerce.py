@@ -19,7 +19,6 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from gateway.aio import stop_tasks
 from gateway.hub import Caller, Hub
 from gateway.limits import TokenBucket
 from gateway.messages import Command, ProtocolError
@@ -45,6 +44,7 @@ from live.metrics import Metrics
 from live.rooms import Rooms, new_id, now_ms
 from live.settings import Settings
 from live.store import SaleRow, Store
+from shared.aio import stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,8 @@ MAX_GROUP_SIZE = 100
 MAX_COUPONS = 1_000_000
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _BUCKETS_KEPT = 100_000
+#: Sweeps of one sale per sweep interval at most, while each comes back full of expired holds.
+_SWEEPS_PER_TICK = 10
 
 
 class CommerceError(Exception):
@@ -378,7 +380,10 @@ class Commerce:
             try:
                 sale_ids = [as_text(m) for m in await self.redis.smembers(self._active_key)]
                 for sale_id in sale_ids:
-                    await self.sweep(sale_id)
+                    for _ in range(_SWEEPS_PER_TICK):  # more while a sweep came back full
+                        swept = await self.sweep(sale_id)
+                        if swept is None or len(swept.expired) < self.inventory.config.sweep_limit:
+                            break
             except (RedisError, OSError) as exc:
                 log.warning("sweep failed on Redis", extra={"error": repr(exc)})
 
@@ -397,8 +402,13 @@ class Commerce:
             return None
         self._high[sale_id] = now
         room_id = await self._room_of(sale_id)
-        for expired in swept.expired:
-            await self._tell(room_id, expired.user_id, expired.hold_id, "expired", quantity=expired.quantity)
+        # a flash sale's holds tend to expire together: the notices go out concurrently
+        await asyncio.gather(
+            *(
+                self._tell(room_id, e.user_id, e.hold_id, "expired", quantity=e.quantity)
+                for e in swept.expired
+            )
+        )
         for team in swept.failed_teams:
             for hold_id, user_id, paid in team.members:
                 await self.payments.refund(f"team:{sale_id}:{team.code}:{user_id}", user_id, paid)

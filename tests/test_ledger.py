@@ -7,11 +7,12 @@ counter or a lost row is reported in words, and repair makes the sale clean agai
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -96,25 +97,13 @@ async def pending(inventory: Inventory, sale_id: str) -> int:
     return int((await inventory.redis.xpending(stream_of(inventory, sale_id), GROUP))["pending"])
 
 
-async def until(condition: Callable[[], Awaitable[bool]], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not await condition():
-        assert time.monotonic() < deadline, f"not within {timeout_s} s: {what}"
-        await asyncio.sleep(0.02)
-
-
 async def consume_until_drained(ledger: Ledger, *sale_ids: str, timeout_s: float = 15) -> None:
-    """Run the consumer until every given sale's stream is acknowledged into SQLite."""
-
-    async def drained() -> bool:
-        return all([await ledger.drained(s) for s in sale_ids])
-
-    consumer = asyncio.create_task(ledger.run())
-    try:
-        await until(drained, timeout_s, f"the ledger consumer drained {sale_ids}")
-    finally:
-        consumer.cancel()
-        await asyncio.gather(consumer, return_exceptions=True)
+    """Run the consumer, one step at a time (claim what is idle, read what is new, write it,
+    acknowledge it), until every given sale's stream is acknowledged into SQLite."""
+    deadline = time.monotonic() + timeout_s
+    while not all([await ledger.drained(s) for s in sale_ids]):
+        assert time.monotonic() < deadline, f"the ledger consumer did not drain {sale_ids} in {timeout_s} s"
+        assert await ledger.step(), "no active sales"
 
 
 def order(order_id: str, user: str, key: str, quantity: int = 1, sale_id: str = "s1") -> Order:
@@ -213,6 +202,24 @@ async def test_a_dead_consumers_entries_are_claimed_and_written(
     more = [await buy(inventory, "s1", f"v{i}", 1, f"q{i}") for i in range(5)]
     await consume_until_drained(ledger, "s1")
     assert stored(db_path, "s1") == as_rows(orders + more)
+
+
+async def test_close_stops_the_consumer_whenever_it_comes(inventory: Inventory, db_path: Path) -> None:
+    """close() cancels the consumer and waits for it: it must return whenever it comes -- here
+    right after a Redis reply of its own (drained()), while the consumer is busy between quick
+    commands (claiming on 20 sales at every step)."""
+    for i in range(20):
+        await open_active(inventory, f"s{i}")
+    config = dataclasses.replace(ledger_config(inventory), claim_idle_ms=0)
+    for _ in range(10):
+        ledger = await Ledger.open(inventory.redis, db_path, config)
+        await ledger.start()  # the writer and the consumer
+        await asyncio.sleep(0.05)
+        assert await ledger.drained("s0")
+        closing = asyncio.create_task(ledger.close())
+        done, _ = await asyncio.wait({closing}, timeout=5)
+        assert closing in done, "Ledger.close() hangs: the consumer survived its cancellation"
+        assert [t for t in asyncio.all_tasks() if t.get_name().startswith("ledger-") and not t.done()] == []
 
 
 # -- d. group commit ----------------------------------------------------------------------------

@@ -1,13 +1,13 @@
 """Flash-sale reservations per second: the Redis ceiling, naive calls, the micro-batching
 inventory, and end to end over the WebSocket gateway, side by side in one run.
 
-    /tmp/venv/bin/python bench/inventory.py                    # everything (~3.5 min on 2 cores)
-    /tmp/venv/bin/python bench/inventory.py --parts a,b,c      # without the WebSocket part (~1 min)
-    /tmp/venv/bin/python bench/inventory.py --parts d --server-workers 2 --rates 5000,10000
-    /tmp/venv/bin/python bench/inventory.py --parts d --stock-update-ms 60000   # (d), rare stock frames
+    /tmp/venv/bin/python bench/flash_sale.py                    # everything (~3.5 min on 2 cores)
+    /tmp/venv/bin/python bench/flash_sale.py --parts a,b,c      # without the WebSocket part (~1 min)
+    /tmp/venv/bin/python bench/flash_sale.py --parts d --server-workers 2 --rates 5000,10000
+    /tmp/venv/bin/python bench/flash_sale.py --parts d --stock-update-ms 60000   # (d), rare stock frames
 
 Results go to stdout (the tables at the end) and to --json (default
-/tmp/livebench-logs/inventory.json); the server's log to /tmp/livebench-logs/.
+/tmp/livebench-logs/flash_sale.json); the server's log to /tmp/livebench-logs/.
 
 It runs from the project's environment (it imports ``inventory`` and ``live``) and needs
 ``hdrhistogram`` there (bench/requirements.txt), and for part (a) ``redis-benchmark`` or
@@ -51,14 +51,6 @@ one core; the machine has two cores, shared by Redis, the server(s) and the load
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# Python puts this script's folder on sys.path, and there "inventory" is this very file: it
-# leaves sys.path while the project's packages are imported, and comes back for the helpers.
-HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
-
 import argparse
 import asyncio
 import base64
@@ -69,11 +61,13 @@ import os
 import resource
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -86,8 +80,6 @@ from inventory.scripts import source
 from live.auth import Auth, Role
 from live.redis_client import connect
 from live.redis_server import EmbeddedRedis, find_redis_server
-
-sys.path.append(str(HERE))
 
 from buyers import HDR_ARGS
 from common import (
@@ -107,6 +99,7 @@ from common import (
     table,
 )
 
+HERE = Path(__file__).resolve().parent
 PREFIX = "bench"  # key prefix of parts a-c; the server of part d uses E2E_PREFIX
 E2E_PREFIX = "e2e"
 ROOM = "flash"
@@ -1084,7 +1077,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="(d) LIVE_STOCK_UPDATE_MS (default: the server's, 200)")  # fmt: skip
     p.add_argument("--live", default=default_live(), help="the live command (default: beside this python)")
     p.add_argument("--log-dir", default="/tmp/livebench-logs", help="server logs are kept here")
-    p.add_argument("--json", default="/tmp/livebench-logs/inventory.json", help="results file")
+    p.add_argument("--json", default="/tmp/livebench-logs/flash_sale.json", help="results file")
     args = p.parse_args(argv)
     unknown = set(args.parts) - set("abcd")
     if unknown:

@@ -1,0 +1,1 @@
+"""What gateway/, inventory/ and live/ all need and none of them owns (asyncio helpers)."""
