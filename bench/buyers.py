@@ -40,7 +40,7 @@ from hdrh.histogram import HdrHistogram
 from live.auth import Auth, Role
 
 from common import Control, raise_nofile
-from wsclient import OP_BINARY, OP_TEXT, Client
+from wsclient import OP_BINARY, OP_TEXT, Client, connect
 
 #: HDR histogram of latencies in microseconds: 1 us to 60 s, 3 significant digits.
 HDR_ARGS = (1, 60_000_000, 3)
@@ -61,26 +61,6 @@ def frame_unmasked(opcode: int, payload: bytes) -> bytes:
     if n < 126:
         return struct.pack("!BB4x", 0x80 | opcode, 0x80 | n) + payload
     return struct.pack("!BBH4x", 0x80 | opcode, 0x80 | 126, n) + payload
-
-
-async def connect(port: int, path: str, subprotocol: str, on_message: Any, timeout_s: float = 30.0) -> Client:
-    """wsclient.connect, offering a subprotocol (the server picks the framing from it)."""
-    loop = asyncio.get_running_loop()
-    transport, client = await loop.create_connection(lambda: Client(on_message), "127.0.0.1", port)
-    key = base64.b64encode(os.urandom(16)).decode()
-    transport.write(
-        (
-            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-            f"Sec-WebSocket-Protocol: {subprotocol}\r\n\r\n"
-        ).encode()
-    )
-    try:
-        await asyncio.wait_for(client.opened, timeout_s)
-    except BaseException:
-        transport.abort()
-        raise
-    return client
 
 
 @dataclass
@@ -169,7 +149,7 @@ class Buyers:
             for attempt in range(3):
                 async with sem:
                     try:
-                        return await connect(a.port, path, subprotocol, self.on_message)
+                        return await connect(a.port, path, self.on_message, subprotocol=subprotocol)
                     except (OSError, TimeoutError) as exc:
                         if attempt == 2:
                             raise ConnectionError(f"buyer {a.first + i}: {exc!r}") from exc

@@ -297,6 +297,34 @@ async def part_a(ctx: Ctx) -> list[dict[str, Any]]:
     return rows
 
 
+def decision_figures(
+    keyed: bool,
+    reserved: int,
+    refused: Counter[str],
+    hist: HdrHistogram,
+    wall: float,
+    redis_cpu_s: float,
+    client_cpu_s: float,
+) -> dict[str, Any]:
+    """The figures of a (b) or (c) row: rates, latency, and CPU per decision."""
+    decided = reserved + sum(refused.values())
+    return {
+        "variant": f"key {'per request' if keyed else 'none'}",
+        "keyed": keyed,
+        "requests": decided,
+        "decisions_per_s": decided / wall,
+        "reserved": reserved,
+        "refused": dict(refused),
+        "p50_ms": hist.get_value_at_percentile(50) / 1000,
+        "p99_ms": hist.get_value_at_percentile(99) / 1000,
+        "wall_s": wall,
+        "redis_cpu": redis_cpu_s / wall,
+        "redis_us_per_decision": redis_cpu_s / max(1, decided) * 1e6,
+        "client_cpu": client_cpu_s / wall,
+        "client_us_per_decision": client_cpu_s / max(1, decided) * 1e6,
+    }
+
+
 # -- (b) naive: one EVALSHA per request from redis-py asyncio -------------------------------------
 
 
@@ -333,24 +361,11 @@ async def part_b(ctx: Ctx, keyed: bool) -> dict[str, Any]:
         r1, c1 = cpu_seconds(ctx.redis_pid), cpu_seconds(os.getpid())
     finally:
         await client.aclose()
-    decided = reserved + sum(refused.values())
     inv = await check_sale(ctx, f"(b){' key' if keyed else ''}", PREFIX, sale_id, reserved, drop=True)
     row = {
         "part": "b",
         "what": f"redis-py asyncio, 1 EVALSHA/request, {a.callers} callers",
-        "variant": f"key {'per request' if keyed else 'none'}",
-        "keyed": keyed,
-        "requests": decided,
-        "decisions_per_s": decided / wall,
-        "reserved": reserved,
-        "refused": dict(refused),
-        "p50_ms": hist.get_value_at_percentile(50) / 1000,
-        "p99_ms": hist.get_value_at_percentile(99) / 1000,
-        "wall_s": wall,
-        "redis_cpu": (r1 - r0) / wall,
-        "redis_us_per_decision": (r1 - r0) / max(1, decided) * 1e6,
-        "client_cpu": (c1 - c0) / wall,
-        "client_us_per_decision": (c1 - c0) / max(1, decided) * 1e6,
+        **decision_figures(keyed, reserved, refused, hist, wall, r1 - r0, c1 - c0),
         "aof_rewrites": await ctx.aof_rewrites() - rewrites0,
         "ok": inv["ok"],
     }
@@ -439,25 +454,12 @@ async def part_c(ctx: Ctx, keyed: bool) -> dict[str, Any]:
         await inventory.stop()
         await client.aclose()
     wall = t1 - t0
-    decided = reserved + sum(refused.values())
     inv = await check_sale(ctx, f"(c){' key' if keyed else ''}", PREFIX, sale_id, reserved, drop=True)
     batches = log.summary(t0, t1)
     row = {
         "part": "c",
         "what": f"Inventory.reserve (micro-batching), {a.tasks} tasks",
-        "variant": f"key {'per request' if keyed else 'none'}",
-        "keyed": keyed,
-        "requests": decided,
-        "decisions_per_s": decided / wall,
-        "reserved": reserved,
-        "refused": dict(refused),
-        "p50_ms": hist.get_value_at_percentile(50) / 1000,
-        "p99_ms": hist.get_value_at_percentile(99) / 1000,
-        "wall_s": wall,
-        "redis_cpu": (r1 - r0) / wall,
-        "redis_us_per_decision": (r1 - r0) / max(1, decided) * 1e6,
-        "client_cpu": (c1 - c0) / wall,
-        "client_us_per_decision": (c1 - c0) / max(1, decided) * 1e6,
+        **decision_figures(keyed, reserved, refused, hist, wall, r1 - r0, c1 - c0),
         "aof_rewrites": await ctx.aof_rewrites() - rewrites0,
         "batches": batches,
         "config": {"max_batch": a.max_batch, "max_in_flight": a.max_in_flight},

@@ -172,15 +172,19 @@ async def connect(
     discard: bool = False,
     host: str = "127.0.0.1",
     timeout_s: float = 30.0,
+    subprotocol: str | None = None,
 ) -> Client:
-    """Open a WebSocket to ws://host:port/path; returns once the server answered 101."""
+    """Open a WebSocket to ws://host:port/path (offering ``subprotocol``, if given); returns
+    once the server answered 101."""
     loop = asyncio.get_running_loop()
     transport, client = await loop.create_connection(lambda: Client(on_message, discard), host, port)
     key = base64.b64encode(os.urandom(16)).decode()
     transport.write(
         (
             f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            + (f"Sec-WebSocket-Protocol: {subprotocol}\r\n" if subprotocol else "")
+            + "\r\n"
         ).encode()
     )
     try:

@@ -159,7 +159,7 @@ class Inventory:
 
     async def status(self, sale_id: str) -> SaleStatus:
         raw = await self.redis.hgetall(self.keys(sale_id)[0])
-        if not raw:
+        if b"id" not in raw:  # gone, or only the freeze of a repair under way
             raise UnknownSale()
         return _status(raw)
 
@@ -168,7 +168,7 @@ class Inventory:
             for sale_id in sale_ids:
                 pipe.hgetall(self.keys(sale_id)[0])
             replies = await pipe.execute()
-        return [_status(raw) for raw in replies if raw]
+        return [_status(raw) for raw in replies if b"id" in raw]
 
     # -- reservations -------------------------------------------------------------------------
 

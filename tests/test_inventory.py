@@ -223,3 +223,24 @@ async def test_an_unknown_answer_is_an_error_not_a_hang(inventory: Inventory) ->
         async with asyncio.timeout(5):
             await inventory.reserve("s1", "ann", 1)
     assert refused.value.code == "brand_new_code"
+
+
+async def test_confirm_waits_for_replicas_and_stands_without_them(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """wait_replicas: the confirm goes out with WAIT on the same connection. This Redis has no
+    replica, so WAIT times out (after wait_timeout_ms): the order stands, and it is logged."""
+    client = connect(redis_url)
+    config = InventoryConfig(key_prefix=f"w{time.time_ns()}", wait_replicas=1, wait_timeout_ms=50)
+    inv = Inventory(client, config)
+    try:
+        await inv.open_sale(sale_spec())
+        held = await inv.reserve("s1", "ann", 1)
+        await inv.redis.script_flush()  # and the pipeline still loads the script it needs
+        started = time.monotonic()
+        order = await inv.confirm(held.hold_id, "ann")
+        assert order.quantity == 1 and time.monotonic() - started >= 0.04
+        assert "orders not yet on enough replicas" in caplog.text
+        assert (await inv.status("s1")).sold == 1
+    finally:
+        await client.aclose()

@@ -211,10 +211,10 @@ async def test_close_stops_the_consumer_whenever_it_comes(inventory: Inventory, 
     for i in range(20):
         await open_active(inventory, f"s{i}")
     config = dataclasses.replace(ledger_config(inventory), claim_idle_ms=0)
-    for _ in range(10):
+    for attempt in range(6):
         ledger = await Ledger.open(inventory.redis, db_path, config)
         await ledger.start()  # the writer and the consumer
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05 + 0.01 * attempt)  # at another point of its cycle each time
         assert await ledger.drained("s0")
         closing = asyncio.create_task(ledger.close())
         done, _ = await asyncio.wait({closing}, timeout=5)
