@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -342,15 +342,7 @@ class Commerce:
 
     async def _sale_in(self, room_id: str, sale_id: str) -> str:
         """The sale id if the sale belongs to this room (a buyer buys where they watch)."""
-        room = self._sale_rooms.get(sale_id)
-        if room is None:
-            if not _ID.fullmatch(sale_id):
-                raise UnknownSale()
-            raw = await self.redis.hget(self.inventory.keys(sale_id)[0], "room")
-            if raw is None:
-                raise UnknownSale()
-            room = self._sale_rooms[sale_id] = as_text(raw)
-        if room != room_id:
+        if not _ID.fullmatch(sale_id) or await self._room_of(sale_id) != room_id:
             raise UnknownSale()
         return sale_id
 
@@ -402,6 +394,8 @@ class Commerce:
             return None
         self._high[sale_id] = now
         room_id = await self._room_of(sale_id)
+        if room_id is None:  # gone between the sweep and now: the next sweep heals it
+            return swept
         # a flash sale's holds tend to expire together: the notices go out concurrently
         await asyncio.gather(
             *(
@@ -441,7 +435,7 @@ class Commerce:
                 "Redis lost writes of a sale: rebuilding it from the ledger",
                 extra={"sale": sale_id, "why": why},
             )
-            report = await reconcile.repair(self.inventory, self.ledger, spec_of(row), row.state == "stopped")
+            report = await reconcile.repair(self.inventory, self.ledger, row, row.state == "stopped")
             self.metrics.sale_repairs.inc()
             (log.warning if report.clean else log.error)("sale repaired", extra={"report": report.text()})
         finally:
@@ -478,17 +472,15 @@ class Commerce:
             return  # scheduled (sale_opened said so) or frozen (an operator's repair)
         await self._event(room_id, event)
 
-    async def _room_of(self, sale_id: str) -> str:
+    async def _room_of(self, sale_id: str) -> str | None:
+        """The sale's room (a sale never moves, so it is kept), or None for no such sale."""
         room = self._sale_rooms.get(sale_id)
         if room is None:
             raw = await self.redis.hget(self.inventory.keys(sale_id)[0], "room")
-            room = self._sale_rooms[sale_id] = as_text(raw) if raw else ""
+            if raw is None:
+                return None
+            room = self._sale_rooms[sale_id] = as_text(raw)
         return room
-
-
-def spec_of(row: SaleRow) -> SaleSpec:
-    """The inventory's view of a sale's record (the same fields, less state and creation)."""
-    return SaleSpec(**{f.name: getattr(row, f.name) for f in fields(SaleSpec)})
 
 
 def _stock_event(swept: Sweep, available: int) -> dict[str, Any]:

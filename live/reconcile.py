@@ -15,7 +15,6 @@ from typing import TextIO
 from inventory import reconcile
 from inventory.inventory import Inventory
 from inventory.ledger import Ledger, LedgerConfig
-from live.commerce import spec_of
 from live.datadir import DataDir, DataDirError
 from live.errors import StartupError, UsageError
 from live.redis_client import check_server, connect
@@ -79,9 +78,7 @@ async def run(settings: Settings, sale_id: str | None, repair: bool, out: TextIO
             try:
                 for row in rows:
                     if repair:
-                        report = await reconcile.repair(
-                            inventory, ledger, spec_of(row), row.state == "stopped"
-                        )
+                        report = await reconcile.repair(inventory, ledger, row, row.state == "stopped")
                     else:
                         report = await reconcile.check(inventory, ledger, row.id, recorded_total=row.stock)
                     print(report.text(), file=out)

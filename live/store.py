@@ -8,12 +8,13 @@ append a new one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
+from inventory.model import SaleSpec
 from live.errors import StartupError
 
 MIGRATIONS: tuple[str, ...] = (
@@ -95,30 +96,18 @@ class ProductRow:
 
 
 @dataclass(frozen=True)
-class SaleRow:
-    """A sale as the record keeps it: ``stock`` is the initial stock plus all added; ``state``
-    is "open" or "stopped" (the live phase comes from Redis and the clock)."""
+class SaleRow(SaleSpec):
+    """A sale as the record keeps it: the inventory's SaleSpec (``stock`` is the initial stock
+    plus all added), and ``state``, "open" or "stopped" (the live phase comes from Redis and
+    the clock)."""
 
-    id: str
-    room_id: str
-    product_id: str
-    stock: int
-    price_cents: int
-    per_user_limit: int
-    starts_at_ms: int
-    ends_at_ms: int
-    hold_ms: int
-    state: str
-    created_at_ms: int
-    group_size: int = 0
-    group_price_cents: int = 0
-    team_ms: int = 0
+    state: str = "open"
+    created_at_ms: int = 0
 
 
-_SALE_COLUMNS = (
-    "id, room_id, product_id, stock, price_cents, per_user_limit, starts_at_ms, ends_at_ms, hold_ms,"
-    " state, created_at_ms, group_size, group_price_cents, team_ms"
-)
+#: The sales table's columns, in SaleRow's field order.
+_SALE_FIELDS = tuple(f.name for f in fields(SaleRow))
+_SALE_COLUMNS = ", ".join(_SALE_FIELDS)
 
 
 class Store:
@@ -184,23 +173,8 @@ class Store:
 
     async def insert_sale(self, sale: SaleRow) -> None:
         await self._write(
-            f"INSERT INTO sales ({_SALE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                sale.id,
-                sale.room_id,
-                sale.product_id,
-                sale.stock,
-                sale.price_cents,
-                sale.per_user_limit,
-                sale.starts_at_ms,
-                sale.ends_at_ms,
-                sale.hold_ms,
-                sale.state,
-                sale.created_at_ms,
-                sale.group_size,
-                sale.group_price_cents,
-                sale.team_ms,
-            ),
+            f"INSERT INTO sales ({_SALE_COLUMNS}) VALUES ({', '.join('?' * len(_SALE_FIELDS))})",
+            tuple(getattr(sale, name) for name in _SALE_FIELDS),
         )
 
     async def sale(self, sale_id: str) -> SaleRow | None:
