@@ -263,6 +263,18 @@ class Ledger:
             rows = await cursor.fetchall()
         return [Order(*r) for r in rows]
 
+    async def orders_page(self, sale_id: str, after: str | None, limit: int) -> list[Order]:
+        """At most ``limit`` orders of the sale by id, from the first id past ``after`` (from
+        the start when None): page on with the last id of a page."""
+        where, params = "sale_id = ?", [sale_id]
+        if after is not None:
+            where += " AND id > ?"
+            params.append(after)
+        sql = f"SELECT {_COLUMNS} FROM orders WHERE {where} ORDER BY id LIMIT ?"
+        async with self.db.execute(sql, (*params, limit)) as cursor:
+            rows = await cursor.fetchall()
+        return [Order(*r) for r in rows]
+
     async def order(self, order_id: str) -> Order | None:
         async with self.db.execute(f"SELECT {_COLUMNS} FROM orders WHERE id = ?", (order_id,)) as cursor:
             r = await cursor.fetchone()

@@ -1,7 +1,7 @@
 """The host API for flash sales, group buys and coupons (docs/http-api.md#sales).
 
 Only a host of the sale's room may open, stop or restock a sale and drop coupons; hosts and
-moderators may read its status.
+moderators may read its status and page through its orders in the ledger.
 """
 
 from __future__ import annotations
@@ -11,13 +11,17 @@ from typing import Any
 
 from aiohttp import web
 
-from inventory.model import SaleStatus, UnknownSale
+from inventory.model import Order, SaleStatus, UnknownSale
 from live.auth import Identity, Role
 from live.commerce import SaleRequest
 from live.http_api import ApiError, identify, json_body, reply, take
 from live.rooms import now_ms
 from live.services import SERVICES
 from live.store import SaleRow
+
+#: Orders per page of GET /api/sales/{sale}/orders: the default and the most a client may ask.
+DEFAULT_ORDERS_PAGE = 1000
+MAX_ORDERS_PAGE = 10_000
 
 
 def _host_of(request: web.Request, room_id: str, *roles: Role) -> Identity:
@@ -86,6 +90,17 @@ async def _sale(request: web.Request, *roles: Role) -> tuple[SaleRow, SaleStatus
     return row, status
 
 
+async def _sale_row(request: web.Request, *roles: Role) -> SaleRow:
+    """The sale's record, checked like ``_sale`` but without Redis (reads of the ledger)."""
+    who = identify(request)
+    row = await request.app[SERVICES].store.sale(request.match_info["sale_id"])
+    if row is None:
+        raise UnknownSale()
+    who.require_room(row.room_id)
+    who.require_role(*(roles or (Role.HOST,)))
+    return row
+
+
 async def get_sale(request: web.Request) -> web.Response:
     row, status = await _sale(request, Role.HOST, Role.MODERATOR)
     return reply(_sale_view(row, status))
@@ -128,6 +143,21 @@ async def team(request: web.Request) -> web.Response:
     return reply(status)
 
 
+async def sale_orders(request: web.Request) -> web.Response:
+    """A page of the sale's orders from the ledger, by order id: ``?after=<order id>&limit=<n>``."""
+    row = await _sale_row(request, Role.HOST, Role.MODERATOR)
+    limit = _query_int(request, "limit", DEFAULT_ORDERS_PAGE, 1, MAX_ORDERS_PAGE)
+    after = request.query.get("after")
+    orders = await request.app[SERVICES].commerce.ledger.orders_page(row.id, after, limit)
+    return reply(
+        {
+            "sale_id": row.id,
+            "orders": [_order_view(o) for o in orders],
+            "next_after": orders[-1].id if len(orders) == limit else None,
+        }
+    )
+
+
 async def get_order(request: web.Request) -> web.Response:
     """An order from the ledger: for the room's hosts and moderators, and for its buyer."""
     who = identify(request)
@@ -141,7 +171,23 @@ async def get_order(request: web.Request) -> web.Response:
     who.require_room(row.room_id)
     if who.user_id != order.user_id:
         who.require_role(Role.HOST, Role.MODERATOR)
-    return reply({**order.public(), "user_id": order.user_id})
+    return reply(_order_view(order))
+
+
+def _order_view(order: Order) -> dict[str, Any]:
+    return {**order.public(), "user_id": order.user_id}
+
+
+def _query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    # digits only (int() would take " 5", "+5", "1_0"), and few of them (int() refuses 4300+)
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 18 and low <= int(raw) <= high):
+        raise ApiError(
+            400, "invalid_field", f"the parameter {name!r} must be an integer from {low} to {high}"
+        )
+    return int(raw)
 
 
 def _int(body: dict[str, Any], name: str, default: int) -> int:
@@ -158,4 +204,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/sales/{sale_id}/coupons", drop_coupons)
     app.router.add_get("/api/sales/{sale_id}/coupons/{batch_id}", coupon_batch)
     app.router.add_get("/api/sales/{sale_id}/teams/{code}", team)
+    app.router.add_get("/api/sales/{sale_id}/orders", sale_orders)
     app.router.add_get("/api/orders/{order_id}", get_order)

@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import time
 from typing import Any
+from unittest.mock import ANY
 
 import aiohttp
 import pytest
@@ -310,6 +311,99 @@ async def test_only_hosts_open_and_stop_sales(
         assert resp.status == 404 and (await resp.json())["error"]["code"] == "unknown_sale"
     async with http.get("/api/rooms/shop/sales", headers=bearer(host_token)) as resp:
         assert [s["id"] for s in (await resp.json())["sales"]] == [sale["id"]]
+
+
+async def buy_one_each(
+    server: Running, http: aiohttp.ClientSession, sale: dict[str, Any], users: list[str]
+) -> list[str]:
+    """Each user reserves one unit and confirms it over the WebSocket; returns the order ids."""
+    order_ids = []
+    for user in users:
+        buyer = await Client.connect(http, "shop", token(server, user))
+        held = await ask(buyer, {"type": "reserve", "rid": "r", "sale_id": sale["id"], "quantity": 1})
+        done = await ask(buyer, {"type": "confirm", "rid": "c", "hold_id": held["hold_id"]})
+        order_ids.append(done["order"]["order_id"])
+    return order_ids
+
+
+async def orders_page(
+    http: aiohttp.ClientSession, sale_id: str, who: str, query: str = ""
+) -> tuple[int, Any]:
+    async with http.get(f"/api/sales/{sale_id}/orders{query}", headers=bearer(who)) as resp:
+        return resp.status, await resp.json()
+
+
+async def test_a_sales_orders_page_through_the_ledger(
+    server: Running, http: aiohttp.ClientSession, host_token: str, shop: dict[str, str]
+) -> None:
+    sale = await open_sale(http, host_token, shop)
+    order_ids = await buy_one_each(server, http, sale, ["ann", "bob", "cat", "dan", "eve"])
+
+    pages, after = [], None
+    while True:
+        query = "?limit=2" + (f"&after={after}" if after else "")
+        status, page = await orders_page(http, sale["id"], host_token, query)
+        assert status == 200 and page["sale_id"] == sale["id"]
+        pages.append(page)
+        after = page["next_after"]
+        if after is None:
+            break
+        assert after == page["orders"][-1]["order_id"]
+    assert [len(p["orders"]) for p in pages] == [2, 2, 1]
+    paged = [o for p in pages for o in p["orders"]]
+    assert [o["order_id"] for o in paged] == sorted(order_ids)  # each once, in order id order
+    for order in paged:  # each as GET /api/orders/{order} gives it, with the buyer
+        async with http.get(f"/api/orders/{order['order_id']}", headers=bearer(host_token)) as resp:
+            assert await resp.json() == order
+    assert {o["user_id"] for o in paged} == {"ann", "bob", "cat", "dan", "eve"}
+
+    # the default page holds them all; a full page says "maybe more", and the next is empty
+    moderator = token(server, "mod", Role.MODERATOR)
+    status, everything = await orders_page(http, sale["id"], moderator)
+    assert status == 200 and everything["orders"] == paged and everything["next_after"] is None
+    status, full = await orders_page(http, sale["id"], host_token, "?limit=5")
+    assert full["orders"] == paged and full["next_after"] == paged[-1]["order_id"]
+    status, empty = await orders_page(http, sale["id"], host_token, f"?after={full['next_after']}")
+    assert status == 200 and (empty["orders"], empty["next_after"]) == ([], None)
+
+
+async def test_the_orders_page_reads_an_index_not_a_sort(server: Running) -> None:
+    ledger = server.services.commerce.ledger
+    async with ledger.db.execute(
+        "EXPLAIN QUERY PLAN SELECT id FROM orders WHERE sale_id = ? AND id > ? ORDER BY id LIMIT ?",
+        ("s", "o", 10),
+    ) as cursor:
+        plan = " / ".join(str(row[-1]) for row in await cursor.fetchall())
+    assert "orders_by_sale_and_id" in plan and "TEMP B-TREE" not in plan, plan
+
+
+async def test_only_the_rooms_hosts_and_moderators_read_a_sales_orders(
+    server: Running, http: aiohttp.ClientSession, host_token: str, shop: dict[str, str]
+) -> None:
+    sale = await open_sale(http, host_token, shop)
+    await buy_one_each(server, http, sale, ["ann"])
+    for who, status, code in [
+        (token(server, "ann"), 403, "forbidden"),  # a viewer, even the buyer
+        (token(server, "host2", Role.HOST, room="elsewhere"), 403, "wrong_room"),
+        (token(server, "mod2", Role.MODERATOR, room="elsewhere"), 403, "wrong_room"),
+    ]:
+        assert await orders_page(http, sale["id"], who) == (status, {"error": {"code": code, "message": ANY}})
+    async with http.get(f"/api/sales/{sale['id']}/orders") as resp:
+        assert resp.status == 401
+    status, body = await orders_page(http, "s_unknown", host_token)
+    assert (status, body["error"]["code"]) == (404, "unknown_sale")
+
+
+@pytest.mark.parametrize("limit", ["0", "10001", "-1", "1.5", "abc", "", " 5", "+5", "1_0", "9" * 5000])
+async def test_bad_order_page_limits_are_refused(
+    server: Running, http: aiohttp.ClientSession, host_token: str, shop: dict[str, str], limit: str
+) -> None:
+    sale = await open_sale(http, host_token, shop)
+    async with http.get(
+        f"/api/sales/{sale['id']}/orders", params={"limit": limit}, headers=bearer(host_token)
+    ) as resp:
+        assert resp.status == 400
+        assert (await resp.json())["error"]["code"] == "invalid_field"
 
 
 async def test_buy_actions_are_rate_limited_per_user(settings: Settings, redis_url: str) -> None:

@@ -1,0 +1,71 @@
+"""The server's HTTP API as the harness uses it: set a room up, read a sale and its ledger."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import jwt
+
+TOKEN_TTL_S = 86_400
+
+
+class ApiError(RuntimeError):
+    """The server refused a setup or audit call; the message has its status and answer."""
+
+
+def mint(secret: str, user: str, room: str, role: str) -> str:
+    now = int(time.time())
+    claims = {"sub": user, "room": room, "role": role, "iat": now, "exp": now + TOKEN_TTL_S}
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+class Api:
+    def __init__(self, base_url: str, token: str) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = aiohttp.ClientSession(
+            headers={"Authorization": f"Bearer {token}"}, timeout=aiohttp.ClientTimeout(total=30)
+        )
+
+    async def close(self) -> None:
+        await self._http.close()
+
+    async def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        try:
+            async with self._http.request(method, self.base_url + path, json=body) as response:
+                text = await response.text()
+                if response.status >= 400:
+                    raise ApiError(f"{method} {path}: HTTP {response.status} {text[:300]}")
+                return await response.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ApiError(f"{method} {path}: {exc!r}") from exc
+
+    async def create_room(self, room: str, title: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("POST", "/api/rooms", {"id": room, "title": title})
+        return result
+
+    async def create_product(self, room: str, title: str, price_cents: int) -> str:
+        body = {"title": title, "price_cents": price_cents}
+        product = await self._call("POST", f"/api/rooms/{room}/products", body)
+        return str(product["id"])
+
+    async def open_sale(self, room: str, **fields: Any) -> dict[str, Any]:
+        sale: dict[str, Any] = await self._call("POST", f"/api/rooms/{room}/sales", fields)
+        return sale
+
+    async def sale(self, sale_id: str) -> dict[str, Any]:
+        sale: dict[str, Any] = await self._call("GET", f"/api/sales/{sale_id}")
+        return sale
+
+    async def orders(self, sale_id: str, page: int = 5000) -> list[dict[str, Any]]:
+        """Every order of the sale in the ledger, page by page."""
+        orders: list[dict[str, Any]] = []
+        after = ""
+        while True:
+            answer = await self._call("GET", f"/api/sales/{sale_id}/orders?limit={page}&after={quote(after)}")
+            orders.extend(answer["orders"])
+            if not answer.get("next_after"):
+                return orders
+            after = answer["next_after"]

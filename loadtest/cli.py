@@ -1,0 +1,203 @@
+"""`live-loadtest`: rehearse a big night against a live server on this machine.
+
+    live-loadtest --spawn big-night --duration 60 --json out.json --report out/
+    live-loadtest --url http://127.0.0.1:8080 --data-dir live-data audience --viewers 20000
+    live-loadtest compare baseline.json new.json
+
+Exit status: 0 the run passed its audit, 1 it did not (or compare found a regression),
+2 the run could not be made (bad flags, server unreachable, a worker died).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from loadtest.api import ApiError
+from loadtest.plan import ALIASES, FIELDS, SCENARIOS, Plan, PlanError, expand, load_toml
+from loadtest.progress import Progress
+from loadtest.run import Run, Target
+
+EXIT_PASSED, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
+
+#: Flags are the plan's field names with - for _ and without the _s of seconds, except these.
+FLAG_NAMES = {"team_s": "team_deadline"}
+
+HELP = {
+    "duration_s": "length of the load phase in seconds, ramp included (default 30)",
+    "viewers": "audience size (default 1000)",
+    "ramp_s": "seconds to connect everyone (default: a quarter of the run, at most 10)",
+    "observers": "viewers that decode every frame for chat accounting and latency (default 20)",
+    "heartbeat_s": "seconds between each connection's pings (default 15)",
+    "framing": "json or msgpack (default json)",
+    "chat_rate": "comments per second into the room (default 50)",
+    "like_rate": "likes per second (default 200)",
+    "host_rate": "host messages per second (default 1)",
+    "buyers": "buyers in the rush (default 1000)",
+    "rush_rate": "reserve requests per second from the sale's start (default 2000)",
+    "stock": "units in the rush's sale (default 300)",
+    "per_user_limit": "units one buyer may hold and buy (default 2)",
+    "max_quantity": "a buyer reserves 1..this many units (default 2)",
+    "confirm_share": "share of holds confirmed (default 0.6)",
+    "cancel_share": "share of holds cancelled; the rest expire (default 0.2)",
+    "retry_share": "share of reserves sent twice with one rid (default 0.1)",
+    "hold_s": "seconds a hold lasts (default 5)",
+    "price_cents": "unit price (default 1999)",
+    "teams": "group-buy teams (default 20)",
+    "team_size": "members per team (default 3)",
+    "team_fill_share": "share of teams that fill; the rest fail at their deadline (default 0.8)",
+    "team_s": "a team's deadline in seconds (default 6)",
+    "workers": "harness worker processes (default: one per 8000 connections)",
+    "source_addresses": "127.0.0.x source addresses (default: one per 25000 connections)",
+    "connect_timeout_s": "handshake timeout (default 15)",
+    "reply_timeout_s": "a request unanswered this long counts as no_reply (default 10)",
+    "seed": "random seed (default 1)",
+    "room": "room id (default lt-<random>)",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="live-loadtest",
+        description="Load-test a live server on this machine: an audience, chat and like storms, host "
+        "messages, a flash-sale rush and group buys on one timeline; open-loop latency, an audit of "
+        "the sale, a JSON result and an HTML report. `live-loadtest compare A.json B.json` compares runs.",
+    )
+    parser.add_argument(
+        "scenarios",
+        nargs="*",
+        metavar="SCENARIO",
+        help=f"any of {', '.join(SCENARIOS)}, or {', '.join(ALIASES)} (all of them; the default)",
+    )
+    target = parser.add_argument_group("target")
+    target.add_argument("--spawn", action="store_true", help="start a private live serve with embedded Redis")
+    target.add_argument("--url", help="a running server, http://127.0.0.1:PORT (loopback only)")
+    target.add_argument("--secret", help="the server's HS256 secret (or LIVE_SECRET, or --data-dir)")
+    target.add_argument(
+        "--data-dir", type=Path, help="the local server's data dir: its secret, and reconcile"
+    )
+    target.add_argument(
+        "--server-workers", type=int, help="with --spawn: server processes (default: by load)"
+    )
+    out = parser.add_argument_group("output")
+    out.add_argument("--config", type=Path, help="a TOML file with any of these settings (flags win)")
+    out.add_argument("--json", type=Path, metavar="FILE", help="write the result here")
+    out.add_argument("--report", type=Path, metavar="DIR", help="write report.html and PNG plots here")
+    out.add_argument("--quiet", action="store_true", help="no progress display")
+    plan = parser.add_argument_group("plan")
+    for f in dataclasses.fields(Plan):
+        if f.name not in FIELDS:
+            continue
+        flag = "--" + FLAG_NAMES.get(f.name, f.name.removesuffix("_s")).replace("_", "-")
+        kind = {"int": int, "float": float, "str": str}[str(f.type).split(" ")[0]]
+        plan.add_argument(flag, dest=f.name, type=kind, default=None, help=HELP.get(f.name))
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> tuple[Plan, dict[str, Any]]:
+    """Defaults < TOML file < flags."""
+    values: dict[str, Any] = load_toml(args.config) if args.config else {}
+    for name in (*FIELDS, "url", "secret", "data_dir", "json", "report"):
+        flag = getattr(args, name, None)
+        if flag is not None and flag is not False:
+            values[name] = flag
+    if args.spawn:
+        values["spawn"] = True
+    names = args.scenarios or values.pop("scenarios", None) or ["big-night"]
+    values.pop("scenarios", None)
+    keys = ("url", "spawn", "secret", "data_dir", "json", "report")
+    outside: dict[str, Any] = {k: values.pop(k) for k in keys if k in values}
+    try:
+        plan = Plan(scenarios=expand(list(names)), **values)
+    except TypeError as exc:
+        raise PlanError(str(exc)) from exc
+    return plan, outside
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["compare"]:
+        from loadtest import compare
+
+        return compare.main(argv[1:])
+    args = _parser().parse_args(argv)
+    try:
+        plan, outside = _settings(args)
+        if bool(outside.get("spawn")) == bool(outside.get("url")):
+            raise PlanError("give either --spawn (a private server) or --url (a running one)")
+        target = Target(
+            url=outside.get("url"),
+            spawn=bool(outside.get("spawn")),
+            secret=outside.get("secret"),
+            data_dir=Path(outside["data_dir"]) if outside.get("data_dir") else None,
+            server_workers=args.server_workers,
+        )
+        progress = Progress(plan.duration_s, quiet=args.quiet)
+        result = _run(Run(plan, target, progress))
+    except (PlanError, ApiError) as exc:
+        print(f"live-loadtest: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("live-loadtest: interrupted", file=sys.stderr)
+        return EXIT_ERROR
+    _write(result, outside.get("json"), outside.get("report"))
+    print(summary(result))
+    return EXIT_PASSED if result["audit"]["passed"] else EXIT_FAILED
+
+
+def _run(run: Run) -> dict[str, Any]:
+    try:
+        import uvloop
+
+        return uvloop.run(run.execute())
+    except ImportError:
+        return asyncio.run(run.execute())
+
+
+def _write(result: dict[str, Any], json_path: Any, report_dir: Any) -> None:
+    if json_path:
+        path = Path(json_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        print(f"result: {path}", file=sys.stderr)
+    if report_dir:
+        from loadtest.report import write_report
+
+        html = write_report(result, Path(report_dir))
+        print(f"report: {html}", file=sys.stderr)
+
+
+def summary(result: dict[str, Any]) -> str:
+    """A short human summary for the terminal."""
+    lines = [f"{result['scenario']}: {result['duration_s']:.1f} s against {result['target']['url']}"]
+    conns = result["connections"]
+    lines.append(f"  connections: peak {conns['peak']} of {conns['target']}, failed {conns['failed']}")
+    for name, m in result["metrics"].items():
+        if m["count"]:
+            lines.append(
+                f"  {name:<14} n={m['count']:<8} p50 {m['p50_ms']:>8.1f} ms  p99 {m['p99_ms']:>8.1f} ms  "
+                f"p99.9 {m['p999_ms']:>8.1f} ms  max {m['max_ms']:>8.1f} ms"
+            )
+    if result["errors"]:
+        lines.append("  errors: " + ", ".join(f"{k} {v}" for k, v in result["errors"].items()))
+    server = result["server_cpu_s"]
+    lines.append(
+        f"  cpu: harness {result['harness_cpu_s']:.1f} s ({result['harness_cores']} cores)"
+        + (f", server {server:.1f} s" if server is not None else "")
+    )
+    audit = result["audit"]
+    counts = ", ".join(
+        f"{k} {audit[k]}" for k in ("oversold", "lost_orders", "duplicate_orders", "over_limit")
+    )
+    lines.append(
+        f"  audit: {'PASSED' if audit['passed'] else 'FAILED'} ({counts}, chat_unaccounted "
+        f"{audit['chat_unaccounted']})"
+    )
+    lines.extend(f"    note: {n}" for n in audit["notes"])
+    return "\n".join(lines)

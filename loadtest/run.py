@@ -1,0 +1,427 @@
+"""The coordinator: set the room up, drive the workers, merge what they measure, audit.
+
+    target (spawned or --url) -> room, product -> workers ready -> sales opened on the shared
+    timeline -> go -> per-second ticks (progress, timeline) -> finals -> audit -> result
+
+Workers are separate processes (see worker.py) so a run can hold more connections than one
+process may open and use more than one core; their histograms are merged exactly here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import math
+import os
+import platform
+import resource
+import secrets
+import socket
+import sys
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from hdrh.histogram import HdrHistogram
+
+from loadtest import audit, hist
+from loadtest.api import Api, mint
+from loadtest.plan import Plan, PlanError
+from loadtest.procfs import CpuMeter, listening_pids
+from loadtest.progress import Progress
+from loadtest.spawn import LocalServer
+from loadtest.worker import WorkerSpec
+from loadtest.wsclient import Endpoint
+
+SCHEMA = "live-loadtest/1"
+HOST_USER = "lt-host"
+#: Time for workers to start (import, connect the host) before the timeline begins.
+READY_TIMEOUT_S = 60.0
+#: After the load phase: time for workers to close their connections and report.
+FINAL_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the load goes. ``data_dir``: the local server's data dir (secret, reconcile)."""
+
+    url: str | None = None
+    spawn: bool = False
+    secret: str | None = None
+    data_dir: Path | None = None
+    server_workers: int | None = None
+
+
+def check_loopback(url: str) -> tuple[str, int]:
+    """Host and port of an http:// URL that resolves only to loopback addresses."""
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        raise PlanError(f"--url must be http://HOST:PORT of a live server, not {url!r}")
+    port = parts.port or 80
+    try:
+        infos = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise PlanError(f"cannot resolve {parts.hostname}: {exc}") from exc
+    addresses = {str(info[4][0]) for info in infos}
+    if not addresses or not all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses):
+        raise PlanError(
+            f"{parts.hostname} resolves to {', '.join(sorted(addresses))}: live-loadtest only targets "
+            "loopback addresses (127.0.0.0/8, ::1)"
+        )
+    return parts.hostname, port
+
+
+def secret_of(target: Target) -> str:
+    if target.secret:
+        return target.secret
+    if os.environ.get("LIVE_SECRET"):
+        return os.environ["LIVE_SECRET"]
+    if target.data_dir is not None:
+        try:
+            return (target.data_dir / "secret").read_text().strip()
+        except OSError as exc:
+            raise PlanError(f"cannot read the server's secret in {target.data_dir}: {exc}") from exc
+    raise PlanError("tokens need the server's HS256 secret: give --secret, LIVE_SECRET or --data-dir")
+
+
+def machine() -> dict[str, Any]:
+    try:
+        version = metadata.version("live-commerce")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    return {
+        "hostname": socket.gethostname(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "harness_version": version,
+        "open_files_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+    }
+
+
+@dataclass
+class Second:
+    """What all workers reported for one second of the run."""
+
+    reports: int = 0
+    connections: int = 0
+    hists: dict[str, HdrHistogram] = field(default_factory=dict)
+    counts: Counter[str] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+
+
+class Aggregate:
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self.seconds: dict[int, Second] = defaultdict(Second)
+        self.totals: dict[str, HdrHistogram] = {}
+        self.counts: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()
+        self.finals: list[dict[str, Any]] = []
+
+    def add_tick(self, tick: dict[str, Any]) -> Second:
+        second = self.seconds[int(tick["k"])]
+        second.reports += 1
+        second.connections += int(tick["connections"])
+        for name, encoded in tick["hists"].items():
+            h = hist.decode(encoded)
+            second.hists.setdefault(name, hist.new_histogram()).add(h)
+            self.totals.setdefault(name, hist.new_histogram()).add(h)
+        second.counts.update(tick["counts"])
+        second.errors.update(tick["errors"])
+        self.counts.update(tick["counts"])
+        self.errors.update(tick["errors"])
+        return second
+
+    def complete(self, second: Second) -> bool:
+        return second.reports >= self.workers
+
+    def timeline(self) -> dict[str, Any]:
+        ks = sorted(self.seconds)
+        names = sorted({n for s in self.seconds.values() for n in s.hists})
+        counted = sorted({n for s in self.seconds.values() for n in s.counts})
+        latency: dict[str, dict[str, list[float | None]]] = {}
+        for name in names:
+            series: dict[str, list[float | None]] = {"p50_ms": [], "p99_ms": [], "max_ms": []}
+            for k in ks:
+                h = self.seconds[k].hists.get(name)
+                summary = hist.summary(h) if h is not None else {}
+                for key in series:
+                    series[key].append(summary.get(key))
+            latency[name] = series
+        return {
+            "t_s": ks,
+            "connections": [self.seconds[k].connections for k in ks],
+            "throughput": {n: [self.seconds[k].counts.get(n, 0) for k in ks] for n in counted},
+            "latency": latency,
+        }
+
+
+class Run:
+    def __init__(self, plan: Plan, target: Target, progress: Progress) -> None:
+        plan.check_capacity()
+        self.plan = plan
+        self.target = target
+        self.progress = progress
+        self.run_id = secrets.token_hex(3)
+        self.room = plan.room or f"lt-{self.run_id}"
+        self.server: LocalServer | None = None
+        self.workers: list[asyncio.subprocess.Process] = []
+        self.aggregate = Aggregate(plan.worker_count)
+        self._stderr: list[bytes] = []
+
+    async def execute(self) -> dict[str, Any]:
+        if self.target.spawn:
+            self.server = LocalServer(self.plan.connections, self.target.server_workers)
+            self.progress.say(f"starting live serve ({self.server.workers} worker(s), embedded Redis) ...")
+            await self.server.start()
+        try:
+            return await self._execute()
+        finally:
+            await self._stop_workers()
+            if self.server is not None:
+                await self.server.stop()
+
+    @property
+    def url(self) -> str:
+        if self.server is not None:
+            return self.server.url
+        assert self.target.url is not None
+        return self.target.url
+
+    async def _execute(self) -> dict[str, Any]:
+        plan = self.plan
+        host, port = check_loopback(self.url)
+        secret = self.server.secret if self.server is not None else secret_of(self.target)
+        api = Api(self.url, mint(secret, HOST_USER, self.room, "host"))
+        server_cpu = self._server_meter(port)
+        try:
+            await api.create_room(self.room, f"live-loadtest {plan.name} {self.run_id}")
+            product = await api.create_product(self.room, "live-loadtest item", plan.price_cents)
+            await self._start_workers(host, port, secret)
+            t0 = time.monotonic() + 1.0
+            sales = await self._open_sales(api, product, t0)
+            started_at_ms = int(time.time() * 1000 + (t0 - time.monotonic()) * 1000)
+            if server_cpu is not None:
+                server_cpu.start()
+            self_cpu = _own_cpu()
+            for worker in self.workers:
+                assert worker.stdin is not None
+                worker.stdin.write((json.dumps({"t0": t0, **sales}) + "\n").encode())
+                await worker.stdin.drain()
+            await self._collect(server_cpu)
+            duration = time.monotonic() - t0
+            if server_cpu is not None:
+                server_cpu.sample()
+            harness_cpu = _own_cpu() - self_cpu + sum(float(f["cpu_s"]) for f in self.aggregate.finals)
+            self.progress.say("auditing ...")
+            verdict = await self._audit(api, sales)
+        finally:
+            await api.close()
+        return self._result(started_at_ms, duration, harness_cpu, server_cpu, verdict)
+
+    def _server_meter(self, port: int) -> CpuMeter | None:
+        if self.server is not None:
+            return CpuMeter([self.server.pid])
+        pids = listening_pids(port)
+        return CpuMeter(pids) if pids else None
+
+    async def _open_sales(self, api: Api, product: str, t0: float) -> dict[str, str | None]:
+        plan = self.plan
+        wall_of = time.time() - time.monotonic()
+        sales: dict[str, str | None] = {"rush_sale": None, "group_sale": None}
+        if plan.wants("rush"):
+            sale = await api.open_sale(
+                self.room,
+                product_id=product,
+                stock=plan.stock,
+                price_cents=plan.price_cents,
+                per_user_limit=plan.per_user_limit,
+                starts_at_ms=int((t0 + plan.rush_at_s + wall_of) * 1000),
+                duration_s=math.ceil(plan.duration_s) + 600,
+                hold_s=plan.hold_s,
+            )
+            sales["rush_sale"] = sale["id"]
+        if plan.wants("group-buy"):
+            size = plan.team_size
+            sale = await api.open_sale(
+                self.room,
+                product_id=product,
+                stock=plan.teams * size,
+                price_cents=plan.price_cents,
+                per_user_limit=1,
+                duration_s=math.ceil(plan.duration_s) + 600,
+                hold_s=plan.team_s + 60,
+                group={"size": size, "price_cents": plan.price_cents * 8 // 10, "team_s": plan.team_s},
+            )
+            sales["group_sale"] = sale["id"]
+        return sales
+
+    # -- workers ------------------------------------------------------------------------------
+
+    async def _start_workers(self, host: str, port: int, secret: str) -> None:
+        plan = self.plan
+        sources = plan.source_count if "." in host or host == "localhost" else 1
+        for index in range(plan.worker_count):
+            source = f"127.0.0.{2 + index % sources}" if sources > 1 else None
+            spec = WorkerSpec(
+                index=index,
+                workers=plan.worker_count,
+                plan=plan,
+                endpoint=Endpoint(host, port, f"/ws/rooms/{self.room}", source),
+                secret=secret,
+                room=self.room,
+            )
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "live.parent_death", str(os.getpid()),
+                sys.executable, "-m", "loadtest.worker",
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                limit=64 * 1024 * 1024,
+            )  # fmt: skip
+            assert process.stdin is not None
+            process.stdin.write((spec.to_json() + "\n").encode())
+            self.workers.append(process)
+        self.progress.say(f"{plan.worker_count} worker process(es) starting ...")
+        for process in self.workers:
+            line = await self._line(process, READY_TIMEOUT_S)
+            if line.get("kind") != "ready":
+                raise PlanError(f"a worker did not start: {line}")
+
+    async def _line(self, process: asyncio.subprocess.Process, timeout_s: float) -> dict[str, Any]:
+        assert process.stdout is not None
+        try:
+            raw = await asyncio.wait_for(process.stdout.readline(), timeout_s)
+        except TimeoutError:
+            raise PlanError(f"a worker said nothing for {timeout_s:g} s") from None
+        if not raw:
+            stderr = b""
+            if process.stderr is not None:
+                with contextlib.suppress(TimeoutError):
+                    stderr = await asyncio.wait_for(process.stderr.read(), 5)
+            raise PlanError(f"a worker exited early:\n{stderr.decode(errors='replace')[-3000:]}")
+        message: dict[str, Any] = json.loads(raw)
+        return message
+
+    async def _collect(self, server_cpu: CpuMeter | None) -> None:
+        deadline = time.monotonic() + self.plan.duration_s + FINAL_TIMEOUT_S
+
+        async def follow(process: asyncio.subprocess.Process) -> None:
+            while True:
+                message = await self._line(process, max(1.0, deadline - time.monotonic()))
+                if message["kind"] == "tick":
+                    second = self.aggregate.add_tick(message)
+                    if self.aggregate.complete(second):
+                        if server_cpu is not None:
+                            server_cpu.sample()
+                        self.progress.second(int(message["k"]), second, self.aggregate)
+                elif message["kind"] == "final":
+                    self.aggregate.finals.append(message)
+                    return
+
+        await asyncio.gather(*(follow(p) for p in self.workers))
+
+    async def _stop_workers(self) -> None:
+        for process in self.workers:
+            if process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+            await process.wait()
+
+    # -- audit and result ---------------------------------------------------------------------
+
+    async def _audit(self, api: Api, sales: dict[str, str | None]) -> dict[str, Any]:
+        finals = self.aggregate.finals
+        acked = [o for f in finals for o in f["orders"]]
+        sale_reports = []
+        for sale_id in (s for s in sales.values() if s):
+            sale = await api.sale(sale_id)
+            ledger = await api.orders(sale_id)
+            sale_reports.append(audit.audit_sale(sale, ledger, [o for o in acked if o["sale_id"] == sale_id]))
+        chat = None
+        if self.plan.commenters:
+            observers = [o for f in finals for o in f["observers"]]
+            chat = audit.audit_chat(
+                self.aggregate.counts.get("comment_ack", 0),
+                observers,
+                self.aggregate.counts.get("likes_sent", 0),
+                max((int(f["likes_seen"]) for f in finals), default=0),
+            )
+        reconcile = await self._reconcile() if any(sales.values()) else None
+        return audit.verdict(sale_reports, chat, reconcile)
+
+    async def _reconcile(self) -> dict[str, Any] | None:
+        data_dir = self.server.data_dir if self.server is not None else self.target.data_dir
+        if data_dir is None:
+            return None
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "live", "reconcile", "--data-dir", str(data_dir),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        output, _ = await process.communicate()
+        return {
+            "ran": True,
+            "exit_code": process.returncode,
+            "clean": process.returncode == 0,
+            "output": output.decode(errors="replace")[-4000:],
+        }
+
+    def _result(
+        self,
+        started_at_ms: int,
+        duration: float,
+        harness_cpu: float,
+        server_cpu: CpuMeter | None,
+        verdict: dict[str, Any],
+    ) -> dict[str, Any]:
+        agg, plan = self.aggregate, self.plan
+        outcomes: dict[str, Counter[str]] = defaultdict(Counter)
+        for final in agg.finals:
+            for command, counts in final["outcomes"].items():
+                outcomes[command].update(counts)
+        violations = sum(int(f["idempotency_violations"]) for f in agg.finals)
+        if violations:
+            verdict["notes"].append(f"{violations} reserve retries got another answer than the first")
+            verdict["passed"] = False
+        errors = dict(agg.errors)
+        return {
+            "schema": SCHEMA,
+            "scenario": plan.name,
+            "scenarios": list(plan.scenarios),
+            "started_at_ms": started_at_ms,
+            "duration_s": round(duration, 3),
+            "target": {
+                "url": self.url,
+                "spawned": self.server is not None,
+                "server_workers": self.server.workers if self.server is not None else None,
+            },
+            "parameters": {**plan.parameters(), "room": self.room},
+            "machine": machine(),
+            "metrics": {name: hist.summary(h) for name, h in sorted(agg.totals.items())},
+            "throughput": {name: round(n / duration, 3) for name, n in sorted(agg.counts.items())},
+            "counts": dict(sorted(agg.counts.items())),
+            "errors": dict(sorted(errors.items())),
+            "outcomes": {k: dict(v) for k, v in sorted(outcomes.items())},
+            "connections": {
+                "target": plan.connections,
+                "peak": sum(int(f["peak_connections"]) for f in agg.finals),
+                "failed": sum(n for kind, n in errors.items() if kind.startswith("connect:")),
+                "closed_by_server": agg.counts.get("closed_by_server", 0),
+            },
+            "harness_cpu_s": round(harness_cpu, 3),
+            "harness_cores": round(harness_cpu / duration, 3) if duration else None,
+            "server_cpu_s": server_cpu.used() if server_cpu is not None else None,
+            "audit": verdict,
+            "timeline": agg.timeline(),
+            "histograms": {name: hist.encode(h) for name, h in sorted(agg.totals.items())},
+        }
+
+
+def _own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime

@@ -1,0 +1,552 @@
+"""One worker process: its share of the run's connections and schedules.
+
+Started by the coordinator as ``python -m loadtest.worker``. Protocol, one JSON object per
+line: the coordinator writes the ``WorkerSpec`` then ``{"t0": <monotonic s>}`` on stdin; the
+worker writes ``{"kind": "ready"}``, one ``{"kind": "tick", "k": k, ...}`` per second of the
+run (see ``Stats.tick``), and ``{"kind": "final", ...}`` before it exits. Every worker of a run
+is on one machine, so CLOCK_MONOTONIC is shared: timestamps inside messages (host messages and
+comments carry their intended send time) mean the same in every worker.
+
+Who is who (global indices, worker w of W takes every W-th): the audience's first viewers are
+observers (they decode every frame: chat accounting, chat latency, heartbeat round trips),
+the next ones comment, the last ones like; buyers and group-buy teams are users of their own.
+Worker 0 also holds the host's connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import re
+import resource
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from functools import partial
+from typing import Any
+
+import msgpack
+
+from loadtest.api import mint
+from loadtest.plan import Plan
+from loadtest.schedule import Schedule, paced
+from loadtest.stats import Stats
+from loadtest.wsclient import Endpoint, HandshakeError, WsConnection, connect
+
+#: Host messages and comments carry their intended send time (monotonic microseconds).
+HOST_MARK = "lt:h:"
+COMMENT_MARK = "lt:c:"
+_HOST_RE = re.compile(rb"lt:h:(\d+)")
+#: Refusals a rush expects (the sale decides them); anything else is an error.
+EXPECTED_REFUSALS = frozenset({"sold_out", "insufficient_stock", "limit_reached", "payment_failed"})
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    index: int
+    workers: int
+    plan: Plan
+    endpoint: Endpoint
+    secret: str
+    room: str
+    rush_sale: str | None = None
+    group_sale: str | None = None
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["plan"] = self.plan.to_json()
+        return json.dumps(data)
+
+    @classmethod
+    def from_json(cls, text: str) -> WorkerSpec:
+        data = json.loads(text)
+        data["plan"] = Plan.from_json(data["plan"])
+        data["endpoint"] = Endpoint(**data["endpoint"])
+        return cls(**data)
+
+
+@dataclass(eq=False)
+class Client:
+    """One simulated user's connection and what it has seen."""
+
+    user: str
+    role: str = "viewer"
+    observer: bool = False
+    conn: WsConnection | None = None
+    connect_intended: float = 0.0
+    joined_at: float | None = None
+    lost_at: float | None = None
+    #: Observer's chat accounting.
+    delivered: int = 0
+    skipped: int = 0
+    dropped: int = 0
+    likes: int = 0
+    #: Buyer's holds: hold id -> quantity.
+    holds: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Request:
+    metric: str
+    intended: float
+    client: Client
+    fields: dict[str, Any]
+    then: Callable[[Request, dict[str, Any]], None] | None = None
+    reply: dict[str, Any] | None = None
+
+
+class Worker:
+    def __init__(self, spec: WorkerSpec, emit: Callable[[dict[str, Any]], None]) -> None:
+        self.spec = spec
+        self.plan = spec.plan
+        self.emit = emit
+        self.stats = Stats()
+        self.rng = random.Random(spec.plan.seed * 1000 + spec.index)
+        self.pending: dict[str, Request] = {}
+        self.clients: list[Client] = []
+        self.orders: dict[str, dict[str, Any]] = {}
+        self.idempotency_violations = 0
+        self._rid = 0
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.t0 = 0.0
+        msgpack_framing = self.plan.framing == "msgpack"
+        self.subprotocol = "live.v1.msgpack" if msgpack_framing else "live.v1.json"
+        self._encode: Callable[[dict[str, Any]], bytes] = (
+            partial(msgpack.packb, use_bin_type=True)
+            if msgpack_framing
+            else lambda m: json.dumps(m, separators=(",", ":")).encode()
+        )
+        self._decode: Callable[[bytes], Any] = (
+            partial(msgpack.unpackb, raw=False) if msgpack_framing else json.loads
+        )
+        self.audience, self.buyers, self.teams, self.host = self._cast()
+
+    # -- who is who ---------------------------------------------------------------------------
+
+    def _cast(self) -> tuple[list[Client], list[Client], list[list[Client]], Client | None]:
+        plan, w, n = self.plan, self.spec.index, self.spec.workers
+        audience_size = plan.audience
+        observers = min(plan.observers, audience_size)
+        audience = []
+        for i in range(w, audience_size, n):
+            role = "viewer"
+            if observers <= i < observers + plan.commenters:
+                role = "commenter"
+            elif i >= audience_size - plan.likers:
+                role = "liker"
+            audience.append(Client(f"v{i}", role=role, observer=i < observers))
+        buyers = [Client(f"b{i}", role="buyer") for i in range(w, plan.buyer_count, n)]
+        teams = [
+            [Client(f"t{t}m{m}", role="team") for m in range(plan.team_size)]
+            for t in range(w, plan.teams if plan.wants("group-buy") else 0, n)
+        ]
+        host = Client("lt-host", role="host") if w == 0 and plan.connections > plan.audience else None
+        return audience, buyers, teams, host
+
+    def _token(self, client: Client) -> str:
+        role = "host" if client.role == "host" else "viewer"
+        return mint(self.spec.secret, client.user, self.spec.room, role)
+
+    # -- the run ------------------------------------------------------------------------------
+
+    async def run(self, t0: float) -> None:
+        self.t0 = t0
+        plan = self.plan
+        end = t0 + plan.duration_s
+        if self.host is not None:
+            await self._connect(self.host, time.monotonic())
+        loops = [self._ticker(end), self._ramp(), self._heartbeats(end)]
+        if self.host is not None and plan.wants("host") and plan.host_rate:
+            loops.append(self._host_messages())
+        if plan.commenters:
+            loops.append(
+                self._storm("comment", plan.chat_rate, [c for c in self.audience if c.role == "commenter"])
+            )
+        if plan.likers:
+            loops.append(self._storm("like", plan.like_rate, [c for c in self.audience if c.role == "liker"]))
+        if self.buyers and self.spec.rush_sale:
+            loops.append(self._rush(self.spec.rush_sale))
+        if self.teams and self.spec.group_sale:
+            loops.append(self._group_buy(self.spec.group_sale))
+        tasks = [asyncio.create_task(loop) for loop in loops]
+        try:
+            await asyncio.sleep(max(0.0, end - time.monotonic()))
+        finally:
+            for task in [*tasks, *self._tasks]:
+                task.cancel()
+            await asyncio.gather(*tasks, *self._tasks, return_exceptions=True)
+        self._expire_pending(float("inf"))
+        self.emit({"kind": "tick", "k": round(plan.duration_s), **self.stats.tick()})
+        await self._close_all()
+        self.emit(self._final())
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _ticker(self, end: float) -> None:
+        k = 1
+        while self.t0 + k < end:
+            await asyncio.sleep(max(0.0, self.t0 + k - time.monotonic()))
+            self._expire_pending(time.monotonic() - self.plan.reply_timeout_s)
+            self.emit({"kind": "tick", "k": k, **self.stats.tick()})
+            k += 1
+
+    def _expire_pending(self, before: float) -> None:
+        late = [rid for rid, r in self.pending.items() if r.intended < before]
+        for rid in late:
+            request = self.pending.pop(rid)
+            self.stats.error(f"no_reply:{request.metric}")
+
+    # -- connections --------------------------------------------------------------------------
+
+    async def _ramp(self) -> None:
+        everyone = self.audience + self.buyers + [m for team in self.teams for m in team]
+        plan = self.plan
+        # One schedule for the whole room's connections; this worker's are every W-th.
+        total = plan.audience + plan.buyer_count + plan.team_members
+        rate = total / plan.ramp if plan.ramp > 0 else 1e9
+        schedule = Schedule(self.t0, rate, total, self.t0 + plan.duration_s)
+        mine = iter(everyone)
+        async for _, intended in paced(schedule, self.spec.index, self.spec.workers):
+            client = next(mine, None)
+            if client is None:
+                return
+            self._spawn(self._connect(client, intended))
+
+    async def _connect(self, client: Client, intended: float) -> None:
+        # The welcome can arrive with the 101, before connect() returns.
+        client.connect_intended = intended
+        try:
+            client.conn = await connect(
+                self.spec.endpoint,
+                partial(self._frame, client),
+                subprotocol=self.subprotocol,
+                token=self._token(client),
+                timeout_s=self.plan.connect_timeout_s,
+            )
+        except HandshakeError as exc:
+            self.stats.error(f"connect:http_{exc.status}")
+            return
+        except TimeoutError:
+            self.stats.error("connect:timeout")
+            return
+        except OSError as exc:
+            self.stats.error(f"connect:{type(exc).__name__}")
+            return
+        self.stats.opened()
+        self.stats.count("connects")
+        client.conn.lost.add_done_callback(lambda _: self._lost(client))
+
+    def _lost(self, client: Client) -> None:
+        self.stats.closed()
+        conn = client.conn
+        if conn is not None and not conn.closing:  # not our own close at the end
+            client.lost_at = time.monotonic()
+            self.stats.error(f"close:{conn.close_code or 'dropped'}")
+            self.stats.count("closed_by_server")
+
+    async def _close_all(self) -> None:
+        clients = [c for c in [*self.everyone()] if c.conn is not None and c.conn.is_open]
+        await asyncio.gather(*(c.conn.close() for c in clients if c.conn is not None), return_exceptions=True)
+
+    def everyone(self) -> list[Client]:
+        teams = [m for team in self.teams for m in team]
+        return [*([self.host] if self.host else []), *self.audience, *self.buyers, *teams]
+
+    async def _heartbeats(self, end: float) -> None:
+        """Every connection sends a ping every heartbeat_s, spread evenly over the period."""
+        period = self.plan.heartbeat_s
+        clients = self.everyone()
+        slots = max(1, int(period))
+        tick = 0
+        while True:
+            await asyncio.sleep(period / slots)
+            tick += 1
+            now = time.monotonic()
+            for client in clients[tick % slots :: slots]:
+                if client.conn is None or not client.conn.is_open:
+                    continue
+                if client.observer:
+                    self._request(client, "ping_rtt", {"type": "ping"}, now)
+                else:
+                    client.conn.send(self._encode({"type": "ping"}))
+
+    # -- sending ------------------------------------------------------------------------------
+
+    def _request(
+        self,
+        client: Client,
+        metric: str,
+        message: dict[str, Any],
+        intended: float,
+        then: Callable[[Request, dict[str, Any]], None] | None = None,
+    ) -> str | None:
+        """Send a message with a fresh rid; its reply records ``metric`` from ``intended``."""
+        if client.conn is None or not client.conn.is_open:
+            self.stats.error(f"not_connected:{metric}")
+            return None
+        self._rid += 1
+        rid = f"{self.spec.index}.{self._rid}"
+        self.pending[rid] = Request(metric, intended, client, message, then)
+        client.conn.send(self._encode({**message, "rid": rid}))
+        self.stats.latency("schedule_lag", time.monotonic() - intended)
+        return rid
+
+    async def _host_messages(self) -> None:
+        assert self.host is not None
+        plan = self.plan
+        schedule = Schedule(self.t0 + plan.storm_start_s, plan.host_rate, 10**9, self.t0 + plan.storm_end_s)
+        async for _, intended in paced(schedule):
+            text = f"{HOST_MARK}{int(intended * 1_000_000)}"
+            if self._request(self.host, "host_ack", {"type": "host_message", "text": text}, intended):
+                self.stats.count("host_messages")
+
+    async def _storm(self, kind: str, rate: float, senders: list[Client]) -> None:
+        if not senders:
+            return
+        plan = self.plan
+        schedule = Schedule(self.t0 + plan.storm_start_s, rate, 10**9, self.t0 + plan.storm_end_s)
+        n = 0
+        async for _, intended in paced(schedule, self.spec.index, self.spec.workers):
+            sender = senders[n % len(senders)]
+            n += 1
+            if kind == "comment":
+                text = f"{COMMENT_MARK}{int(intended * 1_000_000)}"
+                if self._request(sender, "comment_ack", {"type": "comment", "text": text}, intended):
+                    self.stats.count("comments_sent")
+            elif sender.conn is not None and sender.conn.send(self._encode({"type": "like"})):
+                self.stats.count("likes_sent")
+                self.stats.latency("schedule_lag", time.monotonic() - intended)
+
+    # -- buying -------------------------------------------------------------------------------
+
+    async def _rush(self, sale: str) -> None:
+        plan = self.plan
+        start = self.t0 + plan.rush_at_s
+        schedule = Schedule(start, plan.rush_rate, plan.buyer_count, self.t0 + plan.duration_s)
+        buyers = iter(self.buyers)
+        async for _, intended in paced(schedule, self.spec.index, self.spec.workers):
+            buyer = next(buyers, None)
+            if buyer is None:
+                return
+            quantity = self.rng.randint(1, min(plan.max_quantity, plan.per_user_limit))
+            message = {"type": "reserve", "sale_id": sale, "quantity": quantity}
+            rid = self._request(buyer, "reserve", message, intended, self._reserved)
+            if rid is not None and self.rng.random() < plan.retry_share:
+                self._retry(buyer, rid, message)
+
+    def _retry(self, buyer: Client, rid: str, message: dict[str, Any]) -> None:
+        """The same reserve again with the same rid at once, as a client does that did not see
+        its reply: it must get the first answer. (Replies to one connection come in order, so
+        the first answer is in before this one is checked.)"""
+        assert buyer.conn is not None
+        first = self.pending[rid]
+        self.pending[f"retry:{rid}"] = Request("reserve_retry", time.monotonic(), buyer, {"first": first})
+        buyer.conn.send(self._encode({**message, "rid": rid}))
+
+    def _reserved(self, request: Request, reply: dict[str, Any]) -> None:
+        if reply.get("type") != "ack":
+            return
+        buyer, hold = request.client, reply["hold_id"]
+        buyer.holds[hold] = int(reply["quantity"])
+        choice = self.rng.random()
+        think = self.rng.uniform(0.05, min(1.0, self.plan.hold_s / 3))
+        if choice < self.plan.confirm_share:
+            self._spawn(
+                self._later(think, buyer, "confirm", {"type": "confirm", "hold_id": hold}, self._confirmed)
+            )
+        elif choice < self.plan.confirm_share + self.plan.cancel_share:
+            self._spawn(self._later(think, buyer, "cancel", {"type": "cancel", "hold_id": hold}))
+        else:
+            self.stats.outcome("hold", "left_to_expire")
+
+    async def _later(
+        self,
+        delay: float,
+        client: Client,
+        metric: str,
+        message: dict[str, Any],
+        then: Callable[[Request, dict[str, Any]], None] | None = None,
+    ) -> None:
+        await asyncio.sleep(delay)
+        self._request(client, metric, message, time.monotonic(), then)
+
+    def _confirmed(self, request: Request, reply: dict[str, Any]) -> None:
+        if reply.get("type") == "ack":
+            self._order(request.client, reply["order"])
+
+    def _order(self, client: Client, order: dict[str, Any]) -> None:
+        self.orders[order["order_id"]] = {
+            "order_id": order["order_id"],
+            "sale_id": order["sale_id"],
+            "user_id": client.user,
+            "quantity": int(order["quantity"]),
+        }
+
+    async def _group_buy(self, sale: str) -> None:
+        plan = self.plan
+        # Teams open over two seconds; team t is one the plan leaves one member short.
+        schedule = Schedule(
+            self.t0 + plan.teams_at_s, max(plan.teams / 2.0, 1.0), plan.teams, self.t0 + plan.duration_s
+        )
+        teams = iter(self.teams)
+        async for _, intended in paced(schedule, self.spec.index, self.spec.workers):
+            team = next(teams, None)
+            if team is None:
+                return
+            short = self.rng.random() >= plan.team_fill_share
+            members = team[1:-1] if short else team[1:]
+            self.stats.outcome("team", "left_short" if short else "filled")
+            message = {"type": "open_team", "sale_id": sale, "quantity": 1}
+            self._request(team[0], "team_open", message, intended, partial(self._team_opened, sale, members))
+
+    def _team_opened(self, sale: str, members: list[Client], _: Request, reply: dict[str, Any]) -> None:
+        if reply.get("type") != "ack":
+            return
+        now = time.monotonic()
+        for member in members:
+            message = {"type": "join_team", "sale_id": sale, "code": reply["code"], "quantity": 1}
+            self._request(member, "team_join", message, now)
+
+    # -- receiving ----------------------------------------------------------------------------
+
+    def _frame(self, client: Client, conn: WsConnection, payload: bytes, now: float) -> None:
+        self.stats.count("frames_in")
+        if client.joined_at is None:
+            client.joined_at = now
+            self.stats.latency("connect", now - client.connect_intended)
+        head = payload[:40]
+        if b"batch" in head or b"sale_stock" in head:
+            if client.observer:
+                self._observe(client, self._decode(payload))
+            return
+        host = _HOST_RE.search(payload)
+        if host is not None and client.role != "host":
+            self.stats.latency("host_delivery", now - int(host.group(1)) / 1_000_000)
+            self.stats.count("host_deliveries")
+            return
+        try:
+            message = self._decode(payload)
+        except ValueError:
+            self.stats.error("bad_frame")
+            return
+        kind = message.get("type") if isinstance(message, dict) else None
+        if kind in ("ack", "error", "pong") and "rid" in message:
+            self._reply(message, now)
+        elif kind == "error":
+            self.stats.error(f"error:{message.get('code')}")
+        elif kind == "order_status":
+            self._order_status(client, message)
+        elif kind == "lagged" and client.observer:
+            client.dropped += int(message.get("dropped_comments", 0))
+            self.stats.count("lagged")
+
+    def _reply(self, message: dict[str, Any], now: float) -> None:
+        rid = message["rid"]
+        request = self.pending.pop(rid, None)
+        retry = self.pending.pop(f"retry:{rid}", None) if request is None else None
+        if request is None and retry is not None:
+            request = retry
+        if request is None:
+            return  # a reply after its no_reply was counted, or the answer to a retry's original
+        if request.metric == "reserve_retry":
+            self._check_retry(request, message)
+            return
+        request.reply = message
+        self.stats.latency(request.metric, now - request.intended)
+        command = request.metric
+        if message["type"] == "error":
+            code = str(message.get("code"))
+            self.stats.outcome(command, code)
+            if code not in EXPECTED_REFUSALS:
+                self.stats.error(f"error:{code}")
+        else:
+            self.stats.outcome(command, "ok")
+            self.stats.count(command)
+        if request.then is not None:
+            request.then(request, message)
+
+    def _check_retry(self, request: Request, message: dict[str, Any]) -> None:
+        """A reserve that got a hold must get the same hold when sent again with its rid (a
+        refused one is decided afresh, so any answer is right for it)."""
+        self.stats.outcome("reserve_retry", str(message.get("code", "ok")))
+        first = request.fields["first"].reply
+        if first is not None and first.get("type") == "ack" and message.get("hold_id") != first["hold_id"]:
+            self.idempotency_violations += 1
+            self.stats.error("idempotency:different_answer")
+
+    def _order_status(self, client: Client, message: dict[str, Any]) -> None:
+        status = str(message.get("status"))
+        self.stats.outcome("order_status", status)
+        if status == "confirmed" and "order" in message:
+            self._order(client, message["order"])
+
+    def _observe(self, client: Client, batch: dict[str, Any]) -> None:
+        if batch.get("type") != "batch":
+            return
+        now = time.monotonic()
+        for comment in batch.get("comments", ()):
+            text = comment.get("text", "")
+            if text.startswith(COMMENT_MARK):
+                client.delivered += 1
+                self.stats.latency("chat_delivery", now - int(text[len(COMMENT_MARK) :]) / 1_000_000)
+        client.skipped += int(batch.get("skipped", 0))
+        if "likes" in batch:
+            client.likes = int(batch["likes"])
+
+    # -- the end ------------------------------------------------------------------------------
+
+    def _final(self) -> dict[str, Any]:
+        storm_start = self.t0 + self.plan.storm_start_s
+        observers = [
+            {
+                "user": c.user,
+                "delivered": c.delivered,
+                "skipped": c.skipped,
+                "dropped": c.dropped,
+                "likes": c.likes,
+            }
+            for c in self.audience
+            if c.observer and c.joined_at is not None and c.joined_at < storm_start and c.lost_at is None
+        ]
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return {
+            "kind": "final",
+            "outcomes": {k: dict(v) for k, v in self.stats.outcomes.items()},
+            "orders": list(self.orders.values()),
+            "observers": observers,
+            "likes_seen": max((c.likes for c in self.audience if c.observer), default=0),
+            "idempotency_violations": self.idempotency_violations,
+            "peak_connections": self.stats.peak_connections,
+            "cpu_s": usage.ru_utime + usage.ru_stime,
+        }
+
+
+def main() -> None:
+    spec = WorkerSpec.from_json(sys.stdin.readline())
+
+    def emit(message: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(message, separators=(",", ":")) + "\n")
+        sys.stdout.flush()
+
+    async def run() -> None:
+        emit({"kind": "ready", "index": spec.index})
+        line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+        go = json.loads(line)
+        sales = {"rush_sale": go.get("rush_sale"), "group_sale": go.get("group_sale")}
+        await Worker(replace(spec, **sales), emit).run(float(go["t0"]))
+
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        uvloop.install()
+    asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main()
