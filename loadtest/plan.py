@@ -24,10 +24,10 @@ MAX_CONNECTIONS_PER_WORKER = 15_000
 #: Local ports per source address are ~28,000 (32768-60999); past this many connections the
 #: workers connect from several 127.0.0.x addresses.
 CONNECTIONS_PER_SOURCE = 25_000
-#: One viewer may comment once a second (burst 5) and like 50 times a second on the server's
+#: One viewer may comment once a second (burst 5) and send 20 messages a second on the server's
 #: defaults; a storm is spread over enough connections to stay under those limits.
 COMMENTS_PER_COMMENTER_S = 0.8
-LIKES_PER_LIKER_S = 20.0
+LIKES_PER_LIKER_S = 10.0
 #: Seconds after the load phase for replies, deliveries and expired holds to settle.
 DRAIN_S = 2.0
 
@@ -125,7 +125,8 @@ class Plan:
         if self.wants("rush"):
             _check(self.buyers >= 1, "rush needs buyers >= 1")
             _check(
-                self.rush_at_s + self.buyers / self.rush_rate + self.hold_s + 1 <= self.duration_s,
+                self.rush_at_s + self.buyers / self.rush_rate + max(self.hold_s + 1, DRAIN_S)
+                <= self.duration_s,
                 f"the rush (starts at {self.rush_at_s:g} s, {self.buyers / self.rush_rate:g} s of reserves, "
                 f"holds of {self.hold_s} s) does not fit in duration_s {self.duration_s:g}: "
                 "raise duration_s or rush_rate, or lower hold_s",
@@ -133,9 +134,9 @@ class Plan:
         if self.wants("group-buy"):
             _check(self.teams >= 1, "group-buy needs teams >= 1")
             _check(
-                self.teams_at_s + self.team_s + 1 <= self.duration_s,
-                f"teams open at {self.teams_at_s:g} s and fail after team_s {self.team_s}: "
-                f"raise duration_s above {self.teams_at_s + self.team_s + 1:g}",
+                self.teams_at_s + 2 + max(self.team_s + 1, DRAIN_S) <= self.duration_s,
+                f"teams open from {self.teams_at_s:g} s for 2 s and fail after team_s {self.team_s}: "
+                f"raise duration_s to {self.teams_at_s + 2 + max(self.team_s + 1, DRAIN_S):g} or more",
             )
 
     # -- derived ------------------------------------------------------------------------------
@@ -188,7 +189,7 @@ class Plan:
 
     @property
     def connections(self) -> int:
-        host = 1 if self.wants("host") or self.audience else 0
+        host = 1 if self.wants("host") else 0
         return self.audience + self.buyer_count + self.team_members + host
 
     @property

@@ -143,7 +143,7 @@ class Worker:
             [Client(f"t{t}m{m}", role="team") for m in range(plan.team_size)]
             for t in range(w, plan.teams if plan.wants("group-buy") else 0, n)
         ]
-        host = Client("lt-host", role="host") if w == 0 and plan.connections > plan.audience else None
+        host = Client("lt-host", role="host") if w == 0 and plan.wants("host") else None
         return audience, buyers, teams, host
 
     def _token(self, client: Client) -> str:
@@ -159,7 +159,7 @@ class Worker:
         if self.host is not None:
             await self._connect(self.host, time.monotonic())
         loops = [self._ticker(end), self._ramp(), self._heartbeats(end)]
-        if self.host is not None and plan.wants("host") and plan.host_rate:
+        if self.host is not None and plan.host_rate:
             loops.append(self._host_messages())
         if plan.commenters:
             loops.append(
@@ -286,7 +286,11 @@ class Worker:
         intended: float,
         then: Callable[[Request, dict[str, Any]], None] | None = None,
     ) -> str | None:
-        """Send a message with a fresh rid; its reply records ``metric`` from ``intended``."""
+        """Send a message with a fresh rid; its reply records ``metric`` from ``intended``.
+        Nothing new starts after the load phase: the last seconds are for replies to land."""
+        if intended > self.t0 + self.plan.storm_end_s:
+            self.stats.count("not_sent_after_load")
+            return None
         if client.conn is None or not client.conn.is_open:
             self.stats.error(f"not_connected:{metric}")
             return None
