@@ -18,8 +18,10 @@ import os
 import platform
 import resource
 import secrets
+import shutil
 import socket
 import sys
+import tempfile
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -174,7 +176,8 @@ class Run:
         self.server: LocalServer | None = None
         self.workers: list[asyncio.subprocess.Process] = []
         self.aggregate = Aggregate(plan.worker_count)
-        self._stderr: list[bytes] = []
+        # Workers' stderr goes to files, not pipes: a chatty worker must never block on a full pipe.
+        self._logs = Path(tempfile.mkdtemp(prefix="live-loadtest-workers-"))
 
     async def execute(self) -> dict[str, Any]:
         if self.target.spawn:
@@ -278,42 +281,42 @@ class Run:
                 secret=secret,
                 room=self.room,
             )
-            process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "live.parent_death", str(os.getpid()),
-                sys.executable, "-m", "loadtest.worker",
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-                limit=64 * 1024 * 1024,
-            )  # fmt: skip
+            with (self._logs / f"worker-{index}.log").open("wb") as log:
+                process = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "live.parent_death", str(os.getpid()),
+                    sys.executable, "-m", "loadtest.worker",
+                    stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=log,
+                    limit=64 * 1024 * 1024,
+                )  # fmt: skip
             assert process.stdin is not None
             process.stdin.write((spec.to_json() + "\n").encode())
             self.workers.append(process)
         self.progress.say(f"{plan.worker_count} worker process(es) starting ...")
-        for process in self.workers:
-            line = await self._line(process, READY_TIMEOUT_S)
+        for index in range(len(self.workers)):
+            line = await self._line(index, READY_TIMEOUT_S)
             if line.get("kind") != "ready":
                 raise PlanError(f"a worker did not start: {line}")
 
-    async def _line(self, process: asyncio.subprocess.Process, timeout_s: float) -> dict[str, Any]:
+    async def _line(self, index: int, timeout_s: float) -> dict[str, Any]:
+        process = self.workers[index]
         assert process.stdout is not None
         try:
             raw = await asyncio.wait_for(process.stdout.readline(), timeout_s)
         except TimeoutError:
             raise PlanError(f"a worker said nothing for {timeout_s:g} s") from None
         if not raw:
-            stderr = b""
-            if process.stderr is not None:
-                with contextlib.suppress(TimeoutError):
-                    stderr = await asyncio.wait_for(process.stderr.read(), 5)
-            raise PlanError(f"a worker exited early:\n{stderr.decode(errors='replace')[-3000:]}")
+            await process.wait()
+            log = (self._logs / f"worker-{index}.log").read_text(errors="replace")
+            raise PlanError(f"worker {index} exited early ({process.returncode}):\n{log[-3000:]}")
         message: dict[str, Any] = json.loads(raw)
         return message
 
     async def _collect(self, server_cpu: CpuMeter | None) -> None:
         deadline = time.monotonic() + self.plan.duration_s + FINAL_TIMEOUT_S
 
-        async def follow(process: asyncio.subprocess.Process) -> None:
+        async def follow(index: int) -> None:
             while True:
-                message = await self._line(process, max(1.0, deadline - time.monotonic()))
+                message = await self._line(index, max(1.0, deadline - time.monotonic()))
                 if message["kind"] == "tick":
                     second = self.aggregate.add_tick(message)
                     if self.aggregate.complete(second):
@@ -324,7 +327,7 @@ class Run:
                     self.aggregate.finals.append(message)
                     return
 
-        await asyncio.gather(*(follow(p) for p in self.workers))
+        await asyncio.gather(*(follow(i) for i in range(len(self.workers))))
 
     async def _stop_workers(self) -> None:
         for process in self.workers:
@@ -332,6 +335,7 @@ class Run:
                 with contextlib.suppress(ProcessLookupError):
                     process.kill()
             await process.wait()
+        shutil.rmtree(self._logs, ignore_errors=True)
 
     # -- audit and result ---------------------------------------------------------------------
 
