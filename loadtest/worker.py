@@ -18,11 +18,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import random
 import re
 import resource
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
@@ -177,9 +179,14 @@ class Worker:
         finally:
             for task in [*tasks, *self._tasks]:
                 task.cancel()
-            await asyncio.gather(*tasks, *self._tasks, return_exceptions=True)
+            outcomes = await asyncio.gather(*tasks, *self._tasks, return_exceptions=True)
+        for failure in outcomes:
+            if isinstance(failure, Exception):  # a harness bug: counted, and its traceback logged
+                self.stats.error(f"harness:{type(failure).__name__}")
+                traceback.print_exception(failure, file=sys.stderr)
         self._expire_pending(float("inf"))
-        self.emit({"kind": "tick", "k": round(plan.duration_s), **self.stats.tick()})
+        # The ticker's last second is < duration_s, so this one never shares its number.
+        self.emit({"kind": "tick", "k": math.ceil(plan.duration_s), **self.stats.tick()})
         await self._close_all()
         self.emit(self._final())
 
