@@ -15,6 +15,7 @@ import asyncio
 import dataclasses
 import json
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from loadtest.progress import Progress
 from loadtest.run import Run, Target
 
 EXIT_PASSED, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
+#: Where results go when neither --json nor --report is given.
+DEFAULT_OUTPUT = "live-loadtest-results"
 
 #: Flags are the plan's field names with - for _ and without the _s of seconds, except these.
 FLAG_NAMES = {"team_s": "team_deadline"}
@@ -87,8 +90,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     out = parser.add_argument_group("output")
     out.add_argument("--config", type=Path, help="a TOML file with any of these settings (flags win)")
-    out.add_argument("--json", type=Path, metavar="FILE", help="write the result here")
-    out.add_argument("--report", type=Path, metavar="DIR", help="write report.html and PNG plots here")
+    out.add_argument(
+        "--json",
+        type=Path,
+        metavar="FILE",
+        help=f"write the result here (default: in {DEFAULT_OUTPUT}/TIME-SCENARIO/)",
+    )
+    out.add_argument(
+        "--report", type=Path, metavar="DIR", help="write report.html and PNG plots here (default: same)"
+    )
     out.add_argument("--quiet", action="store_true", help="no progress display")
     plan = parser.add_argument_group("plan")
     for f in dataclasses.fields(Plan):
@@ -146,7 +156,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("live-loadtest: interrupted", file=sys.stderr)
         return EXIT_ERROR
-    _write(result, outside.get("json"), outside.get("report"))
+    json_path, report_dir = outside.get("json"), outside.get("report")
+    if not json_path and not report_dir:
+        # Nothing asked for: keep both anyway, a run is too costly to lose its numbers.
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(result["started_at_ms"] / 1000))
+        report_dir = Path(DEFAULT_OUTPUT) / f"{stamp}-{result['scenario']}"
+        json_path = report_dir / "result.json"
+    _write(result, json_path, report_dir)
     print(summary(result))
     return EXIT_PASSED if result["audit"]["passed"] else EXIT_FAILED
 
