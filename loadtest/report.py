@@ -281,6 +281,10 @@ def _throughput_over_time(result: dict[str, Any]) -> bytes:
         drawn = True
     if drawn:
         axes.set_xlabel("seconds since start of load")
+        # Frames received run at 10,000s/s beside a few host messages/s: a linear axis would
+        # flatten everything but the largest. symlog keeps 0 (a quiet second) on the plot.
+        axes.set_yscale("symlog", linthresh=1)
+        axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,g}"))
         axes.set_ylim(bottom=0)
     return _finish(figure, axes, drawn)
 

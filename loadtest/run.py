@@ -351,7 +351,7 @@ class Run:
         if self.plan.commenters:
             observers = [o for f in finals for o in f["observers"]]
             chat = audit.audit_chat(
-                self.aggregate.counts.get("comment_ack", 0),
+                sum(int(f["outcomes"].get("comment_ack", {}).get("ok", 0)) for f in finals),
                 observers,
                 self.aggregate.counts.get("likes_sent", 0),
                 max((int(f["likes_seen"]) for f in finals), default=0),

@@ -469,8 +469,11 @@ class Worker:
             self._check_retry(request, message)
             return
         request.reply = message
-        self.stats.latency(request.metric, now - request.intended)
         command = request.metric
+        # A refusal is an answer too: it counts in the metric's latency and throughput, and
+        # the outcomes say how many of each kind there were.
+        self.stats.latency(command, now - request.intended)
+        self.stats.count(command)
         if message["type"] == "error":
             code = str(message.get("code"))
             self.stats.outcome(command, code)
@@ -478,7 +481,6 @@ class Worker:
                 self.stats.error(f"error:{code}")
         else:
             self.stats.outcome(command, "ok")
-            self.stats.count(command)
         if request.then is not None:
             request.then(request, message)
 

@@ -290,3 +290,23 @@ async def test_a_big_night_against_a_spawned_server_passes_its_audit(tmp_path: P
 
     # The same file compared with itself: nothing regressed.
     assert loadtest_main(["compare", str(result_file), str(result_file)]) == 0
+
+
+@pytest.mark.timeout(120)
+async def test_messagepack_viewers_measure_and_account_the_same(tmp_path: Path) -> None:
+    result_file = tmp_path / "msgpack.json"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "loadtest", "--spawn", "audience", "chat-storm", "host", "--framing", "msgpack",
+        "--duration", "7", "--ramp", "1", "--viewers", "60", "--chat-rate", "20", "--host-rate", "3",
+        "--json", str(result_file), "--quiet",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    output, _ = await process.communicate()
+    assert process.returncode == 0, output.decode()
+    result = json.loads(result_file.read_text())
+    assert result["parameters"]["framing"] == "msgpack"
+    assert result["errors"] == {}
+    assert result["counts"]["host_deliveries"] == result["counts"]["host_messages"] * 60
+    chat = result["audit"]["chat"]
+    assert chat["observers"] == 20 and chat["acked_comments"] > 0
+    assert chat["delivered"] + chat["skipped"] + chat["dropped"] == 20 * chat["acked_comments"]
