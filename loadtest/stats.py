@@ -23,12 +23,18 @@ class Stats:
         self.outcomes: defaultdict[str, Counter[str]] = defaultdict(Counter)
         self.connections = 0
         self.peak_connections = 0
+        #: Hot counters, kept as plain attributes (a Counter update per frame adds up).
+        self.frames_in = 0
+        self._host_deliveries = hist.new_histogram()
 
     def latency(self, metric: str, seconds: float) -> None:
         h = self._hists.get(metric)
         if h is None:
             h = self._hists[metric] = hist.new_histogram()
         hist.record(h, seconds)
+
+    def host_delivery(self, seconds: float) -> None:
+        hist.record(self._host_deliveries, seconds)
 
     def count(self, name: str, n: int = 1) -> None:
         self._counts[name] += n
@@ -48,6 +54,14 @@ class Stats:
 
     def tick(self) -> dict[str, Any]:
         """This second's numbers, then start afresh."""
+        deliveries = int(self._host_deliveries.get_total_count())
+        if deliveries:
+            self._hists["host_delivery"] = self._host_deliveries
+            self._counts["host_deliveries"] += deliveries
+            self._host_deliveries = hist.new_histogram()
+        if self.frames_in:
+            self._counts["frames_in"] += self.frames_in
+            self.frames_in = 0
         out = {
             "connections": self.connections,
             "hists": {name: hist.encode(h) for name, h in self._hists.items() if h.get_total_count()},

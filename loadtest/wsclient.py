@@ -86,6 +86,8 @@ class WsConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.bytes_in += len(data)
+        if self.is_open and not self._buf and self._one_frame(data):
+            return
         self._buf += data
         if not self.is_open and not self._handshake():
             return
@@ -117,6 +119,26 @@ class WsConnection(asyncio.Protocol):
             return False
         self.is_open = True
         self.opened.set_result(None)
+        return True
+
+    def _one_frame(self, data: bytes) -> bool:
+        """The common case, one whole data frame in one read, without copying it around;
+        False leaves anything else to ``_parse``."""
+        size = len(data)
+        if size < 2 or data[0] & 0x0F not in (OP_TEXT, OP_BINARY):
+            return False
+        length = data[1] & 0x7F
+        start = 2
+        if length == 126:
+            if size < 4:
+                return False
+            length = (data[2] << 8) | data[3]
+            start = 4
+        elif length == 127:
+            return False
+        if start + length != size:
+            return False
+        self.on_frame(self, data[start:], time.monotonic())
         return True
 
     def _parse(self, now: float) -> None:
