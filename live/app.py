@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from live import http_api, sales_api
+from live import http_api, pages, sales_api
 from live.services import SERVICES, Services
 from shared.aio import stop_tasks
 
@@ -57,6 +57,7 @@ def build_app(services: Services) -> web.Application:
     app.router.add_post("/api/rooms/{room_id}/products", http_api.add_product)
     app.router.add_get("/api/rooms/{room_id}/products", http_api.list_products)
     sales_api.add_routes(app)
+    pages.add_routes(app)
     app.router.add_get("/ws/{tail:.*}", http_api.websocket_on_reused_connection)
     app.cleanup_ctx.append(_probe_redis)
     return app

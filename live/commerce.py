@@ -43,7 +43,7 @@ from inventory.payments import Payments
 from live.metrics import Metrics
 from live.rooms import Rooms, new_id, now_ms
 from live.settings import Settings
-from live.store import SaleRow, Store
+from live.store import ProductRow, SaleRow, Store
 from shared.aio import stop_tasks
 
 log = logging.getLogger(__name__)
@@ -185,7 +185,8 @@ class Commerce:
         await self.ledger.ensure_group(spec.id)
         await self.redis.sadd(self._active_key, spec.id)
         status = await self.inventory.status(spec.id)
-        await self._event(spec.room_id, {"type": "sale_opened", "sale": status.public()})
+        sale = {**status.public(), "product": _product_view(product)}
+        await self._event(spec.room_id, {"type": "sale_opened", "sale": sale})
         return status
 
     async def sale(self, sale_id: str) -> tuple[SaleRow, SaleStatus | None]:
@@ -226,8 +227,13 @@ class Commerce:
     async def room_sales(self, room_id: str) -> list[dict[str, Any]]:
         """The room's sales that are not over, as a new viewer's welcome shows them."""
         active = [as_text(m) for m in await self.redis.smembers(self._active_key)]
-        statuses = await self.inventory.statuses(active)
-        return [s.public() for s in statuses if s.room_id == room_id and s.phase != "ended"]
+        statuses = [
+            s for s in await self.inventory.statuses(active) if s.room_id == room_id and s.phase != "ended"
+        ]
+        if not statuses:
+            return []
+        products = {p.id: p for p in await self.rooms.products(room_id)}
+        return [{**s.public(), "product": _product_view(products.get(s.product_id))} for s in statuses]
 
     # -- buyers -------------------------------------------------------------------------------
 
@@ -496,3 +502,15 @@ def _stock_event(swept: Sweep, available: int) -> dict[str, Any]:
 def _require(ok: bool, field: str, rule: str) -> None:
     if not ok:
         raise CommerceError("invalid_field", f"the field {field!r} {rule}")
+
+
+def _product_view(product: ProductRow | None) -> dict[str, Any] | None:
+    """What a sale card shows of its product (None if the product is unknown)."""
+    if product is None:
+        return None
+    return {
+        "id": product.id,
+        "title": product.title,
+        "price_cents": product.price_cents,
+        "image_url": product.image_url,
+    }

@@ -61,6 +61,9 @@ async def test_a_purchase_from_reserve_to_the_ledger(
     buyer = await Client.connect(http, "shop", token(server, "ann"), framing=MSGPACK)
     other_device = await Client.connect(http, "shop", token(server, "ann"))
     assert [s["id"] for s in buyer.welcome["room"]["sales"]] == [sale["id"]]
+    # A sale card can show its product without another request.
+    for shown in (opened["sale"], buyer.welcome["room"]["sales"][0]):
+        assert shown["product"]["id"] == shop["product"] and shown["product"]["title"] == "茶叶"
 
     held = await ask(buyer, {"type": "reserve", "rid": "r1", "sale_id": sale["id"], "quantity": 2})
     assert held["type"] == "ack" and held["of"] == "reserve" and held["quantity"] == 2

@@ -1,0 +1,343 @@
+// Shared by the host console and the viewer page: the HTTP API, the room's WebSocket (with
+// reconnect and resume), building DOM safely, money, time and words in two languages.
+//
+// Everything from the server is put into the page with textContent (el() below), never as
+// HTML: comments and product titles are written by strangers.
+
+// -- words ------------------------------------------------------------------------------------
+
+const WORDS = {
+  en: {
+    connecting: "Connecting…",
+    live: "Live",
+    reconnecting: "Reconnecting…",
+    offline: "Offline",
+    banned: "You are banned from this room",
+    expired: "Your sign-in expired: sign in again",
+    // Errors, by the server's code (docs/protocol.md, docs/http-api.md).
+    sold_out: "Sold out. Units may come back when holds expire.",
+    insufficient_stock: "Not enough units left.",
+    limit_reached: "You have reached the limit per person for this sale.",
+    invalid_quantity: "That quantity is not allowed.",
+    not_started: "The sale has not started yet.",
+    ended: "The sale has ended.",
+    frozen: "The sale is paused for a moment; try again shortly.",
+    rate_limited: "Too fast: wait a moment and try again.",
+    login_required: "Sign in to buy.",
+    hold_expired: "Your hold expired; the units went back.",
+    hold_not_found: "That hold no longer exists.",
+    payment_failed: "The payment did not go through. Nothing was charged.",
+    coupon_invalid: "That coupon cannot be used.",
+    coupons_gone: "All coupons are taken.",
+    team_not_found: "No group buy with that code.",
+    team_closed: "That group buy is closed.",
+    already_in_team: "You are already in this group buy.",
+    muted: "You are muted for now.",
+    slow_mode: "Slow mode is on: wait before commenting again.",
+    comment_too_long: "That comment is too long.",
+    banned_words: "That comment contains a word that is not allowed.",
+    forbidden: "You are not allowed to do that.",
+    token_missing: "Sign in first.",
+    token_invalid: "That token is not valid.",
+    token_expired: "That token has expired.",
+    wrong_room: "That token is for another room.",
+    room_not_found: "No such room.",
+    unavailable: "The server is busy; try again.",
+    network: "No connection to the server.",
+    timeout: "The server did not answer in time.",
+  },
+  zh: {
+    connecting: "连接中…",
+    live: "直播中",
+    reconnecting: "重新连接中…",
+    offline: "已断开",
+    banned: "你已被禁止进入此直播间",
+    expired: "登录已过期，请重新登录",
+    sold_out: "已售罄，锁定的库存过期后可能会释放。",
+    insufficient_stock: "剩余库存不足。",
+    limit_reached: "已达到本次秒杀的每人限购数量。",
+    invalid_quantity: "购买数量不正确。",
+    not_started: "秒杀尚未开始。",
+    ended: "秒杀已结束。",
+    frozen: "秒杀暂停片刻，请稍后再试。",
+    rate_limited: "操作太快了，请稍等再试。",
+    login_required: "请先登录再购买。",
+    hold_expired: "锁定已过期，库存已释放。",
+    hold_not_found: "该锁定已不存在。",
+    payment_failed: "支付未成功，未扣款。",
+    coupon_invalid: "该优惠券不可用。",
+    coupons_gone: "优惠券已被抢完。",
+    team_not_found: "找不到该拼团。",
+    team_closed: "该拼团已关闭。",
+    already_in_team: "你已在该拼团中。",
+    muted: "你已被禁言。",
+    slow_mode: "慢速模式已开启，请稍后再发言。",
+    comment_too_long: "评论太长了。",
+    banned_words: "评论包含不允许的词语。",
+    forbidden: "你没有权限这样做。",
+    token_missing: "请先登录。",
+    token_invalid: "令牌无效。",
+    token_expired: "令牌已过期。",
+    wrong_room: "该令牌属于其他直播间。",
+    room_not_found: "直播间不存在。",
+    unavailable: "服务器繁忙，请重试。",
+    network: "无法连接服务器。",
+    timeout: "服务器未及时响应。",
+  },
+};
+
+let lang = (localStorage.getItem("live.lang") || navigator.language || "en").toLowerCase().startsWith("zh")
+  ? "zh"
+  : "en";
+
+/** Page strings: extend() adds a page's own words to both languages. */
+export function extend(words) {
+  for (const code of Object.keys(WORDS)) Object.assign(WORDS[code], words[code] || {});
+}
+
+export function t(key, vars = {}) {
+  const text = WORDS[lang][key] ?? WORDS.en[key] ?? key;
+  return text.replace(/\{(\w+)\}/g, (_, name) => String(vars[name] ?? ""));
+}
+
+export function language() {
+  return lang;
+}
+
+export function setLanguage(code) {
+  lang = code === "zh" ? "zh" : "en";
+  localStorage.setItem("live.lang", lang);
+  document.documentElement.lang = lang === "zh" ? "zh-CN" : "en";
+}
+
+/** Words for an error from the server or the network: ours if we know the code, else theirs. */
+export function describeError(error) {
+  const code = error && error.code;
+  if (code && (WORDS[lang][code] || WORDS.en[code])) return t(code);
+  return (error && error.message) || String(error);
+}
+
+// -- DOM --------------------------------------------------------------------------------------
+
+/** el("button", {class: "buy", onclick: f}, "Buy"): children are nodes or text (never HTML). */
+export function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
+    else if (name === "dataset") Object.assign(node.dataset, value);
+    else node.setAttribute(name, value === true ? "" : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+export function $(selector, root = document) {
+  return root.querySelector(selector);
+}
+
+// -- money and time ---------------------------------------------------------------------------
+
+/** Integer cents as money: 1999 -> "¥19.99". */
+export function money(cents) {
+  const sign = cents < 0 ? "-" : "";
+  const abs = Math.abs(Math.trunc(cents));
+  return `${sign}¥${Math.floor(abs / 100)}.${String(abs % 100).padStart(2, "0")}`;
+}
+
+/** Parse "19.99" (or "19") into integer cents, or null. */
+export function parseMoney(text) {
+  const match = /^\s*(\d{1,10})(?:[.,](\d{1,2}))?\s*$/.exec(text);
+  if (!match) return null;
+  return Number(match[1]) * 100 + Number((match[2] || "0").padEnd(2, "0"));
+}
+
+/** Milliseconds as "m:ss" (or "h:mm:ss"). */
+export function clock(ms) {
+  const total = Math.max(0, Math.ceil(ms / 1000));
+  const h = Math.floor(total / 3600);
+  const m = Math.floor((total % 3600) / 60);
+  const s = String(total % 60).padStart(2, "0");
+  return h ? `${h}:${String(m).padStart(2, "0")}:${s}` : `${m}:${s}`;
+}
+
+// -- HTTP API ---------------------------------------------------------------------------------
+
+export class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+/** Call the HTTP API; resolves with the JSON answer, rejects with an ApiError. */
+export async function api(path, { method = "GET", body, token } = {}) {
+  const headers = {};
+  if (token) headers.Authorization = `Bearer ${token}`;
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  let response;
+  try {
+    response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  } catch (error) {
+    throw new ApiError(0, "network", t("network"));
+  }
+  let data = null;
+  try {
+    data = await response.json();
+  } catch (error) {
+    data = null;
+  }
+  if (!response.ok) {
+    const err = (data && data.error) || {};
+    throw new ApiError(response.status, err.code || `http_${response.status}`, err.message || response.statusText);
+  }
+  return data;
+}
+
+// -- the room's WebSocket ---------------------------------------------------------------------
+
+/**
+ * One room connection that stays up: reconnects with backoff and jitter, resumes with
+ * last_seq, and drops priority events it has already seen. Events: "message" (detail: the
+ * message), "state" (detail: connecting | live | reconnecting | offline | banned | expired).
+ * request() sends a command with a rid and resolves with its ack or rejects with its error.
+ */
+export class RoomSocket extends EventTarget {
+  constructor(room, { token = null } = {}) {
+    super();
+    this.room = room;
+    this.token = token;
+    this.lastSeq = null;
+    this.offsetMs = 0; // server clock - our clock, from welcome and pong
+    this.state = "offline";
+    this.pending = new Map();
+    this.queue = [];
+    this.ws = null;
+    this.attempt = 0;
+    this.stopped = false;
+    this.timer = null;
+    this.nextRid = 1;
+  }
+
+  connect() {
+    this.stopped = false;
+    this._open();
+    return this;
+  }
+
+  close() {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    if (this.ws) this.ws.close(1000);
+    this._setState("offline");
+  }
+
+  /** The server's clock now, in ms since the epoch. */
+  now() {
+    return Date.now() + this.offsetMs;
+  }
+
+  send(type, fields = {}) {
+    const text = JSON.stringify({ type, ...fields });
+    if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(text);
+    else this.queue.push(text);
+  }
+
+  request(type, fields = {}, timeoutMs = 15000) {
+    const rid = fields.rid || `r${Date.now().toString(36)}${(this.nextRid++).toString(36)}`;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(rid);
+        reject(new ApiError(0, "timeout", t("timeout")));
+      }, timeoutMs);
+      this.pending.set(rid, { resolve, reject, timer });
+      this.send(type, { ...fields, rid });
+    });
+  }
+
+  _url() {
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    const params = new URLSearchParams();
+    if (this.token) params.set("token", this.token);
+    if (this.lastSeq !== null) params.set("last_seq", String(this.lastSeq));
+    const query = params.toString();
+    return `${scheme}://${location.host}/ws/rooms/${encodeURIComponent(this.room)}${query ? "?" + query : ""}`;
+  }
+
+  _open() {
+    this._setState(this.attempt ? "reconnecting" : "connecting");
+    const ws = new WebSocket(this._url(), "live.v1.json");
+    this.ws = ws;
+    let retryMs = null;
+    ws.onmessage = (event) => {
+      let message;
+      try {
+        message = JSON.parse(event.data);
+      } catch (error) {
+        console.error("not JSON from the server", error);
+        return;
+      }
+      this._receive(message);
+    };
+    ws.onclose = (event) => {
+      if (this.ws !== ws) return;
+      this.ws = null;
+      if (event.code === 1001 && event.reason) {
+        try {
+          retryMs = JSON.parse(event.reason).retry_ms;
+        } catch (error) {
+          retryMs = null;
+        }
+      }
+      if (event.code === 4403) return this._setState("banned");
+      if (event.code === 4401) return this._setState("expired");
+      if (this.stopped) return;
+      this._retry(event.code === 1008 ? 10000 : retryMs);
+    };
+  }
+
+  _retry(atLeastMs) {
+    this.attempt += 1;
+    this._setState("reconnecting");
+    const backoff = Math.min(10000, 500 * 2 ** Math.min(this.attempt - 1, 5));
+    const delay = Math.max(atLeastMs || 0, backoff) * (0.5 + Math.random() * 0.5);
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => this._open(), delay);
+  }
+
+  _receive(message) {
+    if (message.type === "welcome") {
+      this.attempt = 0;
+      this.offsetMs = message.server_time_ms - Date.now();
+      // Resumed: the missed events follow, oldest first, and move lastSeq on. Not resumed:
+      // the welcome is a fresh snapshot, and its seq is where we stand.
+      if (!message.resumed || this.lastSeq === null) this.lastSeq = message.seq ?? 0;
+      this._setState("live");
+      for (const text of this.queue.splice(0)) this.ws.send(text);
+    } else if (typeof message.seq === "number" && message.type !== "comment") {
+      if (this.lastSeq !== null && message.seq <= this.lastSeq) return; // seen before a resume
+      this.lastSeq = message.seq;
+    } else if (message.type === "pong" && message.server_time_ms) {
+      this.offsetMs = message.server_time_ms - Date.now();
+    }
+    if ((message.type === "ack" || message.type === "error") && message.rid && this.pending.has(message.rid)) {
+      const { resolve, reject, timer } = this.pending.get(message.rid);
+      clearTimeout(timer);
+      this.pending.delete(message.rid);
+      if (message.type === "ack") resolve(message);
+      else reject(new ApiError(0, message.code, message.message));
+      return;
+    }
+    this.dispatchEvent(new CustomEvent("message", { detail: message }));
+  }
+
+  _setState(state) {
+    if (this.state === state) return;
+    this.state = state;
+    this.dispatchEvent(new CustomEvent("state", { detail: state }));
+  }
+}
