@@ -21,6 +21,9 @@ from live.redis_server import EmbeddedRedis, find_redis_server
 from live.server import Running, running
 from live.settings import Settings
 
+#: Browser-test fixtures (Chromium through Playwright), for every test module.
+pytest_plugins = ["browser"]
+
 SECRET = "test-secret-" + "s" * 40
 
 
