@@ -263,17 +263,17 @@ class Ledger:
             rows = await cursor.fetchall()
         return [Order(*r) for r in rows]
 
-    async def orders_page(self, sale_id: str, after: str | None, limit: int) -> list[Order]:
-        """At most ``limit`` orders of the sale by id, from the first id past ``after`` (from
-        the start when None): page on with the last id of a page."""
-        where, params = "sale_id = ?", [sale_id]
-        if after is not None:
-            where += " AND id > ?"
-            params.append(after)
-        sql = f"SELECT {_COLUMNS} FROM orders WHERE {where} ORDER BY id LIMIT ?"
-        async with self.db.execute(sql, (*params, limit)) as cursor:
-            rows = await cursor.fetchall()
-        return [Order(*r) for r in rows]
+    async def orders_page(self, sale_id: str, after: int, limit: int) -> tuple[list[Order], int]:
+        """At most ``limit`` orders of the sale in the order the ledger recorded them, past the
+        position ``after`` (0: from the start); and the position after the last one returned.
+
+        Positions are SQLite rowids: they only grow, so whoever polls with the position it was
+        given sees every order recorded since, once (an order id would not do: ids do not
+        arrive in id order)."""
+        sql = f"SELECT rowid, {_COLUMNS} FROM orders WHERE sale_id = ? AND rowid > ? ORDER BY rowid LIMIT ?"
+        async with self.db.execute(sql, (sale_id, after, limit)) as cursor:
+            rows = list(await cursor.fetchall())
+        return [Order(*r[1:]) for r in rows], (int(rows[-1][0]) if rows else after)
 
     async def order(self, order_id: str) -> Order | None:
         async with self.db.execute(f"SELECT {_COLUMNS} FROM orders WHERE id = ?", (order_id,)) as cursor:

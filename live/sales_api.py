@@ -144,16 +144,17 @@ async def team(request: web.Request) -> web.Response:
 
 
 async def sale_orders(request: web.Request) -> web.Response:
-    """A page of the sale's orders from the ledger, by order id: ``?after=<order id>&limit=<n>``."""
+    """A page of the sale's orders from the ledger, in the order recorded: ``?after=<cursor>&limit=<n>``."""
     row = await _sale_row(request, Role.HOST, Role.MODERATOR)
     limit = _query_int(request, "limit", DEFAULT_ORDERS_PAGE, 1, MAX_ORDERS_PAGE)
-    after = request.query.get("after")
-    orders = await request.app[SERVICES].commerce.ledger.orders_page(row.id, after, limit)
+    after = _query_int(request, "after", 0, 0, 2**62)
+    orders, cursor = await request.app[SERVICES].commerce.ledger.orders_page(row.id, after, limit)
     return reply(
         {
             "sale_id": row.id,
             "orders": [_order_view(o) for o in orders],
-            "next_after": orders[-1].id if len(orders) == limit else None,
+            "cursor": str(cursor),
+            "more": len(orders) == limit,
         }
     )
 

@@ -273,6 +273,8 @@ def _announce(settings: Settings, auth: Auth) -> None:
         token = auth.mint("host", ANY_ROOM, Role.HOST, settings.token_ttl_s)
         print(f"\n  live is running: {settings.base_url}  (host API: /api/rooms)")
         print(f"  Host token, all rooms, valid {settings.token_ttl_s // 3600} h:\n  {token}\n")
+        # The fragment never reaches the server or its logs; the console reads it and drops it.
+        print(f"  Host console: {settings.base_url}/console#token={token}\n")
     else:
         log.info(
             "mint a host token with: live token --role host --room '*' --data-dir DIR",

@@ -73,12 +73,6 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE orders ADD COLUMN team_code TEXT;
     CREATE INDEX orders_by_sale ON orders(sale_id);
     """,
-    # 3: a sale's orders in order id order (the paged audit read, GET /api/sales/{sale}/orders),
-    # without sorting the whole sale per page; it also serves every lookup the old index did.
-    """
-    CREATE INDEX orders_by_sale_and_id ON orders(sale_id, id);
-    DROP INDEX orders_by_sale;
-    """,
 )
 
 

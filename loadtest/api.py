@@ -62,10 +62,10 @@ class Api:
     async def orders(self, sale_id: str, page: int = 5000) -> list[dict[str, Any]]:
         """Every order of the sale in the ledger, page by page."""
         orders: list[dict[str, Any]] = []
-        after = ""
+        after = "0"
         while True:
             answer = await self._call("GET", f"/api/sales/{sale_id}/orders?limit={page}&after={quote(after)}")
             orders.extend(answer["orders"])
-            if not answer.get("next_after"):
+            if not answer["more"]:
                 return orders
-            after = answer["next_after"]
+            after = answer["cursor"]

@@ -219,15 +219,16 @@ class BrokenServer:
         return web.json_response(self._sale(request).view())
 
     async def sale_orders(self, request: web.Request) -> web.Response:
-        """A page of the ledger by order id: ``?after=<order id>`` (exclusive) ``&limit=<n>``."""
+        """A page of the ledger in recorded order: ``?after=<cursor>&limit=<n>``; the cursor is
+        how many orders were read so far."""
         sale = self._sale(request)
         limit = int(request.query.get("limit", "1000"))
         if not 1 <= limit <= 10000:
             raise Refused("invalid_field", "limit must be 1..10000")
-        after = request.query.get("after", "")
-        page = [o for oid, o in sorted(self.ledger[sale.id].items()) if oid > after][:limit]
-        next_after = page[-1]["order_id"] if len(page) == limit else None
-        return web.json_response({"sale_id": sale.id, "orders": page, "next_after": next_after})
+        after = int(request.query.get("after") or "0")
+        page = list(self.ledger[sale.id].values())[after : after + limit]
+        cursor, more = after + len(page), len(page) == limit
+        return web.json_response({"sale_id": sale.id, "orders": page, "cursor": str(cursor), "more": more})
 
     # -- WebSocket ------------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ const WORDS = {
     offline: "Offline",
     banned: "You are banned from this room",
     expired: "Your sign-in expired: sign in again",
+    refused: "Could not join the room",
     // Errors, by the server's code (docs/protocol.md, docs/http-api.md).
     sold_out: "Sold out. Units may come back when holds expire.",
     insufficient_stock: "Not enough units left.",
@@ -53,6 +54,7 @@ const WORDS = {
     offline: "已断开",
     banned: "你已被禁止进入此直播间",
     expired: "登录已过期，请重新登录",
+    refused: "无法进入直播间",
     sold_out: "已售罄，锁定的库存过期后可能会释放。",
     insufficient_stock: "剩余库存不足。",
     limit_reached: "已达到本次秒杀的每人限购数量。",
@@ -150,7 +152,7 @@ export function money(cents) {
 
 /** Parse "19.99" (or "19") into integer cents, or null. */
 export function parseMoney(text) {
-  const match = /^\s*(\d{1,10})(?:[.,](\d{1,2}))?\s*$/.exec(text);
+  const match = /^\s*[¥￥$]?\s*(\d{1,10})(?:[.,](\d{1,2}))?\s*$/.exec(text);
   if (!match) return null;
   return Number(match[1]) * 100 + Number((match[2] || "0").padEnd(2, "0"));
 }
@@ -203,7 +205,8 @@ export async function api(path, { method = "GET", body, token } = {}) {
 /**
  * One room connection that stays up: reconnects with backoff and jitter, resumes with
  * last_seq, and drops priority events it has already seen. Events: "message" (detail: the
- * message), "state" (detail: connecting | live | reconnecting | offline | banned | expired).
+ * message), "state" (detail: connecting | live | reconnecting | offline | banned | expired |
+ * refused: the handshake was refused for good, `refusal` is the ApiError that says why).
  * request() sends a command with a rid and resolves with its ack or rejects with its error.
  */
 export class RoomSocket extends EventTarget {
@@ -221,6 +224,7 @@ export class RoomSocket extends EventTarget {
     this.stopped = false;
     this.timer = null;
     this.nextRid = 1;
+    this.refusal = null;
   }
 
   connect() {
@@ -233,6 +237,11 @@ export class RoomSocket extends EventTarget {
     this.stopped = true;
     clearTimeout(this.timer);
     if (this.ws) this.ws.close(1000);
+    for (const [rid, { reject, timer }] of this.pending) {
+      clearTimeout(timer);
+      reject(new ApiError(0, "network", t("network")));
+      this.pending.delete(rid);
+    }
     this._setState("offline");
   }
 
@@ -273,6 +282,10 @@ export class RoomSocket extends EventTarget {
     const ws = new WebSocket(this._url(), "live.v1.json");
     this.ws = ws;
     let retryMs = null;
+    let opened = false;
+    ws.onopen = () => {
+      opened = true;
+    };
     ws.onmessage = (event) => {
       let message;
       try {
@@ -296,8 +309,29 @@ export class RoomSocket extends EventTarget {
       if (event.code === 4403) return this._setState("banned");
       if (event.code === 4401) return this._setState("expired");
       if (this.stopped) return;
+      if (!opened && this.attempt >= 1) {
+        // Refused twice in the handshake: a browser cannot see why (banned, bad token, no
+        // such room), so ask the HTTP API with the same token, and stop if it says no.
+        this._whyRefused().then((refusal) => {
+          if (refusal) {
+            this.refusal = refusal;
+            this._setState("refused");
+          } else if (!this.stopped) this._retry(retryMs);
+        });
+        return;
+      }
       this._retry(event.code === 1008 ? 10000 : retryMs);
     };
+  }
+
+  async _whyRefused() {
+    if (!this.token) return null; // anonymous: nothing to ask with; keep retrying
+    try {
+      await api(`/api/rooms/${encodeURIComponent(this.room)}`, { token: this.token });
+      return null;
+    } catch (error) {
+      return [401, 403, 404].includes(error.status) ? error : null;
+    }
   }
 
   _retry(atLeastMs) {
@@ -318,7 +352,8 @@ export class RoomSocket extends EventTarget {
       if (!message.resumed || this.lastSeq === null) this.lastSeq = message.seq ?? 0;
       this._setState("live");
       for (const text of this.queue.splice(0)) this.ws.send(text);
-    } else if (typeof message.seq === "number" && message.type !== "comment") {
+    } else if (typeof message.seq === "number" && message.type !== "ack" && message.type !== "comment") {
+      // Room events carry the room's seq; an ack's seq is a comment's id, not a position.
       if (this.lastSeq !== null && message.seq <= this.lastSeq) return; // seen before a resume
       this.lastSeq = message.seq;
     } else if (message.type === "pong" && message.server_time_ms) {
