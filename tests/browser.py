@@ -71,5 +71,7 @@ async def open_page(browser: Browser, url: str, errors: PageErrors, *, phone: bo
 async def screenshot(page: Page, name: str) -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
+    # From the top: a full-page shot of a scrolled page paints a sticky header mid-page.
+    await page.evaluate("window.scrollTo(0, 0)")
     await page.screenshot(path=str(path), full_page=True)
     return path

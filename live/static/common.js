@@ -46,6 +46,19 @@ const WORDS = {
     unavailable: "The server is busy; try again.",
     network: "No connection to the server.",
     timeout: "The server did not answer in time.",
+    unknown_sale: "No such sale in this room.",
+    not_your_hold: "That hold belongs to someone else.",
+    already_confirmed: "Already paid.",
+    in_team: "This hold belongs to a group buy: it completes or fails with the group.",
+    amount_changed: "The price changed while paying; you were refunded.",
+    batch_not_found: "No such coupon drop.",
+    not_group_sale: "This sale has no group price.",
+    duplicate: "That request was already sent with other details.",
+    invalid_field: "Something in the form is not right.",
+    missing_field: "Something in the form is missing.",
+    internal: "Something went wrong on the server.",
+    too_many_connections: "Too many connections from your network.",
+    server_full: "The room is full right now; try again soon.",
   },
   zh: {
     connecting: "连接中…",
@@ -85,6 +98,19 @@ const WORDS = {
     unavailable: "服务器繁忙，请重试。",
     network: "无法连接服务器。",
     timeout: "服务器未及时响应。",
+    unknown_sale: "此直播间没有该秒杀。",
+    not_your_hold: "该锁定属于其他人。",
+    already_confirmed: "已支付。",
+    in_team: "该锁定属于拼团，将随拼团成功或失败。",
+    amount_changed: "支付时价格发生变化，已退款。",
+    batch_not_found: "没有这批优惠券。",
+    not_group_sale: "该秒杀没有拼团价。",
+    duplicate: "该请求已用其他内容发送过。",
+    invalid_field: "表单内容有误。",
+    missing_field: "表单内容不完整。",
+    internal: "服务器出错了。",
+    too_many_connections: "你所在网络的连接过多。",
+    server_full: "直播间人数已满，请稍后再试。",
   },
 };
 
@@ -101,6 +127,8 @@ export function t(key, vars = {}) {
   const text = WORDS[lang][key] ?? WORDS.en[key] ?? key;
   return text.replace(/\{(\w+)\}/g, (_, name) => String(vars[name] ?? ""));
 }
+
+document.documentElement.lang = lang === "zh" ? "zh-CN" : "en";
 
 export function language() {
   return lang;
@@ -359,12 +387,12 @@ export class RoomSocket extends EventTarget {
     } else if (message.type === "pong" && message.server_time_ms) {
       this.offsetMs = message.server_time_ms - Date.now();
     }
-    if ((message.type === "ack" || message.type === "error") && message.rid && this.pending.has(message.rid)) {
+    if (["ack", "error", "pong"].includes(message.type) && message.rid && this.pending.has(message.rid)) {
       const { resolve, reject, timer } = this.pending.get(message.rid);
       clearTimeout(timer);
       this.pending.delete(message.rid);
-      if (message.type === "ack") resolve(message);
-      else reject(new ApiError(0, message.code, message.message));
+      if (message.type !== "error") resolve(message);
+      else reject(Object.assign(new ApiError(0, message.code, message.message), { details: message }));
       return;
     }
     this.dispatchEvent(new CustomEvent("message", { detail: message }));
