@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +82,6 @@ class Plan:
     reply_timeout_s: float = 10.0
     seed: int = 1
     room: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.scenarios if s not in SCENARIOS]
@@ -158,10 +157,9 @@ class Plan:
 
     @property
     def audience(self) -> int:
-        """Viewers connected: the audience, or just enough to carry the storms."""
-        if self.wants("audience"):
-            return self.viewers
-        return max(self.commenters, self.likers, self.observers if self.storms else 0)
+        """Viewers connected: the audience watches every storm and host message (a rush or a
+        group buy alone brings only its buyers)."""
+        return self.viewers if self.wants("audience") or self.storms else 0
 
     @property
     def storms(self) -> bool:
@@ -232,7 +230,6 @@ class Plan:
         """Every parameter, as given and as derived, for the result file."""
         out = dataclasses.asdict(self)
         out["scenarios"] = list(self.scenarios)
-        out.pop("extra")
         out.update(
             ramp_s=self.ramp,
             workers=self.worker_count,
@@ -253,7 +250,7 @@ class Plan:
         return cls(**{**data, "scenarios": tuple(data["scenarios"])})
 
 
-FIELDS = {f.name for f in dataclasses.fields(Plan)} - {"extra", "scenarios"}
+FIELDS = {f.name for f in dataclasses.fields(Plan)} - {"scenarios"}
 
 
 def expand(names: list[str]) -> tuple[str, ...]:

@@ -40,7 +40,7 @@ class Progress:
         for name in SHOWN:
             h = second.hists.get(name)
             if h is not None and h.get_total_count():
-                p99 = hist.summary(h)["p99_ms"]
+                p99 = hist.summary(h, mean=False)["p99_ms"]
                 parts.append(f"{name} {h.get_total_count()}/s p99 {p99:.1f}ms")
         errors = sum(aggregate.errors.values())
         parts.append(f"errors {errors}" + (f" (+{sum(second.errors.values())})" if second.errors else ""))

@@ -153,7 +153,7 @@ class Aggregate:
             series: dict[str, list[float | None]] = {"p50_ms": [], "p99_ms": [], "max_ms": []}
             for k in ks:
                 h = self.seconds[k].hists.get(name)
-                summary = hist.summary(h) if h is not None else {}
+                summary = hist.summary(h, mean=False) if h is not None else {}
                 for key in series:
                     series[key].append(summary.get(key))
             latency[name] = series
@@ -213,7 +213,6 @@ class Run:
             started_at_ms = int(time.time() * 1000 + (t0 - time.monotonic()) * 1000)
             if server_cpu is not None:
                 server_cpu.start()
-            self_cpu = _own_cpu()
             for worker in self.workers:
                 assert worker.stdin is not None
                 worker.stdin.write((json.dumps({"t0": t0, **sales}) + "\n").encode())
@@ -222,7 +221,8 @@ class Run:
             duration = time.monotonic() - t0
             if server_cpu is not None:
                 server_cpu.sample()
-            harness_cpu = _own_cpu() - self_cpu + sum(float(f["cpu_s"]) for f in self.aggregate.finals)
+            # Every harness process from its start (setup included) to the end of the load.
+            harness_cpu = _own_cpu() + sum(float(f["cpu_s"]) for f in self.aggregate.finals)
             self.progress.say("auditing ...")
             verdict = await self._audit(api, sales)
         finally:
