@@ -108,7 +108,6 @@ class Worker:
         self.stats = Stats()
         self.rng = random.Random(spec.plan.seed * 1000 + spec.index)
         self.pending: dict[str, Request] = {}
-        self.clients: list[Client] = []
         self.orders: dict[str, dict[str, Any]] = {}
         self.idempotency_violations = 0
         self._rid = 0
@@ -160,7 +159,7 @@ class Worker:
         end = t0 + plan.duration_s
         if self.host is not None:
             await self._connect(self.host, time.monotonic())
-        loops = [self._ticker(end), self._ramp(), self._heartbeats(end)]
+        loops = [self._ticker(end), self._ramp(), self._heartbeats()]
         if self.host is not None and plan.host_rate:
             loops.append(self._host_messages())
         if plan.commenters:
@@ -258,14 +257,14 @@ class Worker:
             self.stats.count("closed_by_server")
 
     async def _close_all(self) -> None:
-        clients = [c for c in [*self.everyone()] if c.conn is not None and c.conn.is_open]
-        await asyncio.gather(*(c.conn.close() for c in clients if c.conn is not None), return_exceptions=True)
+        conns = [c.conn for c in self.everyone() if c.conn is not None and c.conn.is_open]
+        await asyncio.gather(*(conn.close() for conn in conns), return_exceptions=True)
 
     def everyone(self) -> list[Client]:
         teams = [m for team in self.teams for m in team]
         return [*([self.host] if self.host else []), *self.audience, *self.buyers, *teams]
 
-    async def _heartbeats(self, end: float) -> None:
+    async def _heartbeats(self) -> None:
         """Every connection sends a ping every heartbeat_s, spread evenly over the period."""
         period = self.plan.heartbeat_s
         clients = self.everyone()
