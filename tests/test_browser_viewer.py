@@ -2,7 +2,8 @@
 # ruff: noqa: RUF001
 """The viewer page (/r/{room}) in Chromium, against an in-process server: watching (Chinese text,
 host messages, chat, likes), buying (one tap, hold, pay, the order in the ledger, a coupon,
-sold out, an expired hold), reconnecting with resume, and a group buy through its share link.
+sold out, an expired hold), a hold kept across a reload, reconnecting with resume, and a group
+buy through its share link.
 
 Screenshots land in test-artifacts/viewer-*.png."""
 
@@ -330,6 +331,112 @@ async def test_an_unpaid_hold_expires_on_screen(
     await expect(mine.get_by_test_id("stock-left")).to_have_text("5")
     await snap(page, "viewer-expired")
     assert errors.errors == []
+
+
+async def test_a_hold_survives_a_reload_and_is_paid_after_it(
+    server: Running, http: aiohttp.ClientSession, host_token: str, browser: Browser
+) -> None:
+    await make_room(http, host_token)
+    tea = await add_product(http, host_token, "龙井礼盒 Longjing gift box", 1800, "box.svg")
+    sale = await open_sale(http, host_token, tea, price_cents=1500, hold_s=60)
+    needle = await add_product(http, host_token, "白毫银针 Silver Needle", 8800)
+    group_sale = await open_sale(
+        http, host_token, needle, price_cents=6600, group={"size": 2, "price_cents": 4900, "team_s": 60}
+    )
+    errors = PageErrors()
+    page = await open_viewer(browser, url_for(server, "ann"), errors)
+    async with http.post(
+        f"/api/sales/{sale['id']}/coupons",
+        json={"count": 5, "discount_cents": 300},
+        headers=bearer(host_token),
+    ) as resp:
+        assert resp.status == 201
+    mine = card(page, sale)
+    await mine.get_by_test_id("claim-coupon").click()
+    await expect(mine.locator(".coupon")).to_contain_text("已领取，支付时自动抵扣")
+    await mine.get_by_test_id("buy").click()
+    await expect(mine.get_by_test_id("pay")).to_have_text("支付 ¥12.00")
+    await card(page, group_sale).get_by_test_id("start-team").click()
+    team_link = card(page, group_sale).get_by_test_id("team-link")
+    await expect(team_link).to_contain_text("?team=")
+    href = await team_link.get_attribute("href")
+
+    # Remembered in the tab under the user, never with the token (kept once, where it was).
+    stored = await page.evaluate("() => ({ ...sessionStorage })")
+    assert set(stored) == {f"live.token.{ROOM}", f"live.purchases.{ROOM}.ann"}, stored
+    token = stored[f"live.token.{ROOM}"]
+    assert token not in stored[f"live.purchases.{ROOM}.ann"]
+
+    await page.reload()
+    await expect(page.get_by_test_id("state")).to_have_attribute("data-state", "live")
+    mine = card(page, sale)
+    await expect(mine.get_by_test_id("hold")).to_have_text(re.compile(r"请在 0:[45]\d 内支付"))
+    pay = mine.get_by_test_id("pay")
+    await expect(pay).to_have_text("支付 ¥12.00")  # with the coupon claimed before the reload
+    await expect(mine.get_by_test_id("cancel-hold")).to_be_enabled()
+    await expect(mine.get_by_test_id("buy")).to_have_text("已达限购")  # the held unit counts
+    await expect(card(page, group_sale).get_by_test_id("team-link")).to_have_attribute("href", href or "")
+    await snap(page, "viewer-hold-after-reload")
+
+    await pay.click()
+    status = mine.get_by_test_id("order-status")
+    await expect(status).to_have_attribute("data-status", "confirmed")
+    await expect(status).to_contain_text("下单成功：已支付 ¥12.00")
+    order_id = await status.get_attribute("data-hold-id")
+    assert order_id
+    order = await order_in_ledger(http, server, "ann", order_id)
+    assert (order["amount_cents"], order["quantity"], order["user_id"]) == (1200, 1, "ann")
+    assert order["coupon_id"]
+    # and the order stays on the card through one more reload
+    await page.reload()
+    await expect(card(page, sale).get_by_test_id("order-status")).to_have_attribute(
+        "data-status", "confirmed"
+    )
+    await expect(card(page, sale)).to_contain_text("你已购买 1 件")
+    assert errors.errors == []
+
+
+async def test_a_hold_that_expired_during_a_reload_shows_expired(
+    server: Running, http: aiohttp.ClientSession, host_token: str, browser: Browser
+) -> None:
+    await make_room(http, host_token)
+    tea = await add_product(http, host_token, "桂花乌龙", 3900)
+    sale = await open_sale(http, host_token, tea, hold_s=2)
+
+    async def deaf_to_orders(page: Page) -> None:
+        """The page misses the expiry push (as a phone asleep would): after the reload only the
+        remembered hold and the ledger can tell it."""
+
+        def hold_back(ws: WebSocketRoute) -> None:
+            server_side = ws.connect_to_server()
+            server_side.on_message(lambda m: None if "order_status" in str(m) else ws.send(m))
+
+        await page.route_web_socket(re.compile(r"/ws/rooms/"), hold_back)
+
+    errors = PageErrors()
+    page = await open_viewer(browser, url_for(server, "ann"), errors, before=deaf_to_orders)
+    mine = card(page, sale)
+    await mine.get_by_test_id("buy").click()
+    await expect(mine.get_by_test_id("hold")).to_have_text("时间到了…", timeout=4000)
+    hold_id = await page.evaluate(
+        f"() => JSON.parse(sessionStorage['live.purchases.{ROOM}.ann']).purchases[0].hold_id"
+    )
+
+    # Past its expiry the hold may have been paid in another tab: the page asks the ledger.
+    async with page.expect_response(lambda r: "/api/orders/" in r.url) as checked:
+        await page.reload()
+    check = await checked.value
+    assert check.status == 404 and check.url.endswith(hold_id), check.url
+    status = card(page, sale).get_by_test_id("order-status")
+    await expect(status).to_have_attribute("data-status", "expired")
+    await expect(status).to_contain_text("已过期")
+    await expect(card(page, sale).get_by_test_id("pay")).to_have_count(0)
+    await expect(card(page, sale).get_by_test_id("stock-left")).to_have_text("5")
+    await expect(card(page, sale).get_by_test_id("buy")).to_be_enabled()
+    # Chromium logs the ledger's 404 (order_not_found: not paid); nothing else
+    assert errors.errors == [
+        "console.error: Failed to load resource: the server responded with a status of 404 (Not Found)"
+    ], errors.errors
 
 
 async def test_the_page_reconnects_and_resumes_after_the_server_drops_it(

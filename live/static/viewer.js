@@ -4,7 +4,7 @@
 // which reconnects and resumes by itself. Everything a stranger wrote (comments, titles, host
 // messages) goes into the page as text through el(), never as HTML.
 
-import { RoomSocket, clock, describeError, el, extend, language, money, setLanguage, t } from "/static/common.js";
+import { RoomSocket, api, clock, describeError, el, extend, language, money, setLanguage, t } from "/static/common.js";
 
 extend({
   en: {
@@ -75,6 +75,8 @@ extend({
     cancelling: "Cancelling…",
     simulated: "Simulated payment: no real money moves.",
     status_confirmed: "Order confirmed: paid {amount}",
+    status_confirmed_plain: "Order confirmed: paid",
+    status_checking: "Checking your order…",
     status_expired: "Expired: the hold ran out before payment",
     status_cancelled: "Cancelled: the units went back",
     status_team_failed: "Group buy failed: {amount} refunded",
@@ -190,6 +192,8 @@ extend({
     cancelling: "取消中…",
     simulated: "模拟支付：不会产生真实扣款。",
     status_confirmed: "下单成功：已支付 {amount}",
+    status_confirmed_plain: "下单成功：已支付",
+    status_checking: "正在查询订单…",
     status_expired: "已过期：未在时限内支付",
     status_cancelled: "已取消：库存已释放",
     status_team_failed: "拼团失败：已退款 {amount}",
@@ -242,8 +246,12 @@ extend({
 const $id = (id) => document.getElementById(id);
 const CHAT_CAP = 100;
 const HOST_MESSAGES_CAP = 8;
-const ACTIVE = new Set(["held", "paying", "team_open", "team_complete"]);
-const STATUS_ICONS = { confirmed: "✓", cancelled: "×", expired: "!", team_failed: "!" };
+// "checking": a remembered purchase whose fate the page is asking the ledger about.
+const ACTIVE = new Set(["held", "paying", "checking", "team_open", "team_complete"]);
+const UNPAID = new Set(["held", "paying", "checking"]);
+const STATUS_ICONS = { confirmed: "✓", cancelled: "×", expired: "!", team_failed: "!", checking: "…" };
+const MEMORY_MS = 24 * 3600 * 1000; // remembered purchases older than a day are forgotten
+const MEMORY_CAP = 50; // the newest purchases kept per room and user
 
 const ROOM = decodeURIComponent(location.pathname.split("/")[2] || "");
 const TOKEN_KEY = `live.token.${ROOM}`;
@@ -273,6 +281,7 @@ const S = {
   mutedUntil: 0,
   sales: new Map(), // sale id -> sale (the server's fields, plus our view state)
   holds: new Map(), // hold id -> purchase
+  memoryUser: null, // whose remembered purchases were restored (and are kept) in this tab
   comments: new Map(), // comment id -> <li>
   commentBusy: false,
 };
@@ -305,6 +314,125 @@ function storeToken(token) {
   } catch (error) {
     /* the token then lives only in this page */
   }
+}
+
+// The buyer's purchases are remembered in this tab too, per room and user: the welcome does
+// not carry a buyer's holds and order pushes are not replayed, so without this a reload would
+// lose an unpaid hold's Pay button while its units stay held. Never the token: hold ids,
+// orders and coupons only, under the user id.
+
+const HOLD_FIELDS = ["hold_id", "sale_id", "kind", "status", "quantity", "expires_at_ms", "price_cents", "order", "at_ms"];
+const TEAM_FIELDS = ["code", "size", "members", "deadline_ms", "paid_cents", "refunded_cents"];
+const REMEMBERED = [...HOLD_FIELDS, ...TEAM_FIELDS];
+const REMEMBERED_STATUS = new Set(["held", "paying", "confirmed", "cancelled", "expired", "team_open", "team_complete", "team_failed"]);
+
+function memoryKey(userId) {
+  return `live.purchases.${ROOM}.${userId}`;
+}
+
+function readMemory(userId) {
+  try {
+    const memory = JSON.parse(sessionStorage.getItem(memoryKey(userId)) || "null");
+    return memory && memory.v === 1 ? memory : null;
+  } catch (error) {
+    return null; // locked or unreadable: nothing remembered
+  }
+}
+
+function writeMemory(userId, memory) {
+  try {
+    if (memory) sessionStorage.setItem(memoryKey(userId), JSON.stringify(memory));
+    else sessionStorage.removeItem(memoryKey(userId));
+  } catch (error) {
+    /* full or locked: the purchases then live only in this page */
+  }
+}
+
+/** Write down this user's purchases and unused coupons; called after every change to them. */
+function remember() {
+  // Not before the restore: that would write over what the tab remembers.
+  if (!S.me || S.memoryUser !== S.me.id) return;
+  const fresh = Date.now() - MEMORY_MS;
+  const purchases = [...S.holds.values()]
+    .filter((p) => S.sales.has(p.sale_id) && p.at_ms > fresh)
+    .sort((a, b) => a.at_ms - b.at_ms)
+    .slice(-MEMORY_CAP)
+    .map((p) => {
+      const entry = Object.fromEntries(REMEMBERED.filter((name) => p[name] !== undefined).map((name) => [name, p[name]]));
+      if (p.status === "checking") entry.status = p.was; // still unknown on the next load
+      return entry;
+    });
+  const coupons = [];
+  for (const sale of S.sales.values()) {
+    const c = sale.coupon;
+    // A claimed coupon is what Pay takes off the hold: it must survive the reload with it.
+    if (c && c.coupon_id && !c.used && c.at_ms > fresh) {
+      coupons.push({ sale_id: sale.id, batch_id: c.batch_id, coupon_id: c.coupon_id, discount_cents: c.discount_cents, count: c.count, at_ms: c.at_ms });
+    }
+  }
+  writeMemory(S.me.id, purchases.length || coupons.length ? { v: 1, purchases, coupons } : null);
+}
+
+/** Once per user and page, after the welcome and its sales: bring back what this tab remembers
+ * for the sales still in the room, and ask the ledger about what may have moved on unheard. */
+function restorePurchases(roomSales) {
+  if (!S.me || S.me.id.startsWith("anon_") || S.memoryUser === S.me.id) return;
+  S.memoryUser = S.me.id;
+  const memory = readMemory(S.me.id) || {};
+  const fresh = Date.now() - MEMORY_MS;
+  const keep = (entry) => entry && roomSales.has(entry.sale_id) && entry.at_ms > fresh;
+  for (const c of (Array.isArray(memory.coupons) ? memory.coupons : []).filter(keep)) restoreCoupon(c);
+  const touched = new Set();
+  for (const entry of (Array.isArray(memory.purchases) ? memory.purchases : []).filter(keep)) {
+    if (typeof entry.hold_id !== "string" || !REMEMBERED_STATUS.has(entry.status) || S.holds.has(entry.hold_id)) continue;
+    const p = Object.fromEntries(REMEMBERED.map((name) => [name, entry[name]]));
+    S.holds.set(p.hold_id, p);
+    touched.add(p.sale_id);
+    if (unsure(p)) checkPurchase(p);
+  }
+  for (const id of touched) {
+    const sale = S.sales.get(id);
+    const shown = sale.current && S.holds.get(sale.current);
+    if (!shown || !ACTIVE.has(shown.status)) sale.current = latestPurchase(id);
+    usedCoupon(sale);
+    renderSale(sale);
+  }
+  remember(); // without what was dropped
+}
+
+function restoreCoupon(c) {
+  const sale = S.sales.get(c.sale_id);
+  if (typeof c.coupon_id !== "string" || (sale.coupon && sale.coupon.coupon_id)) return;
+  sale.coupon = { batch_id: c.batch_id, count: c.count, discount_cents: c.discount_cents, coupon_id: c.coupon_id, used: false, at_ms: c.at_ms };
+}
+
+/** The coupon of a sale is used once an order of ours carries it. */
+function usedCoupon(sale) {
+  const c = sale.coupon;
+  if (!c || !c.coupon_id) return;
+  for (const p of S.holds.values()) if (p.sale_id === sale.id && p.order && p.order.coupon_id === c.coupon_id) c.used = true;
+}
+
+/** The purchase a card shows: one in progress first, else the newest. */
+function latestPurchase(saleId) {
+  let best = null;
+  const rank = (p) => [ACTIVE.has(p.status) ? 1 : 0, p.at_ms || 0];
+  for (const p of S.holds.values()) {
+    if (p.sale_id !== saleId) continue;
+    const [mine, theirs] = [rank(p), best && rank(best)];
+    if (!best || mine[0] > theirs[0] || (mine[0] === theirs[0] && mine[1] >= theirs[1])) best = p;
+  }
+  return best ? best.hold_id : null;
+}
+
+/** Whether a remembered purchase may have moved on while the page was away (pushes are not
+ * replayed). A hold before its expiry is shown as it was: a Pay on a hold that another tab paid
+ * meanwhile returns the order without charging again, and at its expiry it is checked anyway. */
+function unsure(p) {
+  if (p.status === "paying") return true; // the reload cut a payment short: did it go through?
+  if (p.status === "held") return p.expires_at_ms <= now();
+  if (p.status === "team_open") return p.deadline_ms <= now();
+  return p.status === "team_complete"; // its order was on its way
 }
 
 // -- notices --------------------------------------------------------------------------------
@@ -360,6 +488,7 @@ function restart(token) {
   storeToken(token);
   // Another person: nothing of the last one's purchases stays on the screen.
   S.holds.clear();
+  S.memoryUser = null; // the next welcome restores the new person's
   S.me = null;
   S.banned = false;
   S.mutedUntil = 0;
@@ -550,6 +679,7 @@ function onWelcome(w) {
   for (const sale of S.sales.values()) {
     if (!current.has(sale.id) && sale.phase !== "ended") patchSale(sale.id, { phase: "ended" });
   }
+  restorePurchases(current);
   renderJoinOffer();
 }
 
@@ -961,7 +1091,7 @@ function renderSale(sale) {
   const room = Math.max(0, limit - myUnits(sale));
   sale.qty = Math.max(1, Math.min(sale.qty, room || 1, limit));
   const current = sale.current && S.holds.get(sale.current);
-  const unpaid = current && (current.status === "held" || current.status === "paying");
+  const unpaid = current && UNPAID.has(current.status);
   dom.qty.hidden = limit <= 1 || room === 0 || unpaid || sale.phase === "ended" || sale.phase === "sold_out";
   dom.qtyLabel.textContent = t("quantity");
   dom.qty.setAttribute("aria-label", t("quantity"));
@@ -996,7 +1126,7 @@ function tickSale(sale) {
   dom.timer.hidden = !dom.timer.textContent;
   const room = (sale.per_user_limit || 1) - myUnits(sale);
   const current = sale.current && S.holds.get(sale.current);
-  const unpaid = current && (current.status === "held" || current.status === "paying");
+  const unpaid = current && UNPAID.has(current.status);
   let label;
   let enabled = false;
   if (sale.busy === "reserve") label = t("buying");
@@ -1022,15 +1152,15 @@ function tickSale(sale) {
     if (dom.holdText.textContent !== text) dom.holdText.textContent = text;
     dom.holdText.classList.toggle("urgent", holdLeft < 30000);
     if (dom.pay) dom.pay.disabled = holdLeft <= 0 || p.status === "paying" || S.banned;
-    if (holdLeft < -3000 && p.status === "held") {
-      // The expiry push is not replayed after a reconnect: past its time, the hold is gone.
-      p.status = "expired";
-      renderSale(sale);
-    }
+    // The expiry push is not replayed after a reconnect: past its time the hold is gone,
+    // unless another tab paid it (that push was not replayed either), so ask the ledger.
+    if (holdLeft < -3000 && p.status === "held") checkPurchase(p);
   }
   if (p && p.status === "team_open" && dom.teamLeft) {
     const teamLeft = p.deadline_ms - now();
     dom.teamLeft.textContent = teamLeft > 0 ? t("team_left", { time: clock(teamLeft) }) : t("team_up");
+    // The same for a team's outcome (again every 10 s while the ledger cannot be reached).
+    if (teamLeft < -3000 && !(p.checked_ms > Date.now() - 10000)) checkPurchase(p);
   }
 }
 
@@ -1070,11 +1200,14 @@ async function buy(sale) {
       sale_id: sale.id,
       quantity: ack.quantity,
       expires_at_ms: ack.expires_at_ms,
+      price_cents: sale.price_cents,
       status: "held",
       kind: "hold",
+      at_ms: Date.now(),
     });
     sale.current = ack.hold_id;
     sale.busy = null;
+    remember();
     renderSale(sale);
     if (sale.dom.pay) sale.dom.pay.focus({ preventScroll: false });
   } catch (error) {
@@ -1084,8 +1217,13 @@ async function buy(sale) {
   }
 }
 
+/** The hold's unit price: as it was when reserved (remembered across a reload). */
+function unitPrice(sale, p) {
+  return typeof p.price_cents === "number" ? p.price_cents : sale.price_cents;
+}
+
 function holdAmount(sale, p) {
-  const gross = sale.price_cents * p.quantity;
+  const gross = unitPrice(sale, p) * p.quantity;
   const coupon = sale.coupon && sale.coupon.coupon_id && !sale.coupon.used ? sale.coupon : null;
   return { gross, coupon, net: Math.max(0, gross - (coupon ? coupon.discount_cents : 0)) };
 }
@@ -1093,6 +1231,7 @@ function holdAmount(sale, p) {
 async function pay(sale, p) {
   if (p.status !== "held") return;
   p.status = "paying";
+  remember(); // a reload now must ask whether the payment went through
   renderSale(sale);
   const { coupon } = holdAmount(sale, p);
   const fields = { hold_id: p.hold_id };
@@ -1101,19 +1240,23 @@ async function pay(sale, p) {
     const ack = await buyRequest("confirm", fields);
     confirmed(p, ack.order);
   } catch (error) {
+    if (error.code === "already_confirmed") return paidElsewhere(p);
     if (p.status === "paying") p.status = "held";
     if (error.code === "hold_expired" || error.code === "hold_not_found") p.status = "expired";
+    remember();
     renderSale(sale);
     showError(error);
   }
+  return undefined;
 }
 
 function confirmed(p, order) {
   p.status = "confirmed";
   p.order = order;
   const sale = S.sales.get(p.sale_id);
+  if (sale && order && order.coupon_id && sale.coupon && sale.coupon.coupon_id === order.coupon_id) sale.coupon.used = true;
+  remember();
   if (!sale) return;
-  if (order && order.coupon_id && sale.coupon && sale.coupon.coupon_id === order.coupon_id) sale.coupon.used = true;
   if (!sale.current || !ACTIVE.has(S.holds.get(sale.current)?.status) || sale.current === p.hold_id) {
     sale.current = p.hold_id;
   }
@@ -1133,8 +1276,58 @@ async function cancelHold(sale, p) {
   } catch (error) {
     if (error.code === "hold_expired" || error.code === "hold_not_found") p.status = "expired";
     showError(error);
+    if (error.code === "already_confirmed") return paidElsewhere(p); // in another tab
   }
+  remember();
   renderSale(sale);
+  return undefined;
+}
+
+function fetchOrder(holdId) {
+  return api(`/api/orders/${encodeURIComponent(holdId)}`, { token: S.token });
+}
+
+/** The server says the hold is an order already (paid in another tab): so it shows, with the
+ * order from the ledger (its sum) when the ledger answers. */
+async function paidElsewhere(p) {
+  confirmed(p, p.order || null);
+  let order = null;
+  try {
+    order = await fetchOrder(p.hold_id);
+  } catch (error) {
+    return; // confirmed all the same, without the sum
+  }
+  if (S.holds.get(p.hold_id) === p) confirmed(p, order);
+}
+
+/** Ask the ledger whether a purchase whose outcome the page may have missed became an order
+ * (the buyer may read their own; order_not_found means it did not). Until it answers the card
+ * says it is checking, never a guess. */
+async function checkPurchase(p) {
+  const was = p.status;
+  Object.assign(p, { status: "checking", was, checked_ms: Date.now() });
+  const sale = S.sales.get(p.sale_id);
+  if (sale) renderSale(sale);
+  let order = null;
+  let known = true;
+  try {
+    order = await fetchOrder(p.hold_id);
+  } catch (error) {
+    known = error.code === "order_not_found";
+  }
+  // A push (or another person signing in) got here first: theirs is the newer word.
+  if (S.holds.get(p.hold_id) !== p || p.status !== "checking") return;
+  if (order) return confirmed(p, order);
+  p.status = notAnOrder(p, was, known);
+  remember();
+  if (sale) renderSale(sale);
+}
+
+/** What a purchase is when the ledger has no order for it (known) or could not say. */
+function notAnOrder(p, was, known) {
+  if (was === "held" || was === "paying") return p.expires_at_ms > now() ? "held" : "expired";
+  if (was === "team_open" && known) return p.deadline_ms > now() ? "team_open" : "team_failed";
+  return was;
 }
 
 function onOrderStatus(m) {
@@ -1148,6 +1341,7 @@ function onOrderStatus(m) {
       quantity: (m.order && m.order.quantity) || m.quantity || 1,
       status: "held",
       kind: m.code ? "team" : "hold",
+      at_ms: Date.now(),
     };
     S.holds.set(m.hold_id, p);
   }
@@ -1156,6 +1350,7 @@ function onOrderStatus(m) {
   if (m.status === "confirmed") return confirmed(p, m.order);
   p.status = m.status;
   if (m.status === "team_failed") p.refunded_cents = m.refunded_cents;
+  remember();
   if (!sale) return undefined;
   const current = sale.current && S.holds.get(sale.current);
   if (!current || !ACTIVE.has(current.status) || sale.current === p.hold_id) sale.current = p.hold_id;
@@ -1166,7 +1361,7 @@ function onOrderStatus(m) {
 function renderPurchase(sale) {
   const dom = sale.dom;
   const p = sale.current && S.holds.get(sale.current);
-  const key = p ? `${p.hold_id}:${p.status}:${language()}:${S.banned}:${sale.coupon?.coupon_id}:${sale.coupon?.used}` : "";
+  const key = p ? `${p.hold_id}:${p.status}:${p.order?.amount_cents}:${language()}:${S.banned}:${sale.coupon?.coupon_id}:${sale.coupon?.used}` : "";
   if (dom.purchase.dataset.key === key) return;
   const hadFocus = dom.purchase.contains(document.activeElement);
   dom.purchase.dataset.key = key;
@@ -1197,7 +1392,7 @@ function renderPurchase(sale) {
         el(
           "p",
           { class: "hold-sum num" },
-          t("hold_units", { n: p.quantity, price: money(sale.price_cents) }),
+          t("hold_units", { n: p.quantity, price: money(unitPrice(sale, p)) }),
           coupon ? el("span", { class: "coupon-applied" }, ` − ${money(coupon.discount_cents)} ${t("coupon_in_sum")}`) : null,
           gross !== net || p.quantity > 1 ? ` = ${money(net)}` : null,
         ),
@@ -1231,7 +1426,7 @@ function renderPurchase(sale) {
   } else {
     let text;
     if (p.status === "confirmed") {
-      text = t("status_confirmed", { amount: money(p.order ? p.order.amount_cents : 0) });
+      text = p.order ? t("status_confirmed", { amount: money(p.order.amount_cents) }) : t("status_confirmed_plain");
       if (p.order && p.order.team_code) text = `${t("team_complete")} ${text}`;
     } else if (p.status === "team_failed") {
       text = typeof p.refunded_cents === "number" ? t("status_team_failed", { amount: money(p.refunded_cents) }) : t("status_team_failed_plain");
@@ -1292,6 +1487,8 @@ async function claimCoupon(sale) {
     const ack = await buyRequest("claim_coupon", { sale_id: sale.id, batch_id: c.batch_id });
     c.coupon_id = ack.coupon_id;
     c.discount_cents = ack.discount_cents;
+    c.at_ms = Date.now();
+    remember();
   } catch (error) {
     if (error.code === "coupons_gone") c.gone = true;
     showError(error);
@@ -1339,12 +1536,13 @@ function renderGroup(sale) {
 
 function teamPurchase(sale, ack, paidCents) {
   const existing = S.holds.get(ack.hold_id);
-  const p = existing || { hold_id: ack.hold_id, sale_id: sale.id, quantity: 1, kind: "team", status: "team_open" };
+  const p = existing || { hold_id: ack.hold_id, sale_id: sale.id, quantity: 1, kind: "team", status: "team_open", at_ms: Date.now() };
   Object.assign(p, { kind: "team", code: ack.code, members: ack.members, size: ack.size, deadline_ms: ack.deadline_ms, paid_cents: paidCents });
   // The team's confirmed push can overtake this ack: a confirmed order stays confirmed.
   if (p.status !== "confirmed") p.status = ack.completed ? "team_complete" : "team_open";
   S.holds.set(p.hold_id, p);
   sale.current = p.hold_id;
+  remember();
   return p;
 }
 
@@ -1459,7 +1657,11 @@ function start() {
     applyLanguage();
   });
   $id("sign-in-toggle").addEventListener("click", toggleSignIn);
-  $id("sign-out").addEventListener("click", () => restart(null));
+  $id("sign-out").addEventListener("click", () => {
+    // Signing out on purpose (a shared phone): the tab forgets this person's purchases too.
+    if (S.memoryUser) writeMemory(S.memoryUser, null);
+    restart(null);
+  });
   $id("sign-in").addEventListener("submit", (event) => {
     event.preventDefault();
     const token = $id("token-input").value.trim();
