@@ -12,11 +12,12 @@ import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-SCHEMA = "live-loadtest/1"
+from loadtest.audit import COUNTS as AUDIT_COUNTS
+from loadtest.result import ResultError, as_mapping, as_number, load_result, started
+
 DEFAULT_MAX_REGRESSION_PCT = 20.0
 # Below these, a p99 is noise: a few samples, or a sub-millisecond wobble on a near-zero value,
 # must not fail a pipeline.
@@ -24,14 +25,9 @@ MIN_SAMPLES = 20
 MIN_LATENCY_CHANGE_MS = 1.0
 
 LATENCY_STATS = (("p50", "p50_ms"), ("p99", "p99_ms"), ("max", "max_ms"))
-AUDIT_COUNTS = ("oversold", "lost_orders", "duplicate_orders", "over_limit", "chat_unaccounted")
 CPU_KEYS = ("duration_s", "harness_cpu_s", "harness_cores", "server_cpu_s")
 CONNECTION_KEYS = ("target", "peak", "failed", "closed_by_server")
 DASH = "-"
-
-
-class ResultError(ValueError):
-    """A file that is not a readable `live-loadtest/1` result."""
 
 
 @dataclass
@@ -62,47 +58,6 @@ class _Section:
     regressions: list[str] = field(default_factory=list)
 
 
-# --- reading ---
-
-
-def load_result(path: Path) -> dict[str, Any]:
-    """Read a result file; `ResultError` with a message fit for a user when it is not one."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ResultError(f"{path}: cannot read: {exc.strerror or exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise ResultError(f"{path}: not a JSON file (not UTF-8 text)") from exc
-    try:
-        result = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ResultError(f"{path}: not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
-    except RecursionError as exc:
-        raise ResultError(f"{path}: not a live-loadtest result (JSON nested too deeply)") from exc
-    if not isinstance(result, dict):
-        raise ResultError(f"{path}: not a live-loadtest result (a JSON object is expected)")
-    schema = result.get("schema")
-    if schema != SCHEMA:
-        found = "no schema" if schema is None else f"schema {json.dumps(schema)}"
-        raise ResultError(f"{path}: {found}, expected {SCHEMA!r}")
-    return result
-
-
-def _mapping(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _number(value: Any) -> float | None:
-    # bool is an int subclass, but `true` is never a measurement.
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:  # a JSON integer beyond float range: not a measurement either
-        return None
-    return number if math.isfinite(number) else None
-
-
 # --- formatting ---
 
 
@@ -129,20 +84,10 @@ def _fmt_change(before: float | None, after: float | None) -> str:
     return "from 0" if math.isinf(change) else f"{change:+.1f}%"
 
 
-def _date(result: dict[str, Any]) -> str:
-    started = _number(result.get("started_at_ms"))
-    if started is None:
-        return "unknown date"
-    try:
-        return datetime.fromtimestamp(started / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
-    except (OverflowError, OSError, ValueError):
-        return "unknown date"
-
-
 def _describe(result: dict[str, Any]) -> str:
     scenario = result.get("scenario")
     name = scenario if isinstance(scenario, str) else "unknown scenario"
-    return f"{name}, {_date(result)}, {_fmt(_number(result.get('duration_s')), 1)} s of load"
+    return f"{name}, {started(result)}, {_fmt(as_number(result.get('duration_s')), 1)} s of load"
 
 
 # --- sections: each compares one part of the results and says what regressed ---
@@ -155,10 +100,10 @@ def _presence_rows(before: dict[str, Any], after: dict[str, Any]) -> list[_Row]:
 
 
 def _p99_regression(name: str, before: dict[str, Any], after: dict[str, Any], limit: float) -> str | None:
-    counts = (_number(before.get("count")), _number(after.get("count")))
+    counts = (as_number(before.get("count")), as_number(after.get("count")))
     if any(count is None or count < MIN_SAMPLES for count in counts):
         return None
-    old, new = _number(before.get("p99_ms")), _number(after.get("p99_ms"))
+    old, new = as_number(before.get("p99_ms")), as_number(after.get("p99_ms"))
     change = _pct(old, new)
     if old is None or new is None or change is None:
         return None
@@ -169,16 +114,16 @@ def _p99_regression(name: str, before: dict[str, Any], after: dict[str, Any], li
 
 def _metrics(a: dict[str, Any], b: dict[str, Any], limit: float) -> _Section:
     section = _Section("latency (ms)")
-    before, after = _mapping(a.get("metrics")), _mapping(b.get("metrics"))
+    before, after = as_mapping(a.get("metrics")), as_mapping(b.get("metrics"))
     for name in sorted(set(before) & set(after)):
-        old, new = _mapping(before[name]), _mapping(after[name])
-        old_count, new_count = _number(old.get("count")), _number(new.get("count"))
+        old, new = as_mapping(before[name]), as_mapping(after[name])
+        old_count, new_count = as_number(old.get("count")), as_number(new.get("count"))
         section.rows.append(
             _Row(f"{name} count", _fmt(old_count, 0), _fmt(new_count, 0), _fmt_change(old_count, new_count))
         )
         regression = _p99_regression(name, old, new, limit)
         for label, key in LATENCY_STATS:
-            old_ms, new_ms = _number(old.get(key)), _number(new.get(key))
+            old_ms, new_ms = as_number(old.get(key)), as_number(new.get(key))
             flag = "REGRESSION" if regression and key == "p99_ms" else ""
             section.rows.append(
                 _Row(f"{name} {label}", _fmt(old_ms), _fmt(new_ms), _fmt_change(old_ms, new_ms), flag)
@@ -191,9 +136,9 @@ def _metrics(a: dict[str, Any], b: dict[str, Any], limit: float) -> _Section:
 
 def _throughput(a: dict[str, Any], b: dict[str, Any], limit: float) -> _Section:
     section = _Section("throughput (/s)")
-    before, after = _mapping(a.get("throughput")), _mapping(b.get("throughput"))
+    before, after = as_mapping(a.get("throughput")), as_mapping(b.get("throughput"))
     for name in sorted(set(before) & set(after)):
-        old, new = _number(before[name]), _number(after[name])
+        old, new = as_number(before[name]), as_number(after[name])
         change = _pct(old, new)
         fell = old is not None and old > 0 and change is not None and -change > limit
         section.rows.append(
@@ -210,9 +155,9 @@ def _throughput(a: dict[str, Any], b: dict[str, Any], limit: float) -> _Section:
 
 def _errors(a: dict[str, Any], b: dict[str, Any], limit: float) -> _Section:
     section = _Section("errors")
-    before, after = _mapping(a.get("errors")), _mapping(b.get("errors"))
+    before, after = as_mapping(a.get("errors")), as_mapping(b.get("errors"))
     for kind in sorted(set(before) | set(after)):
-        old, new = _number(before.get(kind)) or 0.0, _number(after.get(kind)) or 0.0
+        old, new = as_number(before.get(kind)) or 0.0, as_number(after.get(kind)) or 0.0
         change = _pct(old, new)
         regression = None
         if old == 0 and new > 0:
@@ -238,7 +183,7 @@ def _passed_text(passed: Any) -> str:
 
 def _audit(a: dict[str, Any], b: dict[str, Any]) -> _Section:
     section = _Section("audit")
-    before, after = _mapping(a.get("audit")), _mapping(b.get("audit"))
+    before, after = as_mapping(a.get("audit")), as_mapping(b.get("audit"))
     # A baseline that did not fail (passed, or had no audit) followed by a failure is a regression;
     # a run that failed in both is reported but was already broken before this change.
     failed_now = after.get("passed") is False and before.get("passed") is not False
@@ -251,10 +196,12 @@ def _audit(a: dict[str, Any], b: dict[str, Any]) -> _Section:
         )
     )
     for key in AUDIT_COUNTS:
-        old, new = _number(before.get(key)), _number(after.get(key))
+        old, new = as_number(before.get(key)), as_number(after.get(key))
         section.rows.append(_Row(key, _fmt(old, 0), _fmt(new, 0), _fmt_change(old, new)))
     if failed_now:
-        bad = [f"{key} {_fmt(_number(after.get(key)), 0)}" for key in AUDIT_COUNTS if _number(after.get(key))]
+        bad = [
+            f"{key} {_fmt(as_number(after.get(key)), 0)}" for key in AUDIT_COUNTS if as_number(after.get(key))
+        ]
         section.regressions.append("audit passed -> failed" + (f" ({', '.join(bad)})" if bad else ""))
     return section
 
@@ -265,7 +212,7 @@ def _plain(
     """Context without a verdict: CPU and connections explain a change but are not one."""
     section = _Section(title)
     for key in keys:
-        old, new = _number(before.get(key)), _number(after.get(key))
+        old, new = as_number(before.get(key)), as_number(after.get(key))
         section.rows.append(_Row(key, _fmt(old, digits), _fmt(new, digits), _fmt_change(old, new)))
     return section
 
@@ -273,7 +220,7 @@ def _plain(
 def _parameters(a: dict[str, Any], b: dict[str, Any]) -> _Section:
     """Only the parameters that differ: comparing runs of different plans is allowed but worth a look."""
     section = _Section("parameters that differ")
-    before, after = _mapping(a.get("parameters")), _mapping(b.get("parameters"))
+    before, after = as_mapping(a.get("parameters")), as_mapping(b.get("parameters"))
     for key in sorted(set(before) | set(after)):
         if before.get(key, DASH) != after.get(key, DASH):
             old = json.dumps(before[key]) if key in before else DASH
@@ -327,7 +274,11 @@ def compare(
         _audit(a, b),
         _plain("cpu and duration", a, b, CPU_KEYS, 2),
         _plain(
-            "connections", _mapping(a.get("connections")), _mapping(b.get("connections")), CONNECTION_KEYS, 0
+            "connections",
+            as_mapping(a.get("connections")),
+            as_mapping(b.get("connections")),
+            CONNECTION_KEYS,
+            0,
         ),
         _parameters(a, b),
     ]

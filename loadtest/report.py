@@ -15,7 +15,6 @@ import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,8 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
+
+from loadtest.result import as_mapping, as_number, started
 
 REPORT_FILE = "report.html"
 LATENCY_OVER_TIME = "latency_over_time.png"
@@ -66,28 +67,13 @@ class Plot:
 # --- reading the result defensively: it comes from a file, any part may be missing or odd ---
 
 
-def _mapping(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
 def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
-def _number(value: Any) -> float | None:
-    # bool is an int subclass, but `true` is never a measurement.
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:  # a JSON integer beyond float range: not a measurement either
-        return None
-    return number if math.isfinite(number) else None
-
-
 def _series(value: Any, length: int | None = None) -> list[float]:
     """A timeline series as floats, NaN where a second had no sample (matplotlib draws a gap)."""
-    numbers = [_number(item) for item in _list(value)[:length]]
+    numbers = [as_number(item) for item in _list(value)[:length]]
     return [math.nan if item is None else item for item in numbers]
 
 
@@ -99,7 +85,7 @@ def _e(value: object) -> Html:
 
 
 def _fmt_ms(value: Any) -> str:
-    number = _number(value)
+    number = as_number(value)
     if number is None:
         return DASH
     if abs(number) >= 100:
@@ -108,14 +94,14 @@ def _fmt_ms(value: Any) -> str:
 
 
 def _fmt_count(value: Any) -> str:
-    number = _number(value)
+    number = as_number(value)
     if number is None:
         return DASH
     return f"{number:,.0f}" if number == int(number) else f"{number:,.2f}"
 
 
 def _fmt_rate(value: Any) -> str:
-    number = _number(value)
+    number = as_number(value)
     if number is None:
         return DASH
     return f"{number:,.1f}" if abs(number) >= 10 else f"{number:,.2f}"
@@ -124,16 +110,6 @@ def _fmt_rate(value: Any) -> str:
 def _scalar_text(value: Any) -> str:
     # Strings as they are; everything else as JSON, so a parameter reads as it was given.
     return value if isinstance(value, str) else json.dumps(value)
-
-
-def _date(result: dict[str, Any]) -> str:
-    started = _number(result.get("started_at_ms"))
-    if started is None:
-        return "unknown date"
-    try:
-        return datetime.fromtimestamp(started / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    except (OverflowError, OSError, ValueError):
-        return "unknown date"
 
 
 # --- HTML building blocks ---
@@ -245,7 +221,7 @@ def _has_positive(values: Sequence[float]) -> bool:
 
 
 def _timeline(result: dict[str, Any]) -> tuple[dict[str, Any], list[float]]:
-    timeline = _mapping(result.get("timeline"))
+    timeline = as_mapping(result.get("timeline"))
     # NaN, not dropped, for an odd entry: the series must stay aligned with their seconds.
     return timeline, _series(timeline.get("t_s"))
 
@@ -254,9 +230,9 @@ def _latency_over_time(result: dict[str, Any]) -> bytes:
     figure, axes = _new_axes("Latency over time (solid: p99, dashed: p50)", "ms")
     timeline, times = _timeline(result)
     drawn = False
-    for index, (name, stats) in enumerate(sorted(_mapping(timeline.get("latency")).items())):
-        p50 = _series(_mapping(stats).get("p50_ms"), len(times))
-        p99 = _series(_mapping(stats).get("p99_ms"), len(times))
+    for index, (name, stats) in enumerate(sorted(as_mapping(timeline.get("latency")).items())):
+        p50 = _series(as_mapping(stats).get("p50_ms"), len(times))
+        p99 = _series(as_mapping(stats).get("p99_ms"), len(times))
         if not (_has_positive(p50) or _has_positive(p99)):
             continue
         colour = _colour(index)
@@ -273,7 +249,7 @@ def _throughput_over_time(result: dict[str, Any]) -> bytes:
     figure, axes = _new_axes("Throughput over time", "events per second")
     timeline, times = _timeline(result)
     drawn = False
-    for index, (name, values) in enumerate(sorted(_mapping(timeline.get("throughput")).items())):
+    for index, (name, values) in enumerate(sorted(as_mapping(timeline.get("throughput")).items())):
         series = _series(values, len(times))
         if not series:
             continue
@@ -296,7 +272,7 @@ def _connections_over_time(result: dict[str, Any]) -> bytes:
     drawn = bool(series)
     if drawn:
         axes.plot(times[: len(series)], series, linewidth=1.5, label="open")
-        target = _number(_mapping(result.get("connections")).get("target"))
+        target = as_number(as_mapping(result.get("connections")).get("target"))
         if target is not None:
             axes.axhline(target, color="grey", linestyle="--", linewidth=1, label="target")
         axes.set_xlabel("seconds since start of load")
@@ -350,7 +326,7 @@ def _latency_distribution(result: dict[str, Any]) -> bytes:
     figure, axes = _new_axes("Latency by percentile (whole run)", "ms")
     largest_x = 0.0
     drawn = False
-    for index, (name, encoded) in enumerate(sorted(_mapping(result.get("histograms")).items())):
+    for index, (name, encoded) in enumerate(sorted(as_mapping(result.get("histograms")).items())):
         histogram = _decode(encoded)
         if histogram is None:
             continue
@@ -378,10 +354,10 @@ def _plots(result: dict[str, Any]) -> list[Plot]:
 
 
 def _banner(result: dict[str, Any]) -> str:
-    audit = _mapping(result.get("audit"))
+    audit = as_mapping(result.get("audit"))
     passed = audit.get("passed")
     counts = " &middot; ".join(
-        f'<span class="{"bad" if (_number(audit.get(key)) or 0) else "ok"}">'
+        f'<span class="{"bad" if (as_number(audit.get(key)) or 0) else "ok"}">'
         f"{_e(key.replace('_', ' '))} {_e(_fmt_count(audit.get(key)))}</span>"
         for key in AUDIT_COUNTS
     )
@@ -401,7 +377,7 @@ def _run_card(result: dict[str, Any]) -> Html:
         [
             ("scenario", _scalar_text(result.get("scenario", DASH))),
             ("parts", ", ".join(_scalar_text(part) for part in parts) or DASH),
-            ("started", _date(result)),
+            ("started", started(result, seconds=True)),
             ("duration", f"{_fmt_rate(result.get('duration_s'))} s"),
             ("schema", _scalar_text(result.get("schema", DASH))),
         ]
@@ -409,8 +385,8 @@ def _run_card(result: dict[str, Any]) -> Html:
 
 
 def _cpu_card(result: dict[str, Any]) -> Html:
-    duration = _number(result.get("duration_s"))
-    server = _number(result.get("server_cpu_s"))
+    duration = as_number(result.get("duration_s"))
+    server = as_number(result.get("server_cpu_s"))
     # The schema gives harness_cores but no server equivalent; the same division makes them comparable.
     server_cores = server / duration if server is not None and duration else None
     return _key_values(
@@ -424,7 +400,7 @@ def _cpu_card(result: dict[str, Any]) -> Html:
 
 
 def _dict_card(value: Any) -> Html:
-    return _key_values((str(key), _render_value(item)) for key, item in _mapping(value).items())
+    return _key_values((str(key), _render_value(item)) for key, item in as_mapping(value).items())
 
 
 def _overview(result: dict[str, Any]) -> str:
@@ -440,10 +416,10 @@ def _overview(result: dict[str, Any]) -> str:
 
 
 def _metrics_section(result: dict[str, Any]) -> str:
-    metrics = _mapping(result.get("metrics"))
+    metrics = as_mapping(result.get("metrics"))
     rows = [
-        [name, _fmt_count(_mapping(stats).get("count"))]
-        + [_fmt_ms(_mapping(stats).get(key)) for _, key in METRIC_COLUMNS]
+        [name, _fmt_count(as_mapping(stats).get("count"))]
+        + [_fmt_ms(as_mapping(stats).get(key)) for _, key in METRIC_COLUMNS]
         for name, stats in sorted(metrics.items())
     ]
     headers = ["metric", "count"] + [f"{label} ms" for label, _ in METRIC_COLUMNS]
@@ -451,8 +427,8 @@ def _metrics_section(result: dict[str, Any]) -> str:
 
 
 def _throughput_section(result: dict[str, Any]) -> str:
-    throughput = _mapping(result.get("throughput"))
-    counts = _mapping(result.get("counts"))
+    throughput = as_mapping(result.get("throughput"))
+    counts = as_mapping(result.get("counts"))
     names = sorted(set(throughput) | set(counts))
     rows = [[name, _fmt_rate(throughput.get(name)), _fmt_count(counts.get(name))] for name in names]
     body = _table(["name", "per second", "total"], rows) if rows else _muted("No throughput.")
@@ -460,26 +436,26 @@ def _throughput_section(result: dict[str, Any]) -> str:
 
 
 def _errors_section(result: dict[str, Any]) -> str:
-    errors = _mapping(result.get("errors"))
-    ordered = sorted(errors.items(), key=lambda item: (-(_number(item[1]) or 0), item[0]))
+    errors = as_mapping(result.get("errors"))
+    ordered = sorted(errors.items(), key=lambda item: (-(as_number(item[1]) or 0), item[0]))
     rows = [[kind, _fmt_count(count)] for kind, count in ordered]
     return _section("Errors", _table(["kind", "count"], rows) if rows else _muted("No errors."))
 
 
 def _outcomes_section(result: dict[str, Any]) -> str:
     rows: list[list[object]] = []
-    for command, outcomes in sorted(_mapping(result.get("outcomes")).items()):
-        by_outcome = _mapping(outcomes)
-        total = sum(_number(count) or 0 for count in by_outcome.values())
+    for command, outcomes in sorted(as_mapping(result.get("outcomes")).items()):
+        by_outcome = as_mapping(outcomes)
+        total = sum(as_number(count) or 0 for count in by_outcome.values())
         for outcome, count in sorted(by_outcome.items()):
-            share = (_number(count) or 0) / total * 100 if total else None
+            share = (as_number(count) or 0) / total * 100 if total else None
             rows.append([command, outcome, _fmt_count(count), f"{share:.1f}%" if share is not None else DASH])
     body = _table(["command", "outcome", "count", "share"], rows, numeric_from=2) if rows else None
     return _section("Outcomes", body or _muted("No outcomes."))
 
 
 def _audit_section(result: dict[str, Any]) -> str:
-    audit = _mapping(result.get("audit"))
+    audit = as_mapping(result.get("audit"))
     parts = [
         f"<h3>{_e(key)}</h3>{_render_value(audit[key])}"
         for key in AUDIT_DETAILS
@@ -539,12 +515,12 @@ code{font-size:.9em}
 
 def _page(result: dict[str, Any], plots: Sequence[Plot]) -> str:
     scenario = _scalar_text(result.get("scenario", "unknown scenario"))
-    title = f"live-loadtest: {scenario}, {_date(result)}"
+    title = f"live-loadtest: {scenario}, {started(result, seconds=True)}"
     body = "".join(
         [
             f"<h1>{_e(title)}</h1>",
             f'<p class="sub">{_e(_fmt_rate(result.get("duration_s")))} s of load against '
-            f"{_e(_scalar_text(_mapping(result.get('target')).get('url', DASH)))}</p>",
+            f"{_e(_scalar_text(as_mapping(result.get('target')).get('url', DASH)))}</p>",
             _banner(result),
             _overview(result),
             _metrics_section(result),

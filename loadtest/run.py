@@ -37,11 +37,11 @@ from loadtest.api import Api, mint
 from loadtest.plan import Plan, PlanError
 from loadtest.procfs import CpuMeter, listening_pids
 from loadtest.progress import Progress
+from loadtest.result import SCHEMA
 from loadtest.spawn import LocalServer
 from loadtest.worker import WorkerSpec
 from loadtest.wsclient import Endpoint
 
-SCHEMA = "live-loadtest/1"
 HOST_USER = "lt-host"
 #: Time for workers to start (import, connect the host) before the timeline begins.
 READY_TIMEOUT_S = 60.0
