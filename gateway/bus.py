@@ -23,12 +23,15 @@ from redis.exceptions import RedisError
 
 from gateway.config import GatewayConfig
 from gateway.keys import RoomKeys
-from shared.aio import stop_tasks
+from shared.aio import Supervisor
 
 log = logging.getLogger(__name__)
 
 #: A presence entry older than this belongs to a dead process and is not counted.
 PRESENCE_STALE_MS = 5_000
+
+#: Room seqs are Redis integers (INCR), so never above this.
+MAX_SEQ = 2**63 - 1
 
 #: The seq of a message for one user (``publish_direct``): {"to": user id, "message": ...}.
 DIRECT = -1
@@ -60,9 +63,16 @@ class Snapshot:
 
 
 class Bus:
-    def __init__(self, redis: aioredis.Redis, config: GatewayConfig, on_events: EventHandler):
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        config: GatewayConfig,
+        on_events: EventHandler,
+        supervisor: Supervisor | None = None,
+    ):
         self.redis = redis
         self.config = config
+        self.supervisor = supervisor or Supervisor()
         self._on_events = on_events
         self._publish = redis.register_script(_script("publish.lua"))
         self._likes = redis.register_script(_script("likes.lua"))
@@ -71,7 +81,6 @@ class Bus:
         self._channels: dict[str, str] = {}  # channel -> room id
         self._confirmed: dict[str, asyncio.Event] = {}
         self._has_channels = asyncio.Event()
-        self._reader: asyncio.Task[None] | None = None
 
     def keys(self, room_id: str) -> RoomKeys:
         return RoomKeys(self.config.key_prefix, room_id)
@@ -80,11 +89,10 @@ class Bus:
         info = await self.redis.info("server")
         major = int(str(info.get("redis_version", "0")).split(".")[0])
         self._sharded = major >= 7
-        self._reader = asyncio.create_task(self._read(), name="gateway-bus-reader")
+        self.supervisor.start("gateway-bus-reader", self._read)
 
     async def close(self) -> None:
-        if self._reader is not None:
-            await stop_tasks([self._reader])
+        await self.supervisor.stop(["gateway-bus-reader"])
         await self._pubsub.aclose()  # type: ignore[no-untyped-call]
 
     # -- subscriptions ------------------------------------------------------------------------
@@ -160,7 +168,9 @@ class Bus:
             now_ms(),
         ]
         for user_id, message in events:
-            args += [user_id, _dumps(message)]
+            # encoded here, before the call: a message that cannot be sent fails alone, and
+            # nothing has reached Redis when it does
+            args += [user_id.encode(), _dumps(message).encode()]
         keys = [k.seq, k.history, k.state, k.mutes, k.banned, k.slow, k.chat]
         results = await self._publish(keys=keys, args=args)
         return [r if isinstance(r, int) else r.decode() for r in results]
@@ -199,14 +209,36 @@ class Bus:
         await self.redis.hdel(self.keys(room_id).state, name)
 
     async def mute(self, room_id: str, user_id: str, until_ms: int) -> None:
+        """Mute until ``until_ms``. The room's mutes are kept ``ban_retention_s`` after its
+        last mute (at least the longest mute: no mute is forgotten before it ends)."""
         k = self.keys(room_id)
+        keep_ms = max(self.config.ban_retention_s * 1000, until_ms - now_ms())
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(k.mutes, user_id, until_ms)
-            pipe.pexpire(k.mutes, self.config.history_ttl_s * 1000)
+            pipe.pexpire(k.mutes, keep_ms)
             await pipe.execute()
 
     async def ban(self, room_id: str, user_id: str) -> None:
-        await self.redis.sadd(self.keys(room_id).banned, user_id)
+        """Ban from the room. The room's bans are kept ``ban_retention_s`` after its last ban,
+        then forgotten (the set would otherwise stay in Redis for ever)."""
+        k = self.keys(room_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.sadd(k.banned, user_id)
+            pipe.pexpire(k.banned, self.config.ban_retention_s * 1000)
+            await pipe.execute()
+
+    async def unban(self, room_id: str, user_id: str) -> bool:
+        """Lift a ban; False if the user was not banned."""
+        return bool(await self.redis.srem(self.keys(room_id).banned, user_id))
+
+    async def unmute(self, room_id: str, user_id: str) -> bool:
+        """Lift a mute; False if the user was not muted (or the mute had run out)."""
+        k = self.keys(room_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hget(k.mutes, user_id)
+            pipe.hdel(k.mutes, user_id)
+            until, _ = await pipe.execute()
+        return until is not None and int(until) > now_ms()
 
     async def is_banned(self, room_id: str, user_id: str) -> bool:
         return bool(await self.redis.sismember(self.keys(room_id).banned, user_id))
@@ -219,6 +251,10 @@ class Bus:
 
     async def snapshot(self, room_id: str, last_seq: int | None) -> Snapshot:
         k = self.keys(room_id)
+        if last_seq is not None and last_seq >= MAX_SEQ:
+            # Past any seq the room can have, like any last_seq past the room's: a fresh
+            # snapshot (and not a stream id Redis can read: XRANGE would fail every time).
+            last_seq = None
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.get(k.seq)
             pipe.hgetall(k.state)
@@ -258,8 +294,11 @@ class Bus:
             total = 0
             for value in entries.values():
                 count, _, updated = value.decode().partition("|")
-                if stamp - int(updated) < PRESENCE_STALE_MS:
-                    total += int(count)
+                try:
+                    if stamp - int(updated) < PRESENCE_STALE_MS:
+                        total += int(count)
+                except ValueError:  # not ours (a stray write): one entry, not the whole report
+                    continue
             totals[room_id] = total
         return totals
 

@@ -19,9 +19,13 @@ class GatewayConfig:
     #: Per connection: a burst of this many comments, refilled at comment_rate_per_s.
     comment_burst: int = 5
     comment_rate_per_s: float = 1.0
-    #: Per connection: any client message.
+    #: Per connection: any client message, control frames (ping, pong) included.
     message_burst: int = 40
     message_rate_per_s: float = 20.0
+    #: A message past that rate is refused (rate_limited); more than message_burst refusals
+    #: within about this long close the connection (1008): refusals are forgiven at
+    #: message_burst / flood_window_s a second, so only a sustained flood closes.
+    flood_window_s: float = 10.0
     #: Per connection: likes counted per second; a storm beyond is capped.
     likes_per_s: int = 50
     #: Comments in the welcome snapshot.
@@ -31,6 +35,9 @@ class GatewayConfig:
     history_size: int = 1000
     chat_history_size: int = 200
     history_ttl_s: int = 86_400
+    #: A room's ban set and mutes are kept this long after its last ban / mute, then expire.
+    #: At least the longest mute (30 days), so a mute never ends early.
+    ban_retention_s: int = 30 * 86_400
     max_frame_bytes: int = 64 * 1024
     #: Outgoing bytes queued for one connection: past soft, chat and likes are skipped for it;
     #: past hard, or past soft for longer than slow_grace_s, it is closed (4409).

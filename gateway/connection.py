@@ -86,11 +86,15 @@ class Connection(asyncio.Protocol):
         self.messages = TokenBucket(config.message_burst, config.message_rate_per_s)
         self.comments = TokenBucket(config.comment_burst, config.comment_rate_per_s)
         self.likes = TokenBucket(config.likes_per_s, config.likes_per_s)
-        self.violations = 0
+        #: Refusals for flooding a client may have before it is closed (1008); they are
+        #: forgiven over flood_window_s, so a client that is only now and then too fast stays.
+        self.strikes = TokenBucket(config.message_burst, config.message_burst / config.flood_window_s)
         #: The last of this client's commands that run asynchronously (see Hub.handle).
         self.last_command: asyncio.Task[None] | None = None
         self._timers: list[asyncio.TimerHandle] = []
         self._cutoff = False
+        #: The write side is half-closed: nothing more can be written.
+        self._eof_written = False
         self._joined = False
         self._held_frames: list[Frame] = []
 
@@ -132,7 +136,10 @@ class Connection(asyncio.Protocol):
     # -- handshake ----------------------------------------------------------------------------
 
     def accept(self, request: Request) -> bool:
-        """Complete the upgrade; False if the request is not a valid WebSocket handshake."""
+        """Complete the upgrade; False if the request is not a valid WebSocket handshake, or
+        the client broke the protocol while it waited (a frame too big before the upgrade)."""
+        if self._eof_written:
+            return False
         handshake = self.handshake
         response = handshake.accept(request)
         handshake.send_response(response)
@@ -207,10 +214,15 @@ class Connection(asyncio.Protocol):
     # -- frames in ----------------------------------------------------------------------------
 
     def _on_frame(self, frame: Frame) -> None:
-        if frame.opcode in (Opcode.PING, Opcode.PONG, Opcode.CLOSE):
-            return  # websockets answers pings and closes; any frame counts as a sign of life
-        if not self.open:
+        if frame.opcode is Opcode.PING or frame.opcode is Opcode.PONG:
+            # websockets has queued the pong already (its bytes count toward the send buffer,
+            # see _flush_protocol); control frames share the message rate, so a ping flood is
+            # a flood like any other, also while the connection is closing.
+            if not self.messages.take():
+                self._too_fast(None)
             return
+        if not self.open or frame.opcode is Opcode.CLOSE:
+            return  # websockets answers a close; the connection is ending
         self.hub.metrics.frames_in(1)
         if frame.opcode is Opcode.CONT or not frame.fin:
             self.close(close_codes.UNSUPPORTED, '{"code":"fragmented"}')
@@ -219,16 +231,10 @@ class Connection(asyncio.Protocol):
         if frame.opcode is Opcode.TEXT and not _is_utf8(data):
             # RFC 6455 8.1: a text frame that is not UTF-8 fails the connection (1007).
             self.hub.count_error("invalid_utf8")
-            self.ws.fail(close_codes.INVALID_DATA, "invalid UTF-8")
-            self._flush_protocol()
+            self._fail(close_codes.INVALID_DATA, "invalid UTF-8")
             return
         if not self.messages.take():
-            self.violations += 1
-            if self.violations > self.hub.config.message_burst:
-                self.hub.count_error("flood")
-                self.close(close_codes.POLICY, '{"code":"flood"}')
-                return
-            self.send_error(ProtocolError("rate_limited", "too many messages; slow down"))
+            self._too_fast(ProtocolError("rate_limited", "too many messages; slow down"))
             return
         try:
             command = messages.decode(self.framing, int(frame.opcode), data)
@@ -237,11 +243,38 @@ class Connection(asyncio.Protocol):
             return
         self.hub.handle(self, command)
 
+    def _too_fast(self, refusal: ProtocolError | None) -> None:
+        """A frame over the message rate: refused (told with ``refusal``, for a message), or,
+        past the flood tolerance, the connection is failed (1008)."""
+        if self.strikes.take():
+            if refusal is not None:
+                self.send_error(refusal)
+            return
+        if self.ws.state is State.CLOSED or self._eof_written:
+            return  # failed already
+        self.hub.count_error("flood")
+        # Fail rather than close: nothing more the client sends is read or answered (no
+        # pongs for the rest of a ping flood), and the close frame still goes out.
+        self._fail(close_codes.POLICY, '{"code":"flood"}')
+
     # -- frames out ---------------------------------------------------------------------------
 
+    def write(self, data: bytes) -> bool:
+        """Queue bytes for the client: every write of this connection goes through here
+        (protocol frames, pongs and close frames included; the room fan-out inlines the same
+        check), so everything queued counts toward send_buffer_hard_bytes. Past it the client
+        is closed (4409). False if nothing could be written."""
+        transport = self.transport
+        if transport is None or transport.is_closing() or self._eof_written:
+            return False
+        transport.write(data)
+        if transport.get_write_buffer_size() > self.hub.config.send_buffer_hard_bytes:
+            self.close_slow()
+            return False
+        return True
+
     def send(self, message: dict[str, Any]) -> None:
-        if self.open and self.transport is not None:
-            self.transport.write(messages.frame(self.framing, message))
+        if self.open and self.write(messages.frame(self.framing, message)):
             self.hub.metrics.frames_out(1)
 
     def send_error(self, exc: ProtocolError) -> None:
@@ -270,8 +303,7 @@ class Connection(asyncio.Protocol):
             }
             self.dropped_comments = self.dropped_frames = 0
             self.send(lagged)
-        transport.write(data)
-        return 1
+        return 1 if self.write(data) else 0
 
     def ping(self) -> None:
         """Send a keep-alive ping; close a client that has been silent for two intervals."""
@@ -281,7 +313,7 @@ class Connection(asyncio.Protocol):
             self.hub.count_error("idle_timeout")
             self.close(close_codes.IDLE_TIMEOUT, '{"code":"idle_timeout"}')
         else:
-            self.transport.write(PING)
+            self.write(PING)
 
     # -- closing ------------------------------------------------------------------------------
 
@@ -300,6 +332,16 @@ class Connection(asyncio.Protocol):
         else:
             transport.close()
 
+    def _fail(self, code: int, reason: str) -> None:
+        """Fail the connection (RFC 6455 7.1.7): send a close frame, half-close, and discard
+        whatever else the client sends until it closes (or CLOSE_TIMEOUT_S)."""
+        if self.open:
+            self.open = False
+            self.hub.leave(self)
+        if self.ws.state is State.OPEN or self.ws.state is State.CLOSING:
+            self.ws.fail(code, reason)  # closing already: no second close frame, just the EOF
+        self._flush_protocol()
+
     def close_slow(self) -> None:
         self.hub.count_error("slow_consumer")
         transport = self.transport
@@ -308,7 +350,8 @@ class Connection(asyncio.Protocol):
                 self.open = False
                 self.hub.leave(self)
             # The buffer is full: the close frame would wait behind it, so cut now.
-            transport.write(close_frame(close_codes.SLOW_CONSUMER, '{"code":"slow_consumer"}'))
+            if not self._eof_written:
+                transport.write(close_frame(close_codes.SLOW_CONSUMER, '{"code":"slow_consumer"}'))
             transport.abort()
 
     def _flush_protocol(self) -> None:
@@ -321,12 +364,32 @@ class Connection(asyncio.Protocol):
             self.hub.leave(self)
         for chunk in self.ws.data_to_send():
             if chunk:
-                transport.write(chunk)
-            elif not transport.is_closing():
-                transport.close()  # the protocol wants the TCP connection closed
+                if not self.write(chunk):
+                    return  # closed meanwhile (past the hard limit, say)
+            elif not transport.is_closing() and not self._eof_written:
+                # The protocol is done sending. Half-close rather than close: closing a socket
+                # with unread input sends a TCP reset, which can destroy the close frame before
+                # the client reads it (a 1009 for a frame too big arrives with the frame's rest
+                # still unread). The protocol discards what comes in until the client's EOF.
+                self._eof_written = True
+                _write_eof(transport)
         if self.ws.state is State.CLOSED and not transport.is_closing():
             transport.close()
         elif self.ws.close_expected() and not self._cutoff:
-            # We sent (or answered) a close: give the client CLOSE_TIMEOUT_S to end it.
+            # We sent (or answered) a close: give the client CLOSE_TIMEOUT_S to end it, and
+            # read meanwhile even before the welcome (the protocol discards or holds it).
             self._cutoff = True
             self._timers.append(asyncio.get_running_loop().call_later(CLOSE_TIMEOUT_S, transport.abort))
+            if not transport.is_closing() and not transport.is_reading():
+                transport.resume_reading()
+
+
+def _write_eof(transport: asyncio.Transport) -> None:
+    """Half-close the connection where the transport can (not TLS), else close it."""
+    if transport.can_write_eof():
+        try:
+            transport.write_eof()
+            return
+        except (OSError, RuntimeError):  # uvloop raises RuntimeError on a closing stream
+            pass
+    transport.close()

@@ -27,8 +27,14 @@ def encode_frame(opcode: int, payload: bytes) -> bytes:
     return header + payload
 
 
+#: Longest close reason: a control frame's payload is at most 125 bytes, 2 of them the code.
+MAX_CLOSE_REASON = 123
+
+
 def close_frame(code: int, reason: str = "") -> bytes:
-    return encode_frame(OP_CLOSE, struct.pack("!H", code) + reason.encode()[:123])
+    # Cut at a character boundary: a reason that is not UTF-8 fails the client's close (1007).
+    data = reason.encode(errors="replace")[:MAX_CLOSE_REASON].decode(errors="ignore").encode()
+    return encode_frame(OP_CLOSE, struct.pack("!H", code) + data)
 
 
 PING = encode_frame(OP_PING, b"")

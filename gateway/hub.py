@@ -24,13 +24,13 @@ from redis.exceptions import RedisError
 from websockets.http11 import Request
 
 from gateway import close_codes
-from gateway.bus import DIRECT, GAUGE, Bus, now_ms
+from gateway.bus import DIRECT, GAUGE, MAX_SEQ, Bus, now_ms
 from gateway.config import GatewayConfig
 from gateway.connection import Connection
 from gateway.messages import APP_COMMANDS, MODERATION, Command, ProtocolError
 from gateway.room import WRITE_CHUNK, Room
 from gateway.words import BannedWords
-from shared.aio import stop_tasks
+from shared.aio import Supervisor, stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,10 @@ class Directory(Protocol):
     async def product(self, room_id: str, product_id: str) -> dict[str, Any] | None:
         """A product of the room, as pinned cards show it, or None."""
 
+    async def may_moderate(self, room_id: str, user_id: str) -> bool:
+        """Whether hosts and moderators may mute or ban this user in this room (False for the
+        room's host: nobody locks a room's host out of their own room)."""
+
     async def command(self, caller: Caller, command: Command) -> dict[str, Any]:
         """Carry out an application command (``APP_COMMANDS``): the fields of its ack, or
         raise ProtocolError."""
@@ -113,9 +117,11 @@ class Hub:
     directory: Directory
     metrics: Metrics
     node_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    #: Keeps the hub's loops (and its bus reader) running; /readyz asks it what is down.
+    supervisor: Supervisor = field(default_factory=Supervisor)
 
     def __post_init__(self) -> None:
-        self.bus = Bus(self.redis, self.config, self.on_events)
+        self.bus = Bus(self.redis, self.config, self.on_events, self.supervisor)
         self.words = BannedWords(self.config.banned_words)
         self.rooms: dict[str, Room] = {}
         self.connections: set[Connection] = set()
@@ -124,20 +130,16 @@ class Hub:
         self._outbox: dict[str, list[_Queued]] = {}
         self._outbox_ready = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._loops: list[asyncio.Task[None]] = []
+        self._loops = ["gateway-tick", "gateway-publish", "gateway-presence", "gateway-ping"]
         self._linger: dict[str, asyncio.TimerHandle] = {}
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
         await self.bus.start()
-        for name, loop in (
-            ("tick", self._tick_loop()),
-            ("publish", self._publish_loop()),
-            ("presence", self._presence_loop()),
-            ("ping", self._ping_loop()),
-        ):
-            self._loops.append(asyncio.create_task(loop, name=f"gateway-{name}"))
+        loops = (self._tick_loop, self._publish_loop, self._presence_loop, self._ping_loop)
+        for name, loop in zip(self._loops, loops, strict=True):
+            self.supervisor.start(name, loop)
 
     async def close_all(self, code: int, reason: str, timeout_s: float = 2.0) -> None:
         """Close every connection, waiting up to ``timeout_s`` for clients to answer."""
@@ -151,7 +153,8 @@ class Hub:
                 conn.transport.abort()
 
     async def stop(self) -> None:
-        await stop_tasks([*self._loops, *self._tasks])
+        await self.supervisor.stop(self._loops)
+        await stop_tasks(self._tasks)
         if self.rooms:
             await self.bus.report_presence(self.node_id, dict.fromkeys(self.rooms, 0))
         await self.bus.close()
@@ -208,6 +211,12 @@ class Hub:
             log.warning("handshake failed on a backend", extra={"error": repr(exc)})
             self.count_error("unavailable")
             conn.refuse(503, _error_body("unavailable", "a backend is unavailable; retry"))
+            return
+        except Exception:  # a bug: this handshake gets an answer, and nobody else notices
+            self._release(conn)
+            log.exception("handshake failed")
+            self.count_error("internal")
+            conn.refuse(500, _error_body("internal", "internal server error"))
             return
         # who it is, before accept(): frames sent right behind the request are handled in it
         conn.admission = admission
@@ -389,7 +398,8 @@ class Hub:
     async def _moderate(self, conn: Connection, command: Command) -> None:
         assert conn.admission is not None
         f, room_id, rid = command.fields, conn.room_id, command.rid
-        by = {"by": conn.user_id, "ts_ms": now_ms()}
+        at = now_ms()
+        by = {"by": conn.user_id, "ts_ms": at}
         try:
             match command.type:
                 case "host_message":
@@ -413,17 +423,27 @@ class Hub:
                 case "mute":
                     if not 0 < f["duration_s"] <= MAX_MUTE_S:
                         raise ProtocolError("invalid_field", f"'duration_s' must be 1 to {MAX_MUTE_S}", rid)
-                    until = now_ms() + f["duration_s"] * 1000
+                    await self._check_target(room_id, f["user_id"], rid)
+                    until = at + f["duration_s"] * 1000  # (the event says: ts_ms + duration)
                     await self.bus.mute(room_id, f["user_id"], until)
                     await self.bus.publish_one(
                         room_id,
                         {"type": "user_muted", "user_id": f["user_id"], "until_ms": until, **by},
                     )
                 case "ban":
+                    await self._check_target(room_id, f["user_id"], rid)
                     await self.bus.ban(room_id, f["user_id"])
                     await self.bus.publish_one(
                         room_id, {"type": "user_banned", "user_id": f["user_id"], **by}
                     )
+                case "unmute" | "unban":
+                    if conn.admission.role != "host" and f["user_id"] == conn.user_id:
+                        # a host's decision about a moderator is not the moderator's to undo
+                        raise ProtocolError("forbidden", f"only a host may {command.type} you", rid)
+                    lift = self.bus.unmute if command.type == "unmute" else self.bus.unban
+                    if await lift(room_id, f["user_id"]):  # (nothing to announce otherwise)
+                        event = "user_unmuted" if command.type == "unmute" else "user_unbanned"
+                        await self.bus.publish_one(room_id, {"type": event, "user_id": f["user_id"], **by})
                 case "delete_comment":
                     if f["comment_id"] <= 0:
                         raise ProtocolError("invalid_field", "'comment_id' must be a comment's id", rid)
@@ -450,7 +470,16 @@ class Hub:
             log.warning("moderation failed on Redis", extra={"room": room_id, "error": repr(exc)})
             conn.send_error(ProtocolError("unavailable", "the room store is unavailable; retry", rid))
             return
+        except Exception:  # a bug: the sender still gets an answer
+            log.exception("moderation failed", extra={"room": room_id, "type": command.type})
+            conn.send_error(ProtocolError("internal", "internal server error", rid))
+            return
         conn.send({"type": "ack", "rid": rid, "of": command.type})
+
+    async def _check_target(self, room_id: str, user_id: str, rid: str | None) -> None:
+        """Refuse (before anything changes) to mute or ban someone nobody may: the host."""
+        if not await self.directory.may_moderate(room_id, user_id):
+            raise ProtocolError("protected_user", "the room's host cannot be muted or banned", rid)
 
     # -- events from Redis --------------------------------------------------------------------
 
@@ -459,27 +488,33 @@ class Hub:
         if room is None:
             return
         for seq, message in events:
-            if seq == DIRECT:
-                for conn in room.of_user(message["to"]):
-                    conn.send(message["message"])
-                continue
-            if seq == GAUGE and "gauge" in message:
-                room.set_gauge(message["gauge"], message["message"])
-                continue
-            kind = message.get("type")
-            if kind == "comment":
-                room.add_comment(seq, message)
-                continue
-            if kind == "likes":
-                room.set_likes(int(message["total"]))
-                continue
-            if kind == "comment_deleted":
-                room.forget_comment(int(message["comment_id"]))
-            elif kind == "chat_cleared":
-                room.clear_comments()
-            self.metrics.frames_out(room.deliver(seq, message))
-            if kind == "user_banned":
-                self._kick(room, str(message["user_id"]))
+            try:
+                self._on_event(room, seq, message)
+            except Exception:  # one bad event (a bug upstream) must not cost the others, or the reader
+                log.exception("room event not delivered", extra={"room": room_id, "seq": seq})
+
+    def _on_event(self, room: Room, seq: int, message: dict[str, Any]) -> None:
+        if seq == DIRECT:
+            for conn in room.of_user(message["to"]):
+                conn.send(message["message"])
+            return
+        if seq == GAUGE and "gauge" in message:
+            room.set_gauge(message["gauge"], message["message"])
+            return
+        kind = message.get("type")
+        if kind == "comment":
+            room.add_comment(seq, message)
+            return
+        if kind == "likes":
+            room.set_likes(int(message["total"]))
+            return
+        if kind == "comment_deleted":
+            room.forget_comment(int(message["comment_id"]))
+        elif kind == "chat_cleared":
+            room.clear_comments()
+        self.metrics.frames_out(room.deliver(seq, message))
+        if kind == "user_banned":
+            self._kick(room, str(message["user_id"]))
 
     def _kick(self, room: Room, user_id: str) -> None:
         for conn in list(room.of_user(user_id)):
@@ -503,20 +538,26 @@ class Hub:
     # -- periodic work ------------------------------------------------------------------------
 
     async def _tick_loop(self) -> None:
+        """A round of batches at most every tick_ms: each round starts a whole tick after the
+        previous one started, never sooner, so a late round (a stall, a slow round) is not
+        caught up on with rounds in quick succession. Room.flush paces each member too."""
         period = self.config.tick_ms / 1000
-        next_at = time.monotonic()
+        started = time.monotonic()
         while True:
-            next_at += period
-            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            # (a loop, not one sleep: a timer may fire a little early, uvloop's by up to a ms)
+            while (left := started + period - time.monotonic()) > 0:
+                await asyncio.sleep(left)
+            started = time.monotonic()
             likes = {}
             for room in list(self.rooms.values()):
                 if room.local_likes:
                     likes[room.id], room.local_likes = room.local_likes, 0
-                self.metrics.frames_out(await room.flush())
+                try:
+                    self.metrics.frames_out(await room.flush())
+                except Exception:  # one room's bad round must not stop every room's chat
+                    log.exception("tick failed for a room", extra={"room": room.id})
             if likes:
                 self._spawn(self._publish_likes(likes))
-            if time.monotonic() - next_at > period:
-                next_at = time.monotonic()  # fell behind (a stall): don't burst to catch up
 
     async def _publish_likes(self, likes: dict[str, int]) -> None:
         for room_id, count in likes.items():
@@ -524,27 +565,59 @@ class Hub:
                 await self.bus.add_likes(room_id, count)
             except (RedisError, OSError) as exc:
                 log.warning("likes lost on Redis", extra={"room": room_id, "error": repr(exc)})
+            except Exception:  # a bug: this room's likes are lost, not the other rooms'
+                log.exception("likes not published", extra={"room": room_id})
 
     async def _publish_loop(self) -> None:
         """Publish queued comments: whatever queued while the last call ran goes in the next."""
         while True:
-            await self._outbox_ready.wait()
+            if not self._outbox:  # (a restarted loop may find comments queued already)
+                self._outbox_ready.clear()
+                await self._outbox_ready.wait()
             self._outbox_ready.clear()
             outbox, self._outbox = self._outbox, {}
-            await asyncio.gather(*(self._publish_comments(r, q) for r, q in outbox.items()))
+            rooms = list(outbox)
+            done = await asyncio.gather(
+                *(self._publish_comments(r, outbox[r]) for r in rooms), return_exceptions=True
+            )
+            for room_id, result in zip(rooms, done, strict=True):
+                if isinstance(result, Exception):  # a bug answering them: this room's, not the loop's
+                    log.error("comments not answered", extra={"room": room_id}, exc_info=result)
 
     async def _publish_comments(self, room_id: str, queued: list[_Queued]) -> None:
+        """Publish a room's queued comments in one call and answer each sender. One comment's
+        failure is its own refusal, never its batch-mates': on an unexpected error (a bug, a
+        message that cannot be encoded) the comments are tried again one at a time, and only
+        the one that fails alone is refused (``internal``). Bus.publish encodes everything
+        before it calls Redis, so such an error means nothing of the batch was published."""
         try:
-            results = await self.bus.publish(room_id, [(q.user_id, q.message) for q in queued])
-        except (RedisError, OSError) as exc:
-            log.warning("comments not published", extra={"room": room_id, "error": repr(exc)})
-            results = ["unavailable"] * len(queued)
+            results = await self._publish_batch(room_id, queued)
+        except Exception:
+            log.exception("comments not published", extra={"room": room_id, "comments": len(queued)})
+            results = ["internal"]
+            if len(queued) > 1:
+                results = [await self._publish_alone(room_id, q) for q in queued]
         for q, result in zip(queued, results, strict=True):
             if isinstance(result, int):
                 if q.rid is not None:
                     q.conn.send({"type": "ack", "rid": q.rid, "of": "comment", "seq": result})
             else:
                 q.conn.send_error(ProtocolError(result, _REFUSALS.get(result, result), q.rid))
+
+    async def _publish_batch(self, room_id: str, queued: list[_Queued]) -> list[int | str]:
+        try:
+            return await self.bus.publish(room_id, [(q.user_id, q.message) for q in queued])
+        except (RedisError, OSError) as exc:
+            log.warning("comments not published", extra={"room": room_id, "error": repr(exc)})
+            return ["unavailable"] * len(queued)
+
+    async def _publish_alone(self, room_id: str, q: _Queued) -> int | str:
+        try:
+            (result,) = await self._publish_batch(room_id, [q])
+        except Exception:
+            log.exception("comment not published", extra={"room": room_id, "user": q.user_id})
+            return "internal"
+        return result
 
     async def _presence_loop(self) -> None:
         while True:
@@ -556,6 +629,9 @@ class Hub:
                 totals = await self.bus.report_presence(self.node_id, counts)
             except (RedisError, OSError) as exc:
                 log.warning("presence not reported", extra={"error": repr(exc)})
+                continue
+            except Exception:  # a bug: logged, and tried again next second
+                log.exception("presence not reported")
                 continue
             for room_id, total in totals.items():
                 room = self.rooms.get(room_id)
@@ -597,6 +673,7 @@ _REFUSALS = {
     "muted": "you are muted in this room for now",
     "slow_mode": "slow mode is on: wait before commenting again",
     "unavailable": "the room store is unavailable; retry",
+    "internal": "internal server error",
 }
 
 
@@ -618,12 +695,12 @@ def _parse_target(request: Request) -> tuple[str, str | None, int | None]:
         token = value.strip()
     last_seq = None
     if "last_seq" in query:
-        try:
-            last_seq = int(query["last_seq"][0])
-        except ValueError:
-            raise Refused(400, "invalid_field", "last_seq must be an integer") from None
-        if last_seq < 0:
-            raise Refused(400, "invalid_field", "last_seq must be >= 0")
+        raw = query["last_seq"][0]
+        if not (raw.isascii() and raw.isdigit()):
+            raise Refused(400, "invalid_field", "last_seq must be a non-negative integer")
+        # Any length is a number; past 20 digits it is past any seq (and int() refuses
+        # thousands of digits): Bus.snapshot gives anything past the room's seq a fresh start.
+        last_seq = int(raw) if len(raw) <= 20 else MAX_SEQ
     return room_id, token, last_seq
 
 

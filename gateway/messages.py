@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import enum
 import json
+import logging
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +19,8 @@ import msgpack
 from gateway.frames import OP_BINARY, OP_TEXT, encode_frame
 
 VERSION = 1
+
+log = logging.getLogger(__name__)
 
 
 class Framing(enum.Enum):
@@ -66,6 +70,8 @@ _SCHEMAS: dict[str, dict[str, tuple[type, bool]]] = {
     "unpin_product": {},
     "mute": {"user_id": (str, True), "duration_s": (int, True)},
     "ban": {"user_id": (str, True)},
+    "unmute": {"user_id": (str, True)},
+    "unban": {"user_id": (str, True)},
     "delete_comment": {"comment_id": (int, True)},
     "slow_mode": {"interval_s": (int, True)},
     "clear_chat": {},
@@ -85,6 +91,8 @@ MODERATION = frozenset(
         "unpin_product",
         "mute",
         "ban",
+        "unmute",
+        "unban",
         "delete_comment",
         "slow_mode",
         "clear_chat",
@@ -95,6 +103,15 @@ MODERATION = frozenset(
 APP_COMMANDS = frozenset({"reserve", "confirm", "cancel", "open_team", "join_team", "claim_coupon"})
 _TYPE_NAMES = {str: "a string", int: "an integer"}
 MAX_RID = 64
+#: Integer fields are signed 64-bit (what MessagePack carries and Redis stores); JSON's
+#: unbounded integers beyond that are refused.
+MIN_INT, MAX_INT = -(1 << 63), (1 << 63) - 1
+#: The code points a Python string can hold and UTF-8 cannot encode: surrogates. JSON's
+#: ``"\ud800"`` decodes to one; so does invalid UTF-8 in a MessagePack string (decoded with
+#: ``surrogateescape``, so the error can name the field).
+_SURROGATE = re.compile("[\ud800-\udfff]")
+#: Longest field name quoted in an error message.
+_MAX_NAME = 40
 
 
 def decode(framing: Framing, opcode: int, payload: bytes) -> Command:
@@ -106,14 +123,24 @@ def decode(framing: Framing, opcode: int, payload: bytes) -> Command:
         if framing is Framing.JSON:
             raw = json.loads(payload)
         else:
-            raw = msgpack.unpackb(payload, raw=False, strict_map_key=True)
+            raw = msgpack.unpackb(payload, raw=False, strict_map_key=True, unicode_errors="surrogateescape")
     except Exception:  # the parsers raise many types; all mean "not decodable"
         code = "bad_json" if framing is Framing.JSON else "bad_msgpack"
         raise ProtocolError(code, "the frame could not be decoded") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("type"), str):
         raise ProtocolError("bad_message", "a message is an object with a string 'type'")
     rid = raw.get("rid")
-    if rid is not None and not (isinstance(rid, str) and 0 < len(rid) <= MAX_RID):
+    rid_ok = isinstance(rid, str) and 0 < len(rid) <= MAX_RID and _SURROGATE.search(rid) is None
+    # Before anything reads the message: no text that cannot be encoded as UTF-8 gets past
+    # here (it would fail later, in Redis calls and in every reply that echoes it).
+    bad = _unencodable_field(raw)
+    if bad is not None:
+        raise ProtocolError(
+            "invalid_field",
+            f"the field {bad} is not valid Unicode text (a lone surrogate or invalid UTF-8)",
+            rid if rid_ok else None,
+        )
+    if rid is not None and not rid_ok:
         raise ProtocolError("invalid_field", f"'rid' must be a string of 1 to {MAX_RID} characters")
     schema = _SCHEMAS.get(raw["type"])
     if schema is None:
@@ -127,18 +154,65 @@ def decode(framing: Framing, opcode: int, payload: bytes) -> Command:
             continue
         if type(value) is not expected:
             raise ProtocolError("invalid_field", f"the field {name!r} must be {_TYPE_NAMES[expected]}", rid)
+        if isinstance(value, int) and not MIN_INT <= value <= MAX_INT:
+            raise ProtocolError("invalid_field", f"the field {name!r} is out of range", rid)
         fields[name] = value
     if rid is None and raw["type"] in APP_COMMANDS:
         raise ProtocolError("missing_field", f"{raw['type']} needs a 'rid' (it makes retries safe)")
     return Command(raw["type"], rid, fields)
 
 
+def _unencodable_field(message: dict[str, Any]) -> str | None:
+    """The quoted name of the first field of ``message`` holding text that UTF-8 cannot
+    encode, anywhere inside it (nested values, map keys), or None. Iterative: a deeply
+    nested value must not exhaust the stack."""
+    for key, value in message.items():
+        pending: list[Any] = [key, value]
+        while pending:
+            item = pending.pop()
+            if isinstance(item, str):
+                if _SURROGATE.search(item) is not None:
+                    return repr(key[:_MAX_NAME])  # repr escapes surrogates: always encodable
+            elif isinstance(item, dict):
+                pending.extend(item.keys())
+                pending.extend(item.values())
+            elif isinstance(item, list | tuple):
+                pending.extend(item)
+    return None
+
+
 def encode(framing: Framing, message: dict[str, Any]) -> bytes:
-    """The payload of one server message in a framing."""
+    """The payload of one server message in a framing. Never raises for text that UTF-8
+    cannot encode or integers MessagePack cannot carry: decode() lets neither in, and should
+    one slip through anyway, the message goes out scrubbed rather than failing a whole fan-out
+    or connection."""
+    try:
+        return _encode(framing, message)
+    except (UnicodeEncodeError, OverflowError) as exc:
+        log.warning(
+            "a server message was scrubbed", extra={"type": repr(message.get("type")), "error": repr(exc)}
+        )
+        return _encode(framing, _scrub(message))
+
+
+def _encode(framing: Framing, message: dict[str, Any]) -> bytes:
     if framing is Framing.JSON:
         return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode()
     packed: bytes = msgpack.packb(message, use_bin_type=True)
     return packed
+
+
+def _scrub(value: Any) -> Any:
+    """``value`` with surrogates replaced by U+FFFD and integers beyond 64 bits as strings."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_scrub(k): _scrub(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub(v) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool) and not MIN_INT <= value < 1 << 64:
+        return str(value)
+    return value
 
 
 def frame(framing: Framing, message: dict[str, Any]) -> bytes:

@@ -2,7 +2,8 @@
 
 Two lanes. Priority events (host messages, pins, moderation, sales) are encoded once per
 framing and written to every member at once; they are never dropped. Chat and likes wait for
-the room's tick, which writes one ``batch`` frame per member: viewers get at most
+the room's tick, which writes one ``batch`` frame per member (never two to one member less
+than ``tick_ms`` apart, however late a round was): viewers get at most
 ``comments_per_tick`` comments (a sample, plus how many were skipped), hosts and moderators get
 all. Nothing here awaits a client: a write only appends to that client's transport buffer, and
 a client whose buffer is past the soft limit is skipped for batches (and told how many
@@ -46,6 +47,9 @@ class Room:
         self._by_user: dict[str, set[Connection]] = {}
         #: Latest value per gauge key (a sale's stock, say), written at the next tick.
         self.gauges: dict[str, dict[str, Any]] = {}
+        #: When each member's last batch frame was written (time.monotonic(), taken just after
+        #: the write): no member gets two batches less than a tick apart, whatever the rounds do.
+        self._batch_at: dict[Connection, float] = {}
 
     def __len__(self) -> int:
         return sum(len(s) for s in self.viewers.values()) + sum(len(s) for s in self.staff.values())
@@ -61,6 +65,7 @@ class Room:
 
     def remove(self, conn: Connection) -> None:
         (self.staff if conn.is_staff else self.viewers)[conn.framing].discard(conn)
+        self._batch_at.pop(conn, None)
         mine = self._by_user.get(conn.user_id)
         if mine is not None:
             mine.discard(conn)
@@ -165,25 +170,47 @@ class Room:
     async def _write_round(
         self, members: list[Connection], framing: Framing, message: dict[str, Any], now: float, soft: int
     ) -> int:
-        """Write one droppable frame to members, in chunks."""
+        """Write one droppable frame to members, in chunks. A ``batch`` frame is paced per
+        member: one whose last batch went out less than a tick ago (written late in the last
+        round, early in this one, or the rounds came close after a stall) gets this one once
+        the tick has passed, at the end of the round."""
         data = messages.frame(framing, message)
         count = len(message.get("comments", ()))
+        paced = message.get("type") == "batch"
+        period = self.config.tick_ms / 1000
+        batch_at = self._batch_at
+        never = float("-inf")
         written = 0
-        for start in range(0, len(members), WRITE_CHUNK):
-            if start:
-                # Let a priority event that arrived meanwhile go out before the rest.
-                await asyncio.sleep(0)
-            for conn in members[start : start + WRITE_CHUNK]:
-                transport = conn.transport
-                # the hot path, inlined; Connection.write_droppable handles laggards
-                if (
-                    conn.behind_since is None
-                    and transport is not None
-                    and conn.open
-                    and transport.get_write_buffer_size() <= soft
-                ):
-                    transport.write(data)
+        while members:
+            early: list[Connection] = []
+            for start in range(0, len(members), WRITE_CHUNK):
+                if start:
+                    # Let a priority event that arrived meanwhile go out before the rest.
+                    await asyncio.sleep(0)
+                chunk_at = time.monotonic()  # no later than any write of this chunk
+                done: list[Connection] = []
+                for conn in members[start : start + WRITE_CHUNK]:
+                    if paced and chunk_at - batch_at.get(conn, never) < period:
+                        early.append(conn)
+                        continue
+                    transport = conn.transport
+                    # the hot path, inlined; Connection.write_droppable handles laggards
+                    if (
+                        conn.behind_since is None
+                        and transport is not None
+                        and conn.open
+                        and transport.get_write_buffer_size() <= soft
+                    ):
+                        transport.write(data)
+                    elif not conn.write_droppable(data, count, now):
+                        continue
                     written += 1
-                    continue
-                written += conn.write_droppable(data, count, now)
+                    done.append(conn)
+                if paced and done:
+                    batch_at.update(dict.fromkeys(done, time.monotonic()))  # no earlier than any write
+            if not early:
+                break
+            due = min(batch_at.get(conn, never) for conn in early) + period
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            members = early
         return written

@@ -2,28 +2,43 @@
 
 Reservations for one sale that arrive while a call for that sale is in flight are sent
 together, as one ``reserve.lua`` call that decides them in arrival order (micro-batching):
-one round trip decides hundreds. A per-process sold-out flag, set from each call's answer
-and from the availability channel every process listens to, answers requests after a
-sell-out without touching Redis.
+one round trip decides hundreds. A request with a key (the client's request id) is always
+decided by that script, which records the decision in the same call, so every copy of the
+request gets one answer whichever process it reaches. A per-process sold-out flag, set from
+keyless answers and from the availability channel every process listens to, answers keyless
+requests after a sell-out without touching Redis.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import re
 import secrets
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import DataError, RedisError
 
-from inventory.keys import SaleKeys, as_text, availability_channel, sale_id_of
+from inventory.keys import (
+    SaleKeys,
+    active_sales_key,
+    as_text,
+    availability_channel,
+    due_sales_key,
+    sale_id_of,
+    sale_id_of_key,
+    sweep_leases_key,
+)
 from inventory.model import (
     MAX_QUANTITY,
     Coupon,
     Expired,
+    InvalidField,
     InvalidQuantity,
     Order,
     Reserved,
@@ -38,7 +53,7 @@ from inventory.model import (
     refusal,
 )
 from inventory.scripts import Scripts
-from shared.aio import stop_tasks
+from shared.aio import Supervisor, stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +74,28 @@ class InventoryConfig:
     stock_update_ms: int = 200
     #: Announce the countdown every second during the last this-many ms before a start.
     countdown_ms: int = 10_000
+    #: A sale is swept when something is due (a hold expiry, a team deadline, a countdown
+    #: second, its start or end, a pending stock update) or it changed; and, idle, at least
+    #: this often, in case a change went unnoticed (its process died before its next sweep
+    #: interval, when it would have told the others).
+    sweep_idle_ms: int = 30_000
     #: After a confirm (or a team's completion), wait until this many replicas have it
     #: (Redis WAIT), at most wait_timeout_ms: a failover then cannot lose the sold units.
     #: 0 (the default, right for a Redis without replicas) does not wait.
     wait_replicas: int = 0
     wait_timeout_ms: int = 200
+    #: Sales whose fixed facts (keys, room, per-user limit) a process keeps, least recently
+    #: used first out. Only sales that exist are kept: made-up sale ids cost a read, not memory.
+    sale_cache_size: int = 4096
+
+
+@dataclass(frozen=True)
+class SaleFacts:
+    """What never changes about a sale: its Redis keys, its room and its per-user limit."""
+
+    keys: list[str]
+    room_id: str
+    per_user_limit: int
 
 
 @dataclass
@@ -82,23 +114,46 @@ class _SaleQueue:
 
 
 class Inventory:
-    def __init__(self, redis: aioredis.Redis, config: InventoryConfig) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, config: InventoryConfig, supervisor: Supervisor | None = None
+    ) -> None:
         self.redis = redis
         self.config = config
-        self.scripts = Scripts(redis)
+        self.supervisor = supervisor or Supervisor()
+        self.scripts = Scripts(redis, on_change=self._changed)
+        #: Sales this process changed since its sweeper last asked (``due``): due at once.
+        self.changed: set[str] = set()
+        self._last_lease = 0  # the highest lease token ``due`` saw
+        self._next_sync = 0.0  # when ``due`` next compares the due and active sets in full
         self.channel = availability_channel(config.key_prefix)
         #: Sales this process believes have no units left.
         self.sold_out: set[str] = set()
         self._queues: dict[str, _SaleQueue] = {}
-        self._keys: dict[str, list[str]] = {}
-        self._listener: asyncio.Task[None] | None = None
+        self._facts: OrderedDict[str, SaleFacts] = OrderedDict()
+        self._pubsub: Any = None
         self._batches: set[asyncio.Task[None]] = set()
 
     def keys(self, sale_id: str) -> list[str]:
-        keys = self._keys.get(sale_id)
-        if keys is None:
-            keys = self._keys[sale_id] = SaleKeys(self.config.key_prefix, sale_id).all()
-        return keys
+        facts = self._facts.get(sale_id)
+        return facts.keys if facts is not None else SaleKeys(self.config.key_prefix, sale_id).all()
+
+    async def facts(self, sale_id: str) -> SaleFacts | None:
+        """The sale's fixed facts, or None when there is no such sale (kept for the
+        ``sale_cache_size`` sales used last; a sale that does not exist is never kept)."""
+        facts = self._facts.get(sale_id)
+        if facts is not None:
+            self._facts.move_to_end(sale_id)
+            return facts
+        if not _sendable(sale_id):
+            return None  # no sale has an id that cannot be sent to Redis
+        keys = SaleKeys(self.config.key_prefix, sale_id).all()
+        found, room, limit = await self.redis.hmget(keys[0], ["id", "room", "limit"])
+        if found is None or room is None or limit is None:  # gone, or only a repair's freeze
+            return None
+        facts = self._facts[sale_id] = SaleFacts(keys, as_text(room), int(limit))
+        while len(self._facts) > self.config.sale_cache_size:
+            self._facts.popitem(last=False)
+        return facts
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -106,18 +161,29 @@ class Inventory:
         await self.scripts.load()
         pubsub = self.redis.pubsub()
         await pubsub.subscribe(self.channel)
-        self._listener = asyncio.create_task(self._listen(pubsub), name="inventory-availability")
+        self._pubsub = pubsub
+        self.supervisor.start("inventory-availability", self._listen)
 
     async def stop(self) -> None:
-        await stop_tasks([t for t in (self._listener, *self._batches) if t is not None])
+        await self.supervisor.stop(["inventory-availability"])
+        await stop_tasks(self._batches)
 
-    async def _listen(self, pubsub: Any) -> None:
+    async def _listen(self) -> None:
+        # subscribed by start() the first time (so start returns listening); anew on a restart
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is None:
+            pubsub = self.redis.pubsub()
+            await pubsub.subscribe(self.channel)
+        # announcements may have been missed while nobody listened: the flags start afresh
+        # (each next call for a sale learns its flag again)
+        self.sold_out.clear()
         try:
             while True:
                 try:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                 except (RedisError, OSError) as exc:
                     log.warning("availability channel lost; reconnecting", extra={"error": repr(exc)})
+                    self.sold_out.clear()
                     await asyncio.sleep(0.5)
                     continue
                 if message is not None:
@@ -175,12 +241,27 @@ class Inventory:
     async def reserve(self, sale_id: str, user_id: str, quantity: int, key: str = "") -> Reserved:
         """Hold ``quantity`` units for the user, or raise the refusal (an InventoryError).
 
-        ``key`` (the client's request id) makes a retry safe: the same key and quantity get the
-        first answer again; the same key with another quantity is refused as ``duplicate``."""
+        ``key`` (the client's request id) makes the request one decision: reserve.lua records
+        it (a hold, or a refusal that is a decision) in the call that makes it, so the same key
+        and quantity get that answer again, from any process; the same key with another
+        quantity is refused as ``duplicate``."""
         if type(quantity) is not int or not 0 < quantity <= MAX_QUANTITY:
             raise InvalidQuantity()
-        if sale_id in self.sold_out and not key:
-            raise SoldOut()
+        _check_text(sale_id=sale_id, user_id=user_id, rid=key)
+        facts = await self.facts(sale_id)
+        if facts is None:
+            raise UnknownSale()
+        if not key:
+            # nothing is recorded for a keyless request, so what this process knows may answer
+            # it: first the request's validity (the limit never changes), then the flag
+            if quantity > facts.per_user_limit:
+                raise InvalidQuantity()
+            if sale_id in self.sold_out:
+                raise SoldOut()
+        return await self._enqueue(sale_id, user_id, quantity, key)
+
+    async def _enqueue(self, sale_id: str, user_id: str, quantity: int, key: str) -> Reserved:
+        """Queue a checked request for its sale's next reserve.lua call."""
         queue = self._queues.get(sale_id)
         if queue is None:
             queue = self._queues[sale_id] = _SaleQueue()
@@ -216,27 +297,7 @@ class Inventory:
 
     async def _decide(self, sale_id: str, queue: _SaleQueue, batch: list[_Request]) -> None:
         try:
-            if sale_id in self.sold_out:
-                out = await self._replays(sale_id, batch)
-            else:
-                args: list[Any] = []
-                for request in batch:
-                    args += (request.user_id, request.quantity, request.key)
-                out = await self.scripts.call("reserve", self.keys(sale_id), args)
-            for i, request in enumerate(batch):
-                code, hold, number = out[3 * i], out[3 * i + 1], out[3 * i + 2]
-                if request.future.done():
-                    continue  # the caller gave up; the hold expires on its own
-                if code == b"reserved":
-                    request.future.set_result(Reserved(hold.decode(), sale_id, request.quantity, number))
-                else:
-                    if code == b"sold_out":
-                        self.sold_out.add(sale_id)
-                    data = {"available": number} if code == b"insufficient_stock" else {}
-                    request.future.set_exception(refusal(code.decode(), **data))
-        except (RedisError, OSError) as exc:
-            log.warning("reservations failed on Redis", extra={"sale": sale_id, "error": repr(exc)})
-            _fail(batch, Unavailable())
+            await self._settle(sale_id, batch)
         except BaseException as exc:  # cancelled (shutdown), or a bug: nobody waits forever
             _fail(batch, exc if isinstance(exc, Exception) else Unavailable())
             raise
@@ -249,55 +310,115 @@ class Inventory:
             elif not queue.pending and not queue.in_flight and not queue.scheduled:
                 self._queues.pop(sale_id, None)
 
-    async def _replays(self, sale_id: str, batch: list[_Request]) -> list[Any]:
-        """Answers, as reserve.lua would give them, for a sold-out sale: a retried request id
-        gets its first answer (one HMGET for the batch: no script, no write); any other, sold_out.
-        """
-        fields = [idempotency_field(r.user_id, r.key) for r in batch]
-        seen = await self.redis.hmget(SaleKeys(self.config.key_prefix, sale_id).idempotency, fields)
-        out: list[Any] = []
-        for request, record in zip(batch, seen, strict=True):
-            if record is None:
-                out += (b"sold_out", b"", 0)
-                continue
-            quantity, hold, expires = as_text(record).split("|")[:3]
-            if int(quantity) == request.quantity:
-                out += (b"reserved", hold.encode(), int(expires))
-            else:
-                out += (b"duplicate", b"", 0)
-        return out
+    async def _settle(self, sale_id: str, batch: list[_Request]) -> None:
+        """Decide a batch in one reserve.lua call and answer each of its requests. A call that
+        fails for a reason of its own (not Redis's) is split in halves, decided in order, until
+        only the request that caused it fails: one request's failure is never its batch-mates'."""
+        args: list[Any] = []
+        for request in batch:
+            args += (request.user_id, request.quantity, request.key)
+        try:
+            out = await self.scripts.call("reserve", self.keys(sale_id), args)
+        except DataError as exc:  # an argument redis-py refused to send: nothing reached Redis
+            failure: Exception = exc
+        except (RedisError, OSError) as exc:
+            log.warning("reservations failed on Redis", extra={"sale": sale_id, "error": repr(exc)})
+            _fail(batch, Unavailable())
+            return
+        except Exception as exc:  # a bug, or text that cannot be encoded (refused before sending)
+            failure = exc
+        else:
+            self._answer(sale_id, batch, out)
+            return
+        unsent = isinstance(failure, DataError | UnicodeError)
+        if len(batch) == 1:
+            log.error("a reservation failed", extra={"sale": sale_id, "error": repr(failure)})
+            _fail(batch, InvalidField("a field cannot be sent to the store") if unsent else failure)
+            return
+        log.error("a reservation call failed; deciding its requests again in halves", exc_info=failure)
+        # Unsendable arguments fail before anything reaches Redis, so every request can be
+        # decided again. After another failure the call may have run: only requests with a key
+        # (whose records make a second call give the first answer) are decided again.
+        again = batch if unsent else [r for r in batch if r.key]
+        _fail([r for r in batch if not (unsent or r.key)], failure)
+        half = len(again) // 2
+        for part in (again[:half], again[half:]):
+            if part:
+                await self._settle(sale_id, part)
 
-    async def hold_amount(self, hold_id: str, user_id: str, coupon_id: str | None) -> int:
-        """What confirming this hold will cost (cents), so the payment can be taken first."""
-        keys = SaleKeys(self.config.key_prefix, sale_id_of(hold_id))
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hget(keys.holds, hold_id)
-            pipe.hget(keys.coupons, f"c:{coupon_id}" if coupon_id else "-")
-            record, coupon = await pipe.execute()
-        if record is None:
-            raise refusal("hold_not_found")
-        quantity, _, price, _, user = parse_hold(record)
-        if user != user_id:
-            raise refusal("not_your_hold")
-        discount = 0
-        if coupon_id:
-            if coupon is None:
-                raise refusal("coupon_invalid")
-            discount = int(coupon.split(b"|", 1)[0])
-        return max(0, quantity * price - discount)
+    def _answer(self, sale_id: str, batch: list[_Request], out: list[Any]) -> None:
+        """Hand each request its answer from a reserve.lua reply."""
+        for i, request in enumerate(batch):
+            if request.future.done():
+                continue  # the caller gave up; a hold expires on its own, a record stays
+            try:
+                code, hold, number = out[3 * i], out[3 * i + 1], out[3 * i + 2]
+                if code == b"reserved":
+                    request.future.set_result(Reserved(hold.decode(), sale_id, request.quantity, int(number)))
+                    continue
+                if code == b"sold_out" and not request.key:
+                    # only a keyless answer is surely fresh (a key's may replay an old decision)
+                    self.sold_out.add(sale_id)
+                data = {"available": int(number)} if code == b"insufficient_stock" else {}
+                error: Exception = refusal(code.decode(), **data)
+            except Exception as exc:  # an answer this code cannot read fails its request alone
+                log.error("unreadable reservation answer", exc_info=exc, extra={"sale": sale_id})
+                error = exc
+            request.future.set_exception(error)
+
+    async def hold_amount(self, hold_id: str, user_id: str, coupon_id: str | None) -> int | Order:
+        """What confirming this hold costs now (cents), so the payment is taken only for a
+        confirm that would go through: confirm.lua decides every refusal without changing
+        anything, and it is raised. A hold that is an order already gives that order (confirming
+        again returns it, and costs nothing)."""
+        code, amount, order, _ = await self.scripts.call(
+            "confirm", self.keys(sale_id_of(hold_id)), [hold_id, user_id, coupon_id or "", -1, "", "check"]
+        )
+        if code == b"confirmed":
+            return Order.from_json(order)
+        _raise_unless(code, b"ok")
+        return int(amount)
 
     async def confirm(
-        self, hold_id: str, user_id: str, coupon_id: str | None = None, charged_cents: int = -1
+        self,
+        hold_id: str,
+        user_id: str,
+        coupon_id: str | None = None,
+        charged_cents: int = -1,
+        payment: str = "",
     ) -> Order:
         """Turn a paid hold into an order (again: the same order). ``charged_cents`` is what the
         payment took; the confirm is refused with ``amount_changed`` if the hold now costs
-        something else."""
-        sale_id = sale_id_of(hold_id)
-        code, _, order = await self._replicated(
-            "confirm", self.keys(sale_id), [hold_id, user_id, coupon_id or "", charged_cents]
+        something else. ``payment`` is the attempt id of that charge (``paid_confirm``)."""
+        order, _ = await self.paid_confirm(hold_id, user_id, coupon_id, charged_cents, payment)
+        return order
+
+    async def paid_confirm(
+        self, hold_id: str, user_id: str, coupon_id: str | None, charged_cents: int, payment: str
+    ) -> tuple[Order, bool]:
+        """``confirm``, spending the payment attempt ``payment`` with the order (refused with
+        ``payment_failed`` if it was voided). Also says whether that attempt pays the order:
+        False when the order was made before with another payment."""
+        _check_attempt(payment)
+        code, _, order, paid = await self._replicated(
+            "confirm",
+            self.keys(sale_id_of(hold_id)),
+            [hold_id, user_id, coupon_id or "", charged_cents, payment],
         )
         _raise_unless(code, b"confirmed")
-        return Order.from_json(order)
+        return Order.from_json(order), bool(paid)
+
+    async def void_payment(self, sale_id: str, attempt: str) -> bool:
+        """Make sure no script of this sale spends the payment attempt from now on, before it is
+        refunded. True: void (no script spent it, none will); False: a confirm or a team join
+        spent it already (it pays for that order or membership: keep it)."""
+        _check_attempt(attempt)
+        idem = SaleKeys(self.config.key_prefix, sale_id).idempotency
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hsetnx(idem, f"p:{attempt}", "void")
+            pipe.hget(idem, f"p:{attempt}")
+            _, state = await pipe.execute()
+        return bool(state == b"void")
 
     async def cancel(self, hold_id: str, user_id: str) -> int:
         """Release a hold now; returns the units given back."""
@@ -314,7 +435,10 @@ class Inventory:
         async with self.redis.pipeline(transaction=False) as pipe:
             await self.scripts.queue(pipe, name, keys, args)
             pipe.wait(wanted, self.config.wait_timeout_ms)
-            result, replicas = await pipe.execute()
+            try:
+                result, replicas = await pipe.execute()
+            finally:
+                self.scripts.ran(name, keys)
         if replicas < wanted:
             # the order stands (it is in Redis, and the caller writes it to the ledger next);
             # a failover now could lose its counters: reconcile would heal them
@@ -324,24 +448,65 @@ class Inventory:
     # -- group buying and coupons ---------------------------------------------------------------
 
     async def open_team(
-        self, sale_id: str, user_id: str, quantity: int = 1, key: str = "", code: str | None = None
+        self,
+        sale_id: str,
+        user_id: str,
+        quantity: int = 1,
+        key: str = "",
+        code: str | None = None,
+        payment: str = "",
     ) -> TeamJoined:
-        """Open a team with a new share code (``new_team_code()`` unless given)."""
-        return await self._team("open", sale_id, code or new_team_code(), user_id, quantity, key)
+        """Open a team with a new share code (``new_team_code()`` unless given). ``key`` answered
+        before gets the first answer again, whatever the code. ``payment``: the attempt id of
+        the charge that pays this member, spent with the membership (``TeamJoined.paid``)."""
+        return _joined(
+            await self._team("open", sale_id, code or new_team_code(), user_id, quantity, key, payment)
+        )
 
     async def join_team(
-        self, sale_id: str, code: str, user_id: str, quantity: int = 1, key: str = ""
+        self, sale_id: str, code: str, user_id: str, quantity: int = 1, key: str = "", payment: str = ""
     ) -> TeamJoined:
-        return await self._team("join", sale_id, code, user_id, quantity, key)
+        return _joined(await self._team("join", sale_id, code, user_id, quantity, key, payment))
+
+    async def check_team(
+        self, op: str, sale_id: str, code: str, user_id: str, quantity: int = 1, key: str = ""
+    ) -> TeamJoined | int:
+        """Decide an ``open`` or ``join`` without changing anything, so the payment is taken only
+        for a member who would be admitted: raises the refusal the call would give now; else
+        the first answer again when ``key`` was answered before (nothing to pay), or what the
+        member pays (cents)."""
+        return await self._team(op, sale_id, code, user_id, quantity, key, "", check=True)
+
+    async def team_payments(self, sale_id: str, code: str, user_ids: list[str]) -> list[str]:
+        """The payment attempt that paid each member's place in a team ("" for none)."""
+        if not user_ids:
+            return []
+        teams = SaleKeys(self.config.key_prefix, sale_id).teams
+        found = await self.redis.hmget(teams, [f"{code}:p:{user}" for user in user_ids])
+        return ["" if attempt is None else as_text(attempt) for attempt in found]
 
     async def _team(
-        self, op: str, sale_id: str, code: str, user_id: str, quantity: int, key: str
-    ) -> TeamJoined:
+        self,
+        op: str,
+        sale_id: str,
+        code: str,
+        user_id: str,
+        quantity: int,
+        key: str,
+        payment: str,
+        check: bool = False,
+    ) -> TeamJoined | int:
         if type(quantity) is not int or not 0 < quantity <= MAX_QUANTITY:
             raise InvalidQuantity()
-        result, hold, team, deadline, members, size, orders = await self._replicated(
-            "team", self.keys(sale_id), [op, code, user_id, quantity, key]
-        )
+        _check_attempt(payment)
+        args = [op, code, user_id, quantity, key, payment, "check" if check else ""]
+        if check:
+            out = await self.scripts.call("team", self.keys(sale_id), args)
+        else:
+            out = await self._replicated("team", self.keys(sale_id), args)
+        result, hold, team, deadline, members, size, orders, amount, paid = out
+        if check and result == b"ok":
+            return int(amount)
         if result not in (b"joined", b"completed"):
             raise refusal(result.decode())
         return TeamJoined(
@@ -352,6 +517,7 @@ class Inventory:
             int(members),
             int(size),
             [Order.from_json(o) for o in orders],
+            paid=bool(paid),
         )
 
     async def team_status(self, sale_id: str, code: str) -> dict[str, Any]:
@@ -393,11 +559,13 @@ class Inventory:
         returned to exactly one of the processes that sweep at once)."""
         c = self.config
         out = await self.scripts.call(
-            "sweep", self.keys(sale_id), [c.sweep_limit, c.stock_update_ms, c.countdown_ms]
+            "sweep",
+            self.keys(sale_id),
+            [c.sweep_limit, c.stock_update_ms, c.countdown_ms, c.sweep_idle_ms],
         )
         if out[0] == b"unknown_sale":
             raise UnknownSale()
-        phase, previous, stock, available, held, sold, total, now, expired, failed, seq = out
+        phase, previous, stock, available, held, sold, total, now, expired, failed, seq, due = out
         self._note_available(sale_id, int(available))
         teams: list[TeamFailed] = []
         i = 0
@@ -430,7 +598,72 @@ class Inventory:
             ],
             failed_teams=teams,
             seq=int(seq),
+            due_ms=int(due),
         )
+
+    # Which sales to sweep: the due set (due.lua) holds each active sale with the time its
+    # next sweep is due. A sweeper leases the due ones (the other processes skip them), sweeps
+    # them and hands each back with its next due time (reschedule.lua); a change by this
+    # process (a script of scripts.CHANGES) makes the sale due at its next ``due`` call and
+    # voids any lease, so a sweep that read the sale before the change cannot postpone it.
+
+    def _changed(self, sale_key: str) -> None:
+        self.changed.add(sale_id_of_key(sale_key))
+
+    def _due_keys(self) -> list[str]:
+        prefix = self.config.key_prefix
+        return [active_sales_key(prefix), due_sales_key(prefix), sweep_leases_key(prefix)]
+
+    async def due(self, lease_ms: int, most: int, sync: bool | None = None) -> list[tuple[str, int]]:
+        """Lease the active sales due for a sweep now, this process's changed ones included:
+        (sale id, lease token) each, for ``reschedule``. ``sync``: compare the due set with the
+        active set in full (None: at the first call, then every sweep_idle_ms)."""
+        if sync is None:
+            sync = time.monotonic() >= self._next_sync
+        if sync:
+            self._next_sync = time.monotonic() + self.config.sweep_idle_ms / 1000
+        changed, self.changed = self.changed, set()
+        mode = "sync" if sync else ""
+        try:
+            _, last, leased = await self.scripts.call(
+                "due", self._due_keys(), [lease_ms, most, mode, *changed]
+            )
+            if int(last) < self._last_lease:
+                # the tokens went back: Redis lost writes (a failover to a replica that lagged,
+                # a restore), of sales too perhaps: every active sale is swept (and healed) now
+                log.error(
+                    "Redis lost writes (the sweep leases went back): sweeping every active sale",
+                    extra={"seen": self._last_lease, "now": int(last)},
+                )
+                _, last, leased = await self.scripts.call("due", self._due_keys(), [lease_ms, most, "all"])
+        except BaseException:
+            self.changed |= changed  # not told yet: next time
+            raise
+        self._last_lease = int(last)
+        return [(as_text(leased[i]), int(leased[i + 1])) for i in range(0, len(leased), 2)]
+
+    async def reschedule(self, swept: list[tuple[str, int, int]]) -> int:
+        """(sale id, lease token, next due ms) per swept sale: when to sweep it next. Returns
+        how many were scheduled (not those changed, or taken by another process, meanwhile)."""
+        if not swept:
+            return 0
+        return int(await self.scripts.call("reschedule", self._due_keys(), [x for s in swept for x in s]))
+
+    async def retire(self, sale_id: str, retention_ms: int) -> None:
+        """A sale that is over and settled (nothing held, every order in the ledger): its keys
+        expire after ``retention_ms``, and it leaves the active and due sets."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in SaleKeys(self.config.key_prefix, sale_id).all():
+                pipe.pexpire(key, retention_ms)
+            await pipe.execute()
+        # after the expiry is set: if this process dies in between, the sale is still active
+        # and the next sweep retires it again
+        active, due, leases = self._due_keys()
+        async with self.redis.pipeline(transaction=True) as pipe:  # one Cluster slot
+            pipe.srem(active, sale_id)
+            pipe.zrem(due, sale_id)
+            pipe.hdel(leases, sale_id)
+            await pipe.execute()
 
 
 def _fail(batch: list[_Request], error: BaseException) -> None:
@@ -439,13 +672,52 @@ def _fail(batch: list[_Request], error: BaseException) -> None:
             request.future.set_exception(error)
 
 
-def idempotency_field(user_id: str, key: str) -> str:
-    """The idempotency hash field of a user's request id (lib.lua's idem_field)."""
-    return f"{len(user_id.encode())}:{user_id}{key}"
+def _sendable(text: object) -> bool:
+    """Text redis-py can send (a lone surrogate, say, cannot be encoded as UTF-8)."""
+    if not isinstance(text, str):
+        return False
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_text(**fields: object) -> None:
+    """Refuse a request whose text cannot be sent, alone: in a batch it would fail the call."""
+    for name, value in fields.items():
+        if not _sendable(value):
+            raise InvalidField(f"the field {name!r} is not valid text (it cannot be encoded as UTF-8)")
 
 
 def new_team_code() -> str:
     return secrets.token_hex(4).upper()
+
+
+def team_code(sale_id: str, user_id: str, key: str) -> str:
+    """The share code of the team a user opens with request id ``key`` (a new random one
+    without a key): the same for every copy of the request, so a retry, on any process, names
+    the same team and the same payment reference, and is charged nothing twice."""
+    if not key:
+        return new_team_code()
+    text = f"{len(user_id)}:{user_id}{key}".encode("utf-8", "surrogatepass")
+    salt = sale_id.encode("utf-8", "surrogatepass")[:64]
+    return hashlib.blake2b(text, digest_size=4, key=salt).hexdigest().upper()
+
+
+#: Payment attempt ids (a provider's charge ids) are kept in Redis: short printable text.
+_ATTEMPT = re.compile(r"[\x21-\x7e]{0,128}")
+
+
+def _joined(answer: TeamJoined | int) -> TeamJoined:
+    if not isinstance(answer, TeamJoined):  # only a check answers with an amount
+        raise AssertionError(f"team.lua answered a join with {answer!r}")
+    return answer
+
+
+def _check_attempt(attempt: str) -> None:
+    if not _ATTEMPT.fullmatch(attempt):
+        raise ValueError(f"a payment attempt id must be up to 128 printable ASCII characters: {attempt!r}")
 
 
 def _raise_unless(code: bytes, ok: bytes) -> None:

@@ -40,6 +40,23 @@ def active_sales_key(prefix: str) -> str:
     return f"{prefix}:sales:active"
 
 
+def due_sales_key(prefix: str) -> str:
+    """Sorted set of the active sales, each scored by when (Redis ms) its next sweep is due.
+    Its hash tag is the active set's whole name, which puts it in the active set's Cluster
+    slot: due.lua reads both."""
+    return f"{{{active_sales_key(prefix)}}}:due"
+
+
+def sweep_leases_key(prefix: str) -> str:
+    """Hash of sale id -> the lease token of the process sweeping it now (due.lua)."""
+    return f"{{{active_sales_key(prefix)}}}:leases"
+
+
+def sale_id_of_key(sale_key: str) -> str:
+    """The sale id in a sale's hash key (``SaleKeys.sale``: "<prefix>:sale:{<sale id>}")."""
+    return sale_key[sale_key.index("{") + 1 : -1]
+
+
 def availability_channel(prefix: str) -> str:
     """Pub/sub channel of "<sale id>|<units left>", published when a sale runs out or has
     units again; it keeps every process's sold-out flags right."""

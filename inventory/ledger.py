@@ -24,7 +24,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from inventory.keys import SaleKeys, active_sales_key, as_text
 from inventory.model import Order
-from shared.aio import stop_tasks
+from shared.aio import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -54,36 +54,47 @@ class LedgerConfig:
 
 
 class Ledger:
-    def __init__(self, redis: aioredis.Redis, db: aiosqlite.Connection, config: LedgerConfig) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        db: aiosqlite.Connection,
+        config: LedgerConfig,
+        supervisor: Supervisor | None = None,
+    ) -> None:
         self.redis = redis
         self.db = db
         self.config = config
+        self.supervisor = supervisor or Supervisor()
         self._queue: list[Order] = []
         self._waiters: list[asyncio.Future[None]] = []
         self._wake = asyncio.Event()
         self._grouped: set[str] = set()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: list[str] = []
         self._last_claim = 0.0
         #: One transaction at a time on the connection (the writer and the consumer share it).
         self._sqlite = asyncio.Lock()
 
     @classmethod
-    async def open(cls, redis: aioredis.Redis, path: Path, config: LedgerConfig) -> Ledger:
+    async def open(
+        cls, redis: aioredis.Redis, path: Path, config: LedgerConfig, supervisor: Supervisor | None = None
+    ) -> Ledger:
         """Its own SQLite connection (the schema is live.store's), synchronous=FULL: a
         committed order survives a power cut, not only a crash."""
         db = await aiosqlite.connect(path)
         await db.execute("PRAGMA journal_mode=WAL")
         await db.execute("PRAGMA synchronous=FULL")
         await db.execute("PRAGMA busy_timeout=5000")
-        return cls(redis, db, config)
+        return cls(redis, db, config, supervisor)
 
     async def start(self, consume: bool = True) -> None:
-        self._tasks.append(asyncio.create_task(self._writer(), name="ledger-writer"))
+        self._tasks.append("ledger-writer")
+        self.supervisor.start("ledger-writer", self._writer)
         if consume:
-            self._tasks.append(asyncio.create_task(self.run(), name="ledger-consumer"))
+            self._tasks.append("ledger-consumer")
+            self.supervisor.start("ledger-consumer", self.run)
 
     async def close(self) -> None:
-        await stop_tasks(self._tasks)
+        await self.supervisor.stop(self._tasks)
         if self._queue:
             await self._insert(self._queue)
         await self.db.close()
@@ -102,7 +113,9 @@ class Ledger:
 
     async def _writer(self) -> None:
         while True:
-            await self._wake.wait()
+            if not self._queue:  # (a restarted writer may find orders queued already)
+                self._wake.clear()
+                await self._wake.wait()
             self._wake.clear()
             orders, self._queue = self._queue, []
             waiters, self._waiters = self._waiters, []
@@ -274,6 +287,19 @@ class Ledger:
         async with self.db.execute(sql, (sale_id, after, limit)) as cursor:
             rows = list(await cursor.fetchall())
         return [Order(*r[1:]) for r in rows], (int(rows[-1][0]) if rows else after)
+
+    async def units_sold(self, sale_ids: list[str]) -> dict[str, int]:
+        """Units the ledger's orders sold, per sale (sales without orders are left out)."""
+        sold: dict[str, int] = {}
+        for i in range(0, len(sale_ids), 500):  # SQLite takes a limited number of parameters
+            part = sale_ids[i : i + 500]
+            sql = (
+                "SELECT sale_id, SUM(quantity) FROM orders"
+                f" WHERE sale_id IN ({', '.join('?' * len(part))}) GROUP BY sale_id"
+            )
+            async with self.db.execute(sql, part) as cursor:
+                sold.update({str(sale): int(units) for sale, units in await cursor.fetchall()})
+        return sold
 
     async def order(self, order_id: str) -> Order | None:
         async with self.db.execute(f"SELECT {_COLUMNS} FROM orders WHERE id = ?", (order_id,)) as cursor:

@@ -51,7 +51,7 @@ HoldExpired = _refusal("hold_expired", "the hold expired and its units went back
 InTeam = _refusal("in_team", "a team member's hold is confirmed or released with the team")
 AlreadyConfirmed = _refusal("already_confirmed", "that hold is already an order")
 CouponInvalid = _refusal("coupon_invalid", "that coupon is not yours, is used, or does not exist")
-AmountChanged = _refusal("amount_changed", "the amount changed while paying; nothing was charged")
+AmountChanged = _refusal("amount_changed", "the amount changed while paying; the payment was given back")
 NotGroupSale = _refusal("not_group_sale", "this sale has no group price")
 TeamNotFound = _refusal("team_not_found", "no team with that code")
 TeamClosed = _refusal("team_closed", "the team is complete or past its deadline")
@@ -63,6 +63,8 @@ BatchExists = _refusal("batch_exists", "a coupon batch with that id exists")
 AlreadyEnded = _refusal("already_ended", "the sale has ended already")
 PaymentFailed = _refusal("payment_failed", "the payment did not go through; nothing was charged")
 Unavailable = _refusal("unavailable", "the inventory store is unavailable; retry")
+#: A request whose text cannot be sent to Redis (not encodable as UTF-8), refused alone.
+InvalidField = _refusal("invalid_field", "a field is not valid text")
 
 REFUSALS: dict[str, type[InventoryError]] = {
     cls.code: cls
@@ -276,6 +278,9 @@ class TeamJoined:
     size: int
     #: Every member's order when this join completed the team, else empty.
     orders: list[Order] = field(default_factory=list)
+    #: The payment attempt given to the call pays this membership (spent with it, now or by
+    #: an earlier copy of the request): False means the caller's payment paid nothing.
+    paid: bool = False
 
     @property
     def completed(self) -> bool:
@@ -315,6 +320,8 @@ class Sweep:
     failed_teams: list[TeamFailed]
     #: The sale's hold counter: like sold and total, it only goes down when Redis lost writes.
     seq: int
+    #: When the sale's next sweep is due (Redis ms), as far as this sweep could tell.
+    due_ms: int = 0
 
     @property
     def changed(self) -> bool:

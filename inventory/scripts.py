@@ -7,6 +7,7 @@ Redis), loads the script again and retries.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
@@ -25,7 +26,14 @@ NAMES = (
     "team",
     "coupons",
     "repair",
+    "due",
+    "reschedule",
 )
+
+#: The scripts that change a sale in a way a sweep must look at soon (a new hold to expire, a
+#: team deadline, stock left to announce, a new phase): the caller is told, and its sweeper
+#: makes the sale due at once (inventory.Inventory.changed).
+CHANGES = frozenset({"reserve", "confirm", "cancel", "open_sale", "add_stock", "stop", "team", "repair"})
 
 
 def source(name: str) -> str:
@@ -35,9 +43,11 @@ def source(name: str) -> str:
 
 
 class Scripts:
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(self, redis: aioredis.Redis, on_change: Callable[[str], None] | None = None) -> None:
         self._redis = redis
         self._scripts: dict[str, AsyncScript] = {name: redis.register_script(source(name)) for name in NAMES}
+        #: Called with the sale hash key (KEYS[1]) after a script of CHANGES ran, or may have.
+        self.on_change = on_change
 
     async def load(self) -> None:
         """Load every script now, so the first sale's first request does not pay for it."""
@@ -45,7 +55,16 @@ class Scripts:
             await self._redis.script_load(script.script)
 
     async def call(self, name: str, keys: list[str], args: list[Any]) -> Any:
-        return await self._scripts[name](keys=keys, args=args)
+        try:
+            return await self._scripts[name](keys=keys, args=args)
+        finally:  # (a call that failed on the way back may have run)
+            self.ran(name, keys)
+
+    def ran(self, name: str, keys: list[str]) -> None:
+        """Tell ``on_change`` that the script ran (or may have), if it changes sales. Whoever
+        runs a script in a pipeline (``queue``) calls this once the pipeline returned."""
+        if name in CHANGES and self.on_change is not None:
+            self.on_change(keys[0])
 
     async def queue(self, pipe: Pipeline, name: str, keys: list[str], args: list[Any]) -> None:
         """Add a call to a pipeline (which loads the script first if Redis lacks it)."""

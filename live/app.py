@@ -11,8 +11,8 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from live import http_api, pages, sales_api
+from live.http_server import SERVER_NAME
 from live.services import SERVICES, Services
-from shared.aio import stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +38,14 @@ async def _probe_redis(app: web.Application) -> AsyncIterator[None]:
                 services.metrics.redis_up.set(1)
             await asyncio.sleep(_REDIS_PROBE_INTERVAL_S)
 
-    task = asyncio.create_task(loop(), name="redis-probe")
+    services.supervisor.start("redis-probe", loop)
     yield
-    await stop_tasks([task])
+    await services.supervisor.stop(["redis-probe"])
+
+
+async def _server_header(request: web.Request, response: web.StreamResponse) -> None:
+    # aiohttp's default names its and Python's versions: a free hint for an attacker
+    response.headers["Server"] = SERVER_NAME
 
 
 def build_app(services: Services) -> web.Application:
@@ -48,6 +53,7 @@ def build_app(services: Services) -> web.Application:
         client_max_size=services.settings.max_body_bytes, middlewares=[http_api.error_middleware]
     )
     app[SERVICES] = services
+    app.on_response_prepare.append(_server_header)
     app.router.add_get("/healthz", http_api.healthz)
     app.router.add_get("/readyz", http_api.readyz)
     app.router.add_get("/metrics", http_api.metrics)

@@ -4,8 +4,9 @@ A journey of a purchase: ``reserve`` over the WebSocket -> rate limits -> the in
 batched Lua call -> ack with the hold. ``confirm`` -> the payment step -> confirm.lua (the
 order is in Redis and its stream) -> the ledger commits it to SQLite -> ack with the order,
 and an ``order_status`` to the buyer's other connections. Meanwhile every process sweeps the
-active sales: expired holds go back (the buyer is told), late teams fail (members refunded and
-told), and phase changes and stock left are announced to the room once, by one process.
+active sales that are due: expired holds go back (the buyer is told), late teams fail (members
+refunded and told), and phase changes and stock left are announced to the room once, by one
+process; a settled sale leaves the active sales and its keys expire after sale_retention_s.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -23,28 +25,30 @@ from gateway.hub import Caller, Hub
 from gateway.limits import TokenBucket
 from gateway.messages import Command, ProtocolError
 from inventory import reconcile
-from inventory.inventory import Inventory, new_team_code
+from inventory.inventory import Inventory, team_code
 from inventory.keys import active_sales_key, as_text, sale_id_of
 from inventory.ledger import Ledger
 from inventory.model import (
     MAX_PRICE_CENTS,
     MAX_QUANTITY,
     MAX_STOCK,
+    AlreadyEnded,
     Coupon,
-    HoldNotFound,
     InventoryError,
     Order,
     SaleSpec,
     SaleStatus,
     Sweep,
+    TeamFailed,
+    TeamJoined,
     UnknownSale,
 )
-from inventory.payments import Payments
+from inventory.payments import Charge, Payments
 from live.metrics import Metrics
 from live.rooms import Rooms, new_id, now_ms
 from live.settings import Settings
 from live.store import ProductRow, SaleRow, Store
-from shared.aio import stop_tasks
+from shared.aio import Supervisor, stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +62,18 @@ _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _BUCKETS_KEPT = 100_000
 #: Sweeps of one sale per sweep interval at most, while each comes back full of expired holds.
 _SWEEPS_PER_TICK = 10
+#: Sales one process leases per sweep interval at most (more wait for the next interval).
+_DUE_PER_TICK = 500
+#: A lease of a due sale lasts this long at least: far longer than a round of sweeps takes,
+#: and the longest a sale waits when the process that leased it dies.
+_LEASE_MIN_MS = 1000
+#: An ended sale with nothing held waits for the ledger to have every order: checked this often.
+_DRAIN_POLL_MS = 1000
+#: A payment that could not be settled (Redis or the provider down) is retried after these
+#: delays, doubling from the first to the last.
+_SETTLE_FIRST_S = 0.1
+_SETTLE_MAX_S = 5.0
+T = TypeVar("T")
 
 
 class CommerceError(Exception):
@@ -113,6 +129,7 @@ class Commerce:
         payments: Payments,
         hub: Hub,
         metrics: Metrics,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -126,20 +143,23 @@ class Commerce:
         self._active_key = active_sales_key(settings.key_prefix)
         self._per_user = _Buckets(settings.buy_burst, settings.buy_rate_per_s)
         self._per_ip = _Buckets(settings.buy_ip_burst, settings.buy_ip_rate_per_s)
-        self._sale_rooms: dict[str, str] = {}
         #: Per sale, the highest (seq, sold, total) this process saw: they only go down when
         #: Redis lost writes (a failover to a replica that lagged, a restore).
         self._high: dict[str, tuple[int, int, int]] = {}
         self._counters: dict[tuple[str, str], Any] = {}
-        self._tasks: list[asyncio.Task[None]] = []
+        self.supervisor = supervisor or inventory.supervisor
+        #: Payments being settled in the background (their script or refund met a Redis or
+        #: provider failure): short-lived, each ends once settled.
+        self._settling: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         await self.inventory.start()
         await self.ledger.start(consume=self.settings.ledger_consumer)
-        self._tasks.append(asyncio.create_task(self._sweep_loop(), name="sales-sweeper"))
+        self.supervisor.start("sales-sweeper", self._sweep_loop)
 
     async def stop(self) -> None:
-        await stop_tasks(self._tasks)
+        await stop_tasks(self._settling)
+        await self.supervisor.stop(["sales-sweeper"])
         await self.inventory.stop()
         await self.ledger.close()
 
@@ -180,7 +200,8 @@ class Commerce:
             team_ms=r.team_ms if r.group_size else 0,
         )
         # the record first (a sale Redis knows is always in SQLite), then Redis
-        await self.store.insert_sale(SaleRow(**asdict(spec), state="open", created_at_ms=now))
+        row = SaleRow(**asdict(spec), state="open", created_at_ms=now)
+        await self.store.insert_sale(row, max_active=self.settings.max_active_sales_per_room)
         await self.inventory.open_sale(spec)
         await self.ledger.ensure_group(spec.id)
         await self.redis.sadd(self._active_key, spec.id)
@@ -190,18 +211,41 @@ class Commerce:
         return status
 
     async def sale(self, sale_id: str) -> tuple[SaleRow, SaleStatus | None]:
-        """The record, and the live counters (None if Redis lost the sale: repair it)."""
+        """The record, and the live counters (None if Redis does not have the sale: it is over
+        and its keys expired, see ``settled``; or Redis lost it, and the sweeper heals it)."""
         row = await self.store.sale(sale_id)
         if row is None:
             raise UnknownSale()
         try:
-            return row, await self.inventory.status(sale_id)
+            status = await self.inventory.status(sale_id)
         except UnknownSale:
+            if not _over(row):
+                self.inventory.changed.add(sale_id)  # lost: its next sweep (at once) heals it
             return row, None
+        seen = self._high.get(sale_id)
+        if seen is not None and (status.sold < seen[1] or status.total < seen[2]):
+            self.inventory.changed.add(sale_id)  # Redis lost writes: the same
+        return row, status
+
+    async def settled(self, row: SaleRow) -> SaleStatus | None:
+        """A sale that is over and no longer in Redis (its keys expire sale_retention_s after
+        it settled), as its record and the ledger tell it; None for a sale not over."""
+        if not _over(row):
+            return None
+        sold = (await self.ledger.units_sold([row.id])).get(row.id, 0)
+        return _settled_status(row, sold)
+
+    async def settled_all(self, rows: list[SaleRow]) -> dict[str, SaleStatus]:
+        """``settled`` for many sales, with one read of the ledger."""
+        over = [r for r in rows if _over(r)]
+        sold = await self.ledger.units_sold([r.id for r in over]) if over else {}
+        return {r.id: _settled_status(r, sold.get(r.id, 0)) for r in over}
 
     async def add_stock(self, sale_id: str, units: int) -> SaleStatus:
-        _, status = await self.sale(sale_id)
+        row, status = await self.sale(sale_id)
         _require(0 < units <= MAX_STOCK, "units", f"must be 1 to {MAX_STOCK}")
+        if status is None and _over(row):
+            raise AlreadyEnded("the sale is over and settled: the ledger keeps its record")
         if status is None:
             raise UnknownSale("the sale is missing from Redis: run `live reconcile --repair`")
         await self.store.add_sale_stock(sale_id, units)
@@ -292,46 +336,49 @@ class Commerce:
 
     async def _confirm(self, caller: Caller, hold_id: str, coupon_id: str | None) -> Order:
         user = caller.user_id
-        try:
-            amount = await self.inventory.hold_amount(hold_id, user, coupon_id)
-        except HoldNotFound:
-            # a retry of a confirm that went through gets the same order; else hold_not_found
-            return await self.inventory.confirm(hold_id, user, coupon_id)
-        await self.payments.charge(hold_id, user, amount)
-        try:
-            order = await self.inventory.confirm(hold_id, user, coupon_id, amount)
-        except BaseException:
-            # not confirmed (expired meanwhile, coupon used elsewhere, Redis down): give it back
-            await self.payments.refund(hold_id, user, amount)
-            raise
+        # confirm.lua decides first, changing nothing: what it refuses now costs no payment
+        amount = await self.inventory.hold_amount(hold_id, user, coupon_id)
+        if isinstance(amount, Order):
+            return amount  # a retry of a confirm that went through: the same order, no charge
+        charge = await self.payments.charge(hold_id, user, amount)
+
+        async def commit() -> tuple[Order, bool]:
+            return await self.inventory.paid_confirm(hold_id, user, coupon_id, amount, charge.attempt)
+
+        order = await self._spend(sale_id_of(hold_id), charge, commit)
         await self._write_ledger([order])
         await self._tell(caller.room_id, user, hold_id, "confirmed", order=order.public())
         return order
 
     async def _team(self, caller: Caller, command: Command) -> dict[str, Any]:
-        f, user = command.fields, caller.user_id
+        f, user, key = command.fields, caller.user_id, command.rid or ""
         sale_id = await self._sale_in(caller.room_id, f["sale_id"])
         quantity = f.get("quantity", 1)
         if not 0 < quantity <= MAX_QUANTITY:
             raise ProtocolError("invalid_quantity", f"'quantity' must be 1 to {MAX_QUANTITY}")
-        status = await self.inventory.status(sale_id)
-        if not status.group_size:
-            raise ProtocolError("not_group_sale", "this sale has no group price")
-        opening = command.type == "open_team"
-        code = new_team_code() if opening else f["code"].strip().upper()
-        if not opening and not _ID.fullmatch(code):
+        op = "open" if command.type == "open_team" else "join"
+        # an open's code follows from its request id: every copy of the request, on any
+        # process, names the same team and so the same payment reference
+        code = team_code(sale_id, user, key) if op == "open" else f["code"].strip().upper()
+        if op == "join" and not _ID.fullmatch(code):
             raise ProtocolError("team_not_found", "no team with that code")
-        reference = f"team:{sale_id}:{code}:{user}"
-        amount = quantity * status.group_price_cents
-        await self.payments.charge(reference, user, amount)  # members pay on joining
-        try:
-            if opening:
-                joined = await self.inventory.open_team(sale_id, user, quantity, command.rid or "", code)
-            else:
-                joined = await self.inventory.join_team(sale_id, code, user, quantity, command.rid or "")
-        except BaseException:
-            await self.payments.refund(reference, user, amount)
-            raise
+        # team.lua decides first, changing nothing: what it refuses now costs no payment, and a
+        # request answered before gets its first answer (its first copy paid)
+        checked = await self.inventory.check_team(op, sale_id, code, user, quantity, key)
+        if isinstance(checked, TeamJoined):
+            joined = checked
+        else:
+            # members pay on joining
+            charge = await self.payments.charge(f"team:{sale_id}:{code}:{user}", user, checked)
+
+            async def commit() -> tuple[TeamJoined, bool]:
+                if op == "open":
+                    done = await self.inventory.open_team(sale_id, user, quantity, key, code, charge.attempt)
+                else:
+                    done = await self.inventory.join_team(sale_id, code, user, quantity, key, charge.attempt)
+                return done, done.paid
+
+            joined = await self._spend(sale_id, charge, commit)
         if joined.orders:
             await self._write_ledger(joined.orders)
             for order in joined.orders:
@@ -345,6 +392,99 @@ class Commerce:
             "size": joined.size,
             "completed": joined.completed,
         }
+
+    # -- payments -----------------------------------------------------------------------------
+
+    async def _spend(
+        self, sale_id: str, charge: Charge, commit: Callable[[], Awaitable[tuple[T, bool]]]
+    ) -> T:
+        """Run the script that spends a payment (a confirm, a team join), then keep the payment
+        or give it back, so that money moves only with the decision.
+
+        Kept when the script spent it. Given back, and only by the call that took it
+        (``charge.new``), when the script refused, answered with what another payment paid
+        for, or could not be asked (Redis down: it may have run). The attempt is voided in Redis
+        before the refund, so no late or concurrent copy of the script can spend it after; if a
+        copy of this request spent it first, that copy's answer is this request's too."""
+        try:
+            result, paid = await commit()
+        except (InventoryError, RedisError, OSError):
+            if charge.new and not await self._give_back(sale_id, charge):
+                result, _ = await commit()  # spent by a copy of this request: its answer
+                return result
+            raise
+        except BaseException:  # cancelled while the script ran: settle it in the background
+            if charge.new:
+                self._settle_later(sale_id, charge)
+            raise
+        if charge.new and not paid and not await self._give_back(sale_id, charge):
+            log.error("a payment is spent, though another paid", extra={"reference": charge.reference})
+        return result
+
+    async def _give_back(self, sale_id: str, charge: Charge) -> bool:
+        """Refund a payment unless a script spent it. False when spent (it pays for something);
+        True when refunded, or left to a background retry while Redis or the provider is down."""
+        try:
+            return await self._refund_unspent(sale_id, charge)
+        except Exception as exc:
+            log.warning(
+                "payment not settled yet; retrying in the background",
+                extra={"reference": charge.reference, "error": repr(exc)},
+            )
+            self._settle_later(sale_id, charge)
+            return True
+
+    async def _refund_unspent(self, sale_id: str, charge: Charge) -> bool:
+        if not await self.inventory.void_payment(sale_id, charge.attempt):
+            return False
+        await self.payments.refund(charge.reference, charge.attempt)
+        return True
+
+    def _settle_later(self, sale_id: str, charge: Charge) -> None:
+        async def settle() -> None:
+            if not await self._refund_unspent(sale_id, charge):
+                log.warning("payment kept: a script spent it", extra={"reference": charge.reference})
+
+        self._later(f"payment {charge.reference} ({charge.attempt}, {charge.amount_cents} cents)", settle)
+
+    def _later(self, what: str, action: Callable[[], Awaitable[None]]) -> None:
+        """Run a settlement (idempotent) in the background until it succeeds."""
+
+        async def retry() -> None:
+            delay = _SETTLE_FIRST_S
+            try:
+                while True:
+                    try:
+                        await action()
+                        return
+                    except Exception as exc:  # Redis or the provider is down: try again
+                        log.warning("settlement failed; retrying", extra={"what": what, "error": repr(exc)})
+                        await asyncio.sleep(delay)
+                        delay = min(2 * delay, _SETTLE_MAX_S)
+            except asyncio.CancelledError:
+                log.error("left unsettled at shutdown: settle it with the provider", extra={"what": what})
+                raise
+
+        task = asyncio.create_task(retry(), name="payment-settlement")
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
+    async def _refund_team(self, sale_id: str, team: TeamFailed) -> None:
+        """Give back what each member of a failed team paid. sweep.lua hands a failed team to
+        one sweep, and a refund names the attempt that paid: each member is refunded once."""
+        users = [user_id for _, user_id, _ in team.members]
+
+        async def refund() -> None:
+            attempts = await self.inventory.team_payments(sale_id, team.code, users)
+            for user_id, attempt in zip(users, attempts, strict=True):
+                if attempt:  # none: a member admitted without a payment
+                    await self.payments.refund(f"team:{sale_id}:{team.code}:{user_id}", attempt)
+
+        try:
+            await refund()
+        except Exception as exc:
+            log.warning("team refunds failed; retrying", extra={"team": team.code, "error": repr(exc)})
+            self._later(f"refunds of team {team.code} of sale {sale_id}", refund)
 
     async def _sale_in(self, room_id: str, sale_id: str) -> str:
         """The sale id if the sale belongs to this room (a buyer buys where they watch)."""
@@ -372,24 +512,54 @@ class Commerce:
     # -- sweeping -----------------------------------------------------------------------------
 
     async def _sweep_loop(self) -> None:
+        """Every sweep interval, sweep the sales that are due (``Inventory.due``): those with a
+        hold to expire, a team deadline, a countdown second, a start or end, a stock update
+        pending, or a change made by this process; an idle sale only every sweep_idle_ms.
+        Each due sale is leased to one process, which hands it back with its next due time."""
         period = self.settings.sweep_interval_ms / 1000
+        lease_ms = max(_LEASE_MIN_MS, 10 * self.settings.sweep_interval_ms)
         while True:
             await asyncio.sleep(period)
             try:
-                sale_ids = [as_text(m) for m in await self.redis.smembers(self._active_key)]
-                for sale_id in sale_ids:
-                    for _ in range(_SWEEPS_PER_TICK):  # more while a sweep came back full
-                        swept = await self.sweep(sale_id)
-                        if swept is None or len(swept.expired) < self.inventory.config.sweep_limit:
-                            break
+                swept: list[tuple[str, int, int]] = []
+                for sale_id, lease in await self.inventory.due(lease_ms, _DUE_PER_TICK):
+                    due_ms = await self._sweep_due(sale_id)
+                    if due_ms is not None:
+                        swept.append((sale_id, lease, due_ms))
+                await self.inventory.reschedule(swept)
             except (RedisError, OSError) as exc:
+                # the sales leased and not handed back are due again when their lease ends
                 log.warning("sweep failed on Redis", extra={"error": repr(exc)})
 
+    async def _sweep_due(self, sale_id: str) -> int | None:
+        """Sweep a due sale (again while a sweep comes back full); returns when it is next
+        due (Redis ms), or None when it is not to be scheduled: it left the active set, or is
+        being healed (its lease runs out, or the repair makes it due)."""
+        swept = None
+        for _ in range(_SWEEPS_PER_TICK):
+            swept = await self.sweep(sale_id)
+            if swept is None:
+                return None
+            if len(swept.expired) < self.inventory.config.sweep_limit:
+                break
+        assert swept is not None
+        if swept.phase == "ended" and swept.held == 0:  # waiting for the ledger to drain
+            return min(swept.due_ms, swept.now_ms + _DRAIN_POLL_MS)
+        return swept.due_ms
+
     async def sweep(self, sale_id: str) -> Sweep | None:
-        """One sweep of a sale, and telling the room and buyers what it changed."""
+        """One sweep of a sale, and telling the room and buyers what it changed. None when
+        there is nothing more to sweep: the sale is settled and retired, or being healed."""
+        self.metrics.sale_sweeps.inc()
         try:
             swept = await self.inventory.sweep(sale_id)
         except UnknownSale:
+            row = await self.store.sale(sale_id)
+            if row is not None and _over(row):
+                # over (its keys expired, or Redis lost them): the ledger is its record, and
+                # a repair would only bring back keys that are no longer wanted
+                await self._retire(sale_id)
+                return None
             await self.heal(sale_id, "the sale is missing from Redis")
             return None
         seen = self._high.get(sale_id)
@@ -410,8 +580,8 @@ class Commerce:
             )
         )
         for team in swept.failed_teams:
+            await self._refund_team(sale_id, team)
             for hold_id, user_id, paid in team.members:
-                await self.payments.refund(f"team:{sale_id}:{team.code}:{user_id}", user_id, paid)
                 await self._tell(
                     room_id, user_id, hold_id, "team_failed", code=team.code, refunded_cents=paid
                 )
@@ -423,8 +593,15 @@ class Commerce:
             stock = {**_stock_event(swept, swept.stock), "ts_ms": now_ms()}
             await self.hub.publish_gauge(room_id, f"stock:{sale_id}", stock)
         if swept.phase == "ended" and swept.held == 0 and await self.ledger.drained(sale_id):
-            await self.redis.srem(self._active_key, sale_id)
+            await self._retire(sale_id)
+            return None
         return swept
+
+    async def _retire(self, sale_id: str) -> None:
+        """The sale is over and settled: it leaves the active sales, and its Redis keys expire
+        after sale_retention_s (``sale`` then answers from the SQLite record and ledger)."""
+        await self.inventory.retire(sale_id, self.settings.sale_retention_s * 1000)
+        self._high.pop(sale_id, None)
 
     async def heal(self, sale_id: str, why: str) -> None:
         """Redis lost writes of a sale: freeze it and rebuild its counters from the ledger
@@ -479,14 +656,36 @@ class Commerce:
         await self._event(room_id, event)
 
     async def _room_of(self, sale_id: str) -> str | None:
-        """The sale's room (a sale never moves, so it is kept), or None for no such sale."""
-        room = self._sale_rooms.get(sale_id)
-        if room is None:
-            raw = await self.redis.hget(self.inventory.keys(sale_id)[0], "room")
-            if raw is None:
-                return None
-            room = self._sale_rooms[sale_id] = as_text(raw)
-        return room
+        """The sale's room, or None for no such sale (a sale never moves: the inventory keeps
+        it with the sale's other fixed facts, for the sales in use only)."""
+        facts = await self.inventory.facts(sale_id)
+        return None if facts is None else facts.room_id
+
+
+def _over(row: SaleRow) -> bool:
+    """Whether the record says the sale is over (ended, or stopped: a stop moves its end)."""
+    return row.ends_at_ms <= now_ms()
+
+
+def _settled_status(row: SaleRow, sold: int) -> SaleStatus:
+    return SaleStatus(
+        id=row.id,
+        room_id=row.room_id,
+        product_id=row.product_id,
+        phase="ended",
+        total=row.stock,
+        available=row.stock - sold,
+        held=0,
+        sold=sold,
+        price_cents=row.price_cents,
+        per_user_limit=row.per_user_limit,
+        starts_at_ms=row.starts_at_ms,
+        ends_at_ms=row.ends_at_ms,
+        hold_ms=row.hold_ms,
+        group_size=row.group_size,
+        group_price_cents=row.group_price_cents,
+        team_ms=row.team_ms,
+    )
 
 
 def _stock_event(swept: Sweep, available: int) -> dict[str, Any]:

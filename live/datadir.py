@@ -4,11 +4,15 @@ that two servers never share one directory."""
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import secrets
+import stat
 from pathlib import Path
 
 from live.errors import StartupError
+
+log = logging.getLogger(__name__)
 
 
 class DataDirError(StartupError):
@@ -46,6 +50,7 @@ class DataDir:
     def lock(self) -> None:
         """Hold an exclusive lock for the life of the process; the kernel drops it if we die."""
         self.prepare()
+        self.warn_if_open()
         fd = os.open(self.path / "live.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -58,6 +63,16 @@ class DataDir:
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self._lock_fd = fd
+
+    def warn_if_open(self) -> None:
+        """Warn when other users may list or enter the directory. Its files are owner-only
+        (the secret, SQLite's, Redis's), so it is not changed: the operator may mean it."""
+        mode = stat.S_IMODE(self.path.stat().st_mode)
+        if mode & 0o077:
+            log.warning(
+                "data dir is open to other users; its files are not, but consider chmod 700",
+                extra={"path": str(self.path), "mode": f"{mode:04o}"},
+            )
 
     def unlock(self) -> None:
         if self._lock_fd is not None:

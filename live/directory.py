@@ -49,6 +49,15 @@ class Directory:
                 return asdict(product)
         return None
 
+    async def may_moderate(self, room_id: str, user_id: str) -> bool:
+        """Everyone but the room's host: a moderator locking the host out of their own room
+        (or a host themselves by a slip) is never what anyone meant."""
+        try:
+            room = await self.rooms.get(room_id)
+        except RoomNotFound:
+            return True  # no room, no host to protect
+        return user_id != room.host_id
+
     async def command(self, caller: Caller, command: Command) -> dict[str, Any]:
         if self.commerce is None:
             raise ProtocolError("unavailable", "purchases are not available on this server")

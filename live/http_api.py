@@ -7,6 +7,7 @@ docs/http-api.md lists the codes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -15,6 +16,7 @@ from dataclasses import asdict
 from typing import Any
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 from redis.exceptions import RedisError
 
 from gateway.front import hand_over, peer_ip
@@ -25,6 +27,7 @@ from live.commerce import CommerceError
 from live.metrics import CONTENT_TYPE
 from live.rooms import RoomExists, RoomNotFound
 from live.services import SERVICES
+from live.store import LimitExceeded
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +35,10 @@ ROOM_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 MAX_TITLE = 200
 MAX_URL = 2048
 MAX_PRICE_CENTS = 10**12
+IMAGE_URL = re.compile(r"https?://\S+")
+#: Rooms per page of GET /api/rooms: the default and the most a client may ask.
+DEFAULT_ROOMS_PAGE = 1000
+MAX_ROOMS_PAGE = 10_000
 
 
 class ApiError(Exception):
@@ -54,6 +61,7 @@ def error_response(status: int, code: str, message: str) -> web.Response:
 
 _HTTP_CODES = {
     400: "bad_request",
+    408: "body_timeout",
     404: "not_found",
     405: "method_not_allowed",
     413: "body_too_large",
@@ -78,15 +86,22 @@ async def error_middleware(
 ) -> web.StreamResponse:
     metrics = request.app[SERVICES].metrics
     try:
+        if request.body_exists:
+            await read_body(request)  # every body, read or not by its handler, in bounded time
+        check_params(request)
         response = await handler(request)
     except ApiError as exc:
         response = error_response(exc.status, exc.code, exc.message)
+        if exc.status == 408:
+            response.force_close()
     except AuthError as exc:
         response = error_response(exc.http_status, exc.code, exc.message)
     except RoomNotFound as exc:
         response = error_response(404, "room_not_found", f"no room {exc.args[0]!r}")
     except RoomExists as exc:
         response = error_response(409, "room_exists", f"room {exc.args[0]!r} already exists")
+    except LimitExceeded as exc:
+        response = error_response(409, "limit_exceeded", exc.message)
     except InventoryError as exc:
         response = error_response(_INVENTORY_STATUS.get(exc.code, 409), exc.code, exc.message)
     except CommerceError as exc:
@@ -120,6 +135,8 @@ def _error_code(response: web.Response) -> str:
 
 def bearer_token(request: web.Request, allow_query: bool = False) -> str | None:
     header = request.headers.get("Authorization", "")
+    if not is_text(header):  # aiohttp keeps a header's non-UTF-8 bytes as lone surrogates
+        raise AuthError("token_invalid", "the Authorization header is not UTF-8 text")
     if header:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
@@ -137,15 +154,92 @@ def identify(request: web.Request, allow_query: bool = False) -> Identity:
     return request.app[SERVICES].auth.verify(token)
 
 
+async def read_body(request: web.Request) -> bytes:
+    """The whole body: 413 past client_max_size, 408 if it has not all arrived within
+    http_body_timeout_s (aiohttp itself waits for a body for as long as the client likes)."""
+    timeout = request.app[SERVICES].settings.http_body_timeout_s
+    try:
+        async with asyncio.timeout(timeout):
+            return await request.read()
+    except TimeoutError:
+        # The rest of this body, should it come, must not be read as a next request: stop
+        # reading the connection, end the body here; the 408 goes out with Connection: close.
+        request.protocol.close()
+        request.content.feed_eof()
+        raise ApiError(408, "body_timeout", f"the request body did not arrive within {timeout:g} s") from None
+    except (RequestPayloadError, ConnectionError) as exc:  # bad chunking, or the client left
+        raise ApiError(400, "bad_request", f"the request body could not be read: {exc}") from None
+
+
 async def json_body(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()  # raises 413 past client_max_size
+    raw = await read_body(request)
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nesting too deep
         raise ApiError(400, "bad_json", "the body is not valid JSON") from None
     if not isinstance(body, dict):
         raise ApiError(400, "bad_json", "the body must be a JSON object")
+    check_text(body)
     return body
+
+
+def is_text(value: str) -> bool:
+    """Whether ``value`` can be encoded as UTF-8 (a lone surrogate cannot)."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _shown(name: str) -> str:
+    """A name, quoted, fit for an error message whatever it holds (``'\\ud800'`` for a lone
+    surrogate)."""
+    return "'" + name.encode(errors="backslashreplace").decode() + "'"
+
+
+def check_text(body: dict[str, Any]) -> None:
+    """400 invalid_field, naming the field, for any text in a decoded body that cannot be
+    encoded as UTF-8. JSON's ``\\ud800`` escapes decode to lone surrogates, which SQLite and
+    Redis cannot store: past this point every string is known to encode."""
+    stack: list[tuple[str, Any]] = [("", body)]
+    while stack:  # iterative: json.loads accepts nesting deeper than Python's recursion limit
+        where, value = stack.pop()
+        if isinstance(value, str):
+            if not is_text(value):
+                raise ApiError(400, "invalid_field", f"the field {_shown(where)} is not valid Unicode text")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                name = f"{where}.{key}" if where else key
+                if not is_text(key):
+                    raise ApiError(
+                        400, "invalid_field", f"the field name {_shown(name)} is not valid Unicode text"
+                    )
+                stack.append((name, item))
+        elif isinstance(value, list):
+            stack.extend((f"{where}[{i}]", item) for i, item in enumerate(value))
+
+
+def check_params(request: web.Request) -> None:
+    """The same rule for path and query parameters (yarl decodes a bad percent-escape to
+    U+FFFD or leaves it escaped today; this keeps it so for any version)."""
+    params = [("path parameter", k, v) for k, v in request.match_info.items()]
+    params += [("query parameter", k, v) for k, v in request.query.items()]
+    for kind, name, value in params:
+        if not (is_text(name) and is_text(value)):
+            raise ApiError(400, "invalid_field", f"the {kind} {_shown(name)} is not valid Unicode text")
+
+
+def query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    # digits only (int() would take " 5", "+5", "1_0"), and few of them (int() refuses 4300+)
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 18 and low <= int(raw) <= high):
+        raise ApiError(
+            400, "invalid_field", f"the parameter {name!r} must be an integer from {low} to {high}"
+        )
+    return int(raw)
 
 
 _TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false"}
@@ -191,6 +285,8 @@ async def readyz(request: web.Request) -> web.Response:
             checks[name] = "ok"
         except Exception as exc:  # any failure means "not ready"; the reason is reported
             checks[name] = f"error: {exc.__class__.__name__}: {exc}"
+    down = services.supervisor.down()
+    checks["tasks"] = f"error: restarting {', '.join(down)}" if down else "ok"
     ready = all(v == "ok" for v in checks.values())
     return reply({"status": "ready" if ready else "unready", **checks}, status=200 if ready else 503)
 
@@ -212,17 +308,38 @@ async def create_room(request: web.Request) -> web.Response:
     if room_id is not None:
         _check_field(bool(ROOM_ID.fullmatch(room_id)), "id", "must be 1-64 of A-Z a-z 0-9 _ -")
         who.require_room(room_id)
-    room = await request.app[SERVICES].rooms.create(
-        title, host_id=who.user_id, room_id=room_id, allow_anonymous=allow_anonymous
+    services = request.app[SERVICES]
+    room = await services.rooms.create(
+        title,
+        host_id=who.user_id,
+        room_id=room_id,
+        allow_anonymous=allow_anonymous,
+        max_per_host=services.settings.max_rooms_per_host,
     )
     return reply(asdict(room), status=201)
 
 
 async def list_rooms(request: web.Request) -> web.Response:
+    """A page of rooms, oldest first: ``?after=<cursor>&limit=<n>`` (cursor: a room id)."""
     who = identify(request)
     who.require_role(Role.HOST, Role.MODERATOR)
-    rooms = await request.app[SERVICES].rooms.all()
-    return reply({"rooms": [asdict(r) for r in rooms if who.may_enter(r.id)]})
+    rooms = request.app[SERVICES].rooms
+    limit = query_int(request, "limit", DEFAULT_ROOMS_PAGE, 1, MAX_ROOMS_PAGE)
+    after = request.query.get("after") or None
+    if after is not None and not ROOM_ID.fullmatch(after):
+        raise ApiError(400, "invalid_field", "the parameter 'after' must be a cursor from an earlier answer")
+    if who.room != ANY_ROOM:  # a token for one room lists that room only
+        page, more = [], False
+        if after is None:
+            with contextlib.suppress(RoomNotFound):
+                page = [await rooms.get(who.room)]
+    else:
+        try:
+            page, more = await rooms.page(after, limit)
+        except RoomNotFound:
+            raise ApiError(400, "invalid_field", "the parameter 'after' is not a room of this list") from None
+    cursor = page[-1].id if page else after or ""
+    return reply({"rooms": [asdict(r) for r in page], "cursor": cursor, "more": more})
 
 
 async def get_room(request: web.Request) -> web.Response:
@@ -245,11 +362,15 @@ async def add_product(request: web.Request) -> web.Response:
     image_url = take(body, "image_url", str, required=False)
     if image_url is not None:
         _check_field(
-            len(image_url) <= MAX_URL and re.match(r"https?://\S+$", image_url) is not None,
+            # fullmatch: with re.match, "$" would also match before a trailing newline
+            len(image_url) <= MAX_URL and IMAGE_URL.fullmatch(image_url) is not None,
             "image_url",
             f"must be an http(s) URL of at most {MAX_URL} characters",
         )
-    product = await request.app[SERVICES].rooms.add_product(room_id, title, price_cents, image_url)
+    services = request.app[SERVICES]
+    product = await services.rooms.add_product(
+        room_id, title, price_cents, image_url, max_per_room=services.settings.max_products_per_room
+    )
     return reply(asdict(product), status=201)
 
 

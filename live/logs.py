@@ -21,11 +21,12 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
 # Tokens must never reach a log, whoever logged them: JWTs, bearer headers, token= queries,
-# passwords in URLs.
+# passwords in URLs (user:password@ or ?password=, as the embedded Redis's URL has it).
 _SECRETS = re.compile(
     r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"
     r"|(?<=[Bb]earer )\S+"
     r"|(?<=token=)[^&\s\"']+"
+    r"|(?<=password=)[^&\s\"']+"
     r"|(?<=://)[^/@\s]*:[^/@\s]*(?=@)"
 )
 _RECORD_FIELDS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}

@@ -37,8 +37,19 @@ class Metrics:
             ["action", "outcome"],
             registry=r,
         )
+        self.task_failures = Counter(
+            "live_task_failures",
+            "Background tasks that failed (or ended) unexpectedly and were restarted, by task",
+            ["task"],
+            registry=r,
+        )
         self.sale_repairs = Counter(
             "live_sale_repairs", "Sales rebuilt from the ledger after Redis lost writes", registry=r
+        )
+        self.sale_sweeps = Counter(
+            "live_sale_sweeps",
+            "Sweeps of a flash sale this process ran (only sales with something due are swept)",
+            registry=r,
         )
 
     def render(self) -> bytes:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import time
 from collections.abc import AsyncIterator
 from typing import TextIO
 
 from inventory import reconcile
 from inventory.inventory import Inventory
+from inventory.keys import SaleKeys
 from inventory.ledger import Ledger, LedgerConfig
 from live.datadir import DataDir, DataDirError
 from live.errors import StartupError, UsageError
@@ -21,7 +23,7 @@ from live.redis_client import check_server, connect
 from live.redis_server import url_file
 from live.server import redis_for
 from live.settings import Settings
-from live.store import Store
+from live.store import SaleRow, Store
 
 #: Exit status when a sale does not reconcile.
 NOT_CLEAN = 3
@@ -48,6 +50,21 @@ async def _redis_url(settings: Settings, data_dir: DataDir) -> AsyncIterator[str
             yield url
     finally:
         data_dir.unlock()
+
+
+async def _retired(inventory: Inventory, row: SaleRow) -> bool:
+    """A sale over whose keys Redis no longer has: they expired, sale_retention_s after it
+    settled (or were lost, but an ended sale's record is the ledger either way)."""
+    over = row.ends_at_ms <= int(time.time() * 1000)
+    return over and not await inventory.redis.exists(SaleKeys(inventory.config.key_prefix, row.id).sale)
+
+
+async def _retired_report(ledger: Ledger, row: SaleRow) -> tuple[str, bool]:
+    sold = (await ledger.units_sold([row.id])).get(row.id, 0)
+    line = f"sale {row.id}: over, no longer in Redis; ledger {sold} units of {row.stock}"
+    if sold > row.stock:
+        return f"{line}: 1 problem(s)\n  - the ledger sold {sold - row.stock} units past the stock", False
+    return f"{line}: clean", True
 
 
 async def run(settings: Settings, sale_id: str | None, repair: bool, out: TextIO = sys.stdout) -> int:
@@ -77,12 +94,20 @@ async def run(settings: Settings, sale_id: str | None, repair: bool, out: TextIO
             clean = True
             try:
                 for row in rows:
+                    if await _retired(inventory, row):
+                        # over, and its keys expired (sale_retention_s): only the ledger is left
+                        line, ok = await _retired_report(ledger, row)
+                        print(line, file=out)
+                        clean = clean and ok
+                        continue
                     if repair:
                         report = await reconcile.repair(inventory, ledger, row, row.state == "stopped")
                     else:
                         report = await reconcile.check(inventory, ledger, row.id, recorded_total=row.stock)
                     print(report.text(), file=out)
                     clean = clean and report.clean
+                if inventory.changed:  # repaired: the servers' sweepers look at them at once
+                    await inventory.due(lease_ms=1000, most=0)
             finally:
                 await ledger.close()
         finally:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
@@ -18,7 +18,12 @@ class RedisUnusableError(StartupError):
 
 
 def redact_url(url: str) -> str:
-    """The URL without its password, for messages and logs."""
+    """The URL without its password (in the user part, or a ``password=`` query parameter, as
+    the embedded Redis's URL has it), for messages and logs."""
+    base, mark, query = url.partition("?")
+    if mark and "password=" in query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        url = base + "?" + urlencode([(k, "***" if k == "password" else v) for k, v in pairs], safe="*")
     parts = urlsplit(url)
     if parts.password is None:
         return url

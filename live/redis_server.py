@@ -1,8 +1,10 @@
 """The embedded Redis: a private redis-server (Valkey) child that lives inside the data dir.
 
 It listens on a unix socket in the data dir (a loopback port when the path is too long for a
-socket), keeps an AOF with ``appendfsync everysec`` so a restart keeps stock, holds and rooms,
-and is terminated by the kernel if the server dies (see ``live.parent_death``). A Redis left
+socket), always behind a generated password (``requirepass``; kept in ``password``, mode 0600,
+and carried in the URL it hands out), writes every file owner-only, keeps an AOF with
+``appendfsync everysec`` so a restart keeps stock, holds and rooms, and is terminated by the
+kernel if the server dies (see ``live.parent_death``). A Redis left
 behind by a crash on a system without that guarantee is found through its pid file and stopped.
 """
 
@@ -12,6 +14,7 @@ import importlib.util
 import logging
 import os
 import platform
+import secrets
 import shutil
 import signal
 import socket
@@ -84,6 +87,7 @@ class EmbeddedRedis:
         self.start_timeout_s = start_timeout_s
         self.process: subprocess.Popen[bytes] | None = None
         self._port: int | None = None
+        self.password = ""
 
     @property
     def socket_path(self) -> Path:
@@ -106,17 +110,24 @@ class EmbeddedRedis:
         return self.directory / "redis.conf"
 
     @property
+    def password_path(self) -> Path:
+        return self.directory / "password"
+
+    @property
     def url(self) -> str:
+        # The password goes in the query (redis-py reads it there), leaving the address as is.
         if self._port is not None:
-            return f"redis://127.0.0.1:{self._port}/0"
-        return f"unix://{self.socket_path}"
+            return f"redis://127.0.0.1:{self._port}/0?password={self.password}"
+        return f"unix://{self.socket_path}?password={self.password}"
 
     def start(self) -> None:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _owner_only(self.directory)
         self._stop_stale()
+        self.password = _load_or_create_password(self.password_path)
         if len(str(self.socket_path)) > _MAX_SOCKET_PATH:
             self._port = _free_loopback_port()
-        self.conf_path.write_text(self._config())
+        _write_private(self.conf_path, self._config())
         command = [str(self.binary), str(self.conf_path)]
         if sys.platform.startswith("linux"):
             command = [sys.executable, "-m", "live.parent_death", str(os.getpid()), *command]
@@ -128,9 +139,10 @@ class EmbeddedRedis:
             stderr=subprocess.PIPE,
             cwd=self.directory,
             start_new_session=True,  # a Ctrl-C in the terminal goes to us; we stop Redis last
+            umask=0o077,  # its AOF, log and pid file: owner-only
         )
         self._wait_ready()
-        self.url_path.write_text(self.url)
+        _write_private(self.url_path, self.url)
         log.info("redis ready", extra={"pid": self.process.pid})
 
     def stop(self, timeout_s: float = 10.0) -> None:
@@ -160,6 +172,7 @@ class EmbeddedRedis:
             "appendfsync everysec",
             'save ""',
             "protected-mode yes",
+            f"requirepass {self.password}",
         ]
         if self._port is None:
             lines += ["port 0", f'unixsocket "{self.socket_path}"', "unixsocketperm 700"]
@@ -201,8 +214,15 @@ class EmbeddedRedis:
             with socket.socket(family, socket.SOCK_STREAM) as sock:
                 sock.settimeout(1.0)
                 sock.connect(address)
-                sock.sendall(b"PING\r\n")
-                return sock.recv(64).startswith(b"+PONG")
+                auth = self.password.encode()
+                sock.sendall(b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n*1\r\n$4\r\nPING\r\n" % (len(auth), auth))
+                answer = b""
+                while answer.count(b"\r\n") < 2:
+                    chunk = sock.recv(64)
+                    if not chunk:
+                        return False
+                    answer += chunk
+                return answer == b"+OK\r\n+PONG\r\n"
         except OSError:
             return False
 
@@ -214,6 +234,40 @@ class EmbeddedRedis:
             _terminate(pid, timeout_s=10.0)
         for stale in (self.pid_path, self.socket_path):
             stale.unlink(missing_ok=True)
+
+
+def _load_or_create_password(path: Path) -> str:
+    """The embedded Redis's password: made once (mode 0600), the same at every start, so that
+    a tool beside a running server (``live reconcile``) can use the URL it wrote."""
+    try:
+        password = path.read_text().strip()
+    except FileNotFoundError:
+        password = ""
+    if len(password) < 32 or not password.isalnum():
+        password = secrets.token_hex(32)
+        _write_private(path, password + "\n")
+    _owner_only(path)
+    return password
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to a file only its owner can read (also when it existed looser)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        os.fchmod(fh.fileno(), 0o600)
+        fh.write(text)
+
+
+def _owner_only(path: Path) -> None:
+    """Tighten ``path`` and, for a directory, everything in it, to its owner: files that
+    earlier versions (or a Redis without our umask) made readable by others."""
+    paths = [path, *path.rglob("*")] if path.is_dir() else [path]
+    for item in paths:
+        if item.is_symlink() or item.is_socket():
+            continue
+        mode = item.stat().st_mode & 0o777
+        if mode & 0o077:
+            item.chmod(mode & 0o700)
 
 
 def _read_pid(path: Path) -> int | None:

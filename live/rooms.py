@@ -57,8 +57,14 @@ class Rooms:
         self._keys = RoomKeys(key_prefix)
 
     async def create(
-        self, title: str, host_id: str, room_id: str | None = None, allow_anonymous: bool = False
+        self,
+        title: str,
+        host_id: str,
+        room_id: str | None = None,
+        allow_anonymous: bool = False,
+        max_per_host: int | None = None,
     ) -> RoomRow:
+        """Raises RoomExists, or LimitExceeded if the host has ``max_per_host`` rooms."""
         room = RoomRow(
             id=room_id or new_id("r"),
             title=title,
@@ -67,7 +73,7 @@ class Rooms:
             created_at_ms=now_ms(),
         )
         try:
-            await self._store.insert_room(room)
+            await self._store.insert_room(room, max_per_host)
         except sqlite3.IntegrityError:
             raise RoomExists(room.id) from None
         await self._cache_rooms([room])
@@ -80,7 +86,22 @@ class Rooms:
         return _room_from_hash(fields)
 
     async def all(self) -> list[RoomRow]:
-        ids: list[Any] = await self._redis.zrange(self._keys.index, 0, -1)
+        return await self._rooms(await self._redis.zrange(self._keys.index, 0, -1))
+
+    async def page(self, after: str | None, limit: int) -> tuple[list[RoomRow], bool]:
+        """Up to ``limit`` rooms, oldest first, after the room ``after`` (None: from the
+        first), and whether more follow. The index orders rooms by (creation time, id), so a
+        room id is a stable cursor. Raises RoomNotFound for an ``after`` not in the index."""
+        start = 0
+        if after is not None:
+            rank = await self._redis.zrank(self._keys.index, after)
+            if not isinstance(rank, int):  # None: not in the index
+                raise RoomNotFound(after)
+            start = rank + 1
+        ids: list[Any] = await self._redis.zrange(self._keys.index, start, start + limit)  # one extra
+        return await self._rooms(ids[:limit]), len(ids) > limit
+
+    async def _rooms(self, ids: list[Any]) -> list[RoomRow]:
         async with self._redis.pipeline(transaction=False) as pipe:
             for room_id in ids:
                 pipe.hgetall(self._keys.room(room_id.decode()))
@@ -88,8 +109,14 @@ class Rooms:
         return [_room_from_hash(h) for h in hashes if h]
 
     async def add_product(
-        self, room_id: str, title: str, price_cents: int, image_url: str | None
+        self,
+        room_id: str,
+        title: str,
+        price_cents: int,
+        image_url: str | None,
+        max_per_room: int | None = None,
     ) -> ProductRow:
+        """Raises RoomNotFound, or LimitExceeded if the room has ``max_per_room`` products."""
         await self.get(room_id)
         product = ProductRow(
             id=new_id("p"),
@@ -99,7 +126,7 @@ class Rooms:
             image_url=image_url,
             created_at_ms=now_ms(),
         )
-        await self._store.insert_product(product)
+        await self._store.insert_product(product, max_per_room)
         await self._cache_products([product], overwrite=True)
         return product
 

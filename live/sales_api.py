@@ -14,7 +14,7 @@ from aiohttp import web
 from inventory.model import Order, SaleStatus, UnknownSale
 from live.auth import Identity, Role
 from live.commerce import SaleRequest
-from live.http_api import ApiError, identify, json_body, reply, take
+from live.http_api import ApiError, identify, json_body, query_int, reply, take
 from live.rooms import now_ms
 from live.services import SERVICES
 from live.store import SaleRow
@@ -78,6 +78,8 @@ async def list_sales(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     rows = await services.store.sales(room_id)
     statuses = {s.id: s for s in await services.commerce.inventory.statuses([r.id for r in rows])}
+    # a sale over and gone from Redis (sale_retention_s) is shown from its record and the ledger
+    statuses |= await services.commerce.settled_all([r for r in rows if r.id not in statuses])
     return reply({"sales": [_sale_view(r, statuses.get(r.id)) for r in rows]})
 
 
@@ -103,6 +105,8 @@ async def _sale_row(request: web.Request, *roles: Role) -> SaleRow:
 
 async def get_sale(request: web.Request) -> web.Response:
     row, status = await _sale(request, Role.HOST, Role.MODERATOR)
+    if status is None:  # over and gone from Redis (sale_retention_s): the record and the ledger
+        status = await request.app[SERVICES].commerce.settled(row)
     return reply(_sale_view(row, status))
 
 
@@ -146,8 +150,8 @@ async def team(request: web.Request) -> web.Response:
 async def sale_orders(request: web.Request) -> web.Response:
     """A page of the sale's orders from the ledger, in the order recorded: ``?after=<cursor>&limit=<n>``."""
     row = await _sale_row(request, Role.HOST, Role.MODERATOR)
-    limit = _query_int(request, "limit", DEFAULT_ORDERS_PAGE, 1, MAX_ORDERS_PAGE)
-    after = _query_int(request, "after", 0, 0, 2**62)
+    limit = query_int(request, "limit", DEFAULT_ORDERS_PAGE, 1, MAX_ORDERS_PAGE)
+    after = query_int(request, "after", 0, 0, 2**62)
     orders, cursor = await request.app[SERVICES].commerce.ledger.orders_page(row.id, after, limit)
     return reply(
         {
@@ -177,18 +181,6 @@ async def get_order(request: web.Request) -> web.Response:
 
 def _order_view(order: Order) -> dict[str, Any]:
     return {**order.public(), "user_id": order.user_id}
-
-
-def _query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    # digits only (int() would take " 5", "+5", "1_0"), and few of them (int() refuses 4300+)
-    if not (raw.isascii() and raw.isdigit() and len(raw) <= 18 and low <= int(raw) <= high):
-        raise ApiError(
-            400, "invalid_field", f"the parameter {name!r} must be an integer from {low} to {high}"
-        )
-    return int(raw)
 
 
 def _int(body: dict[str, Any], name: str, default: int) -> int:

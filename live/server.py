@@ -24,7 +24,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from gateway import close_codes
-from gateway.front import FrontDoor
+from gateway.front import FrontDoor, Gate
 from gateway.hub import Hub
 from inventory.inventory import Inventory
 from inventory.ledger import Ledger, LedgerConfig
@@ -35,6 +35,7 @@ from live.commerce import Commerce
 from live.datadir import DataDir
 from live.directory import Directory
 from live.errors import StartupError
+from live.http_server import protocol_factory
 from live.logs import AccessLogger
 from live.metrics import GatewayMetrics, Metrics
 from live.redis_client import check_server, connect, redact_url
@@ -43,6 +44,7 @@ from live.rooms import Rooms
 from live.services import Services
 from live.settings import Settings
 from live.store import Store
+from shared.aio import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -144,21 +146,24 @@ async def _listening(
     settings: Settings, auth: Auth, redis: aioredis.Redis, store: Store, data_dir: DataDir, shared_port: bool
 ) -> AsyncIterator[Running]:
     metrics = Metrics()
+    # every long-running loop of this process, restarted when it fails; /readyz reports it
+    supervisor = Supervisor(on_crash=lambda task: metrics.task_failures.labels(task).inc())
     rooms = Rooms(store, redis, settings.key_prefix)
     restored = await rooms.restore()
     directory = Directory(auth, rooms)
-    hub = Hub(settings.gateway_config(), redis, directory, GatewayMetrics(metrics))
+    hub = Hub(settings.gateway_config(), redis, directory, GatewayMetrics(metrics), supervisor=supervisor)
     ledger = await Ledger.open(
         redis,
         data_dir.sqlite_path,
         LedgerConfig(key_prefix=settings.key_prefix, consumer=f"ledger-{hub.node_id}"),
+        supervisor,
     )
     payments = SimulatedPayments(fail_rate=settings.payment_fail_rate, delay_ms=settings.payment_delay_ms)
-    inventory = Inventory(redis, settings.inventory_config())
+    inventory = Inventory(redis, settings.inventory_config(), supervisor)
     commerce = directory.commerce = Commerce(
-        settings, store, rooms, inventory, ledger, payments, hub, metrics
+        settings, store, rooms, inventory, ledger, payments, hub, metrics, supervisor
     )
-    services = Services(settings, redis, store, rooms, auth, metrics, hub, commerce)
+    services = Services(settings, redis, store, rooms, auth, metrics, hub, commerce, supervisor)
     runner = web.AppRunner(
         build_app(services),
         handle_signals=False,
@@ -170,12 +175,18 @@ async def _listening(
     server: asyncio.Server | None = None
     try:
         await commerce.start()
-        http = runner.server
-        assert http is not None
+        assert runner.server is not None
+        http = protocol_factory(
+            runner.server,
+            on_bad_request=metrics.errors.labels("bad_request").inc,
+            access_log_class=AccessLogger,
+            keepalive_timeout=settings.http_idle_timeout_s,
+        )
+        gate = Gate(settings.front_limits())  # per-address caps, before any parsing
         where = f"{settings.host}:{settings.port}"
         try:
             server = await asyncio.get_running_loop().create_server(
-                lambda: FrontDoor(hub, http),
+                lambda: FrontDoor(hub, http, gate),
                 settings.host,
                 settings.port,
                 reuse_port=shared_port,

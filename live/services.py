@@ -14,6 +14,7 @@ from live.metrics import Metrics
 from live.rooms import Rooms
 from live.settings import Settings
 from live.store import Store
+from shared.aio import Supervisor
 
 
 @dataclass
@@ -28,6 +29,8 @@ class Services:
     metrics: Metrics
     hub: Hub
     commerce: Commerce
+    #: The background loops; a loop that failed and awaits its restart makes /readyz unready.
+    supervisor: Supervisor
 
 
 SERVICES = web.AppKey("services", Services)

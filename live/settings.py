@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from gateway.config import GatewayConfig
+from gateway.front import FrontLimits
 from inventory.inventory import InventoryConfig
 from live.errors import UsageError
 
@@ -27,11 +28,14 @@ LOG_FORMATS = ("text", "json")
 JWT_ALGORITHMS = ("HS256", "RS256", "ES256")
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 _KEY_PREFIX = re.compile(r"[A-Za-z0-9_.:-]{1,32}")
+_TEN_YEARS_S = 10 * 365 * 86_400
+_LONGEST_MUTE_S = 30 * 86_400  # gateway.hub.MAX_MUTE_S (a test checks they agree)
 
 
 #: The gateway's defaults are the defaults of the settings that configure it (one source).
 _GATEWAY = GatewayConfig()
 _INVENTORY = InventoryConfig()
+_FRONT = FrontLimits()
 
 
 class SettingsError(UsageError):
@@ -81,8 +85,12 @@ class Settings:
     #: Per-connection rate and burst of any client message; a client far past it is closed.
     message_rate_per_s: float = _GATEWAY.message_rate_per_s
     message_burst: int = _GATEWAY.message_burst
+    #: More than message_burst refused messages within about this long close (1008).
+    flood_window_s: float = _GATEWAY.flood_window_s
     #: Non-chat room events kept for resume.
     history_size: int = _GATEWAY.history_size
+    #: A room's bans and mutes are kept this long after its last ban / mute, then forgotten.
+    ban_retention_s: int = _GATEWAY.ban_retention_s
     #: Bytes queued to one client before its chat is skipped / before it is closed (4409).
     send_buffer_soft_bytes: int = _GATEWAY.send_buffer_soft_bytes
     send_buffer_hard_bytes: int = _GATEWAY.send_buffer_hard_bytes
@@ -93,6 +101,22 @@ class Settings:
     max_connections_per_ip: int = _GATEWAY.max_connections_per_ip
     #: Time for a client to complete its HTTP request head / WebSocket handshake.
     handshake_timeout_s: float = _GATEWAY.handshake_timeout_s
+    #: An HTTP keep-alive connection idle (or part way through its next request head) this
+    #: long is closed. Longer than clients' own pool timeouts (aiohttp's is 15 s), so that a
+    #: client does not reuse a connection just as the server closes it.
+    http_idle_timeout_s: float = 75.0
+    #: Time for a request's whole body to arrive once its head has; later, 408 and a close.
+    http_body_timeout_s: float = 10.0
+    #: Per process: connections from one address still sending their request head; open HTTP
+    #: connections (keep-alive included), in all and from one address. Past them, 429/503.
+    max_pending_connections_per_ip: int = _FRONT.max_pending_per_ip
+    max_http_connections: int = _FRONT.max_http
+    max_http_connections_per_ip: int = _FRONT.max_http_per_ip
+    #: Rooms one host (token subject) may create; products per room; sales per room that are
+    #: open and not over (scheduled ones count). Past them, 409 limit_exceeded.
+    max_rooms_per_host: int = 1000
+    max_products_per_room: int = 500
+    max_active_sales_per_room: int = 50
     #: A UTF-8 file with one banned word or phrase per line (# starts a comment).
     banned_words_file: Path | None = None
     shutdown_timeout_s: float = 10.0
@@ -100,10 +124,16 @@ class Settings:
     reserve_batch_max: int = _INVENTORY.max_batch
     #: A reservation that finds no call of its sale in flight waits this long for company.
     reserve_batch_window_ms: float = _INVENTORY.batch_window_ms
-    #: How often each process sweeps the active sales (expired holds, late teams, phases).
+    #: How often each process sweeps the active sales that are due (expired holds, late
+    #: teams, phases, stock updates) or that it changed.
     sweep_interval_ms: int = 100
+    #: An active sale with nothing due is still swept this often (a safety net).
+    sweep_idle_ms: int = _INVENTORY.sweep_idle_ms
     #: Stock-left updates to a room: at most one per this many ms.
     stock_update_ms: int = _INVENTORY.stock_update_ms
+    #: An ended sale's Redis keys expire this long after it is settled (no holds left, every
+    #: order in the ledger); the SQLite ledger is its record from then on.
+    sale_retention_s: int = 3 * 86_400
     #: Per user (per process): buy actions (reserve, confirm, cancel, teams, coupons) burst
     #: and rate; past it, a rate_limited error.
     buy_burst: int = 10
@@ -160,6 +190,7 @@ class Settings:
         _check(self.comment_burst >= 1, "comment_burst must be >= 1")
         _check(self.message_rate_per_s > 0, "message_rate_per_s must be > 0")
         _check(self.message_burst >= 1, "message_burst must be >= 1")
+        _check(0 < self.flood_window_s <= 3600, "flood_window_s must be > 0 and <= 3600")
         _check(self.history_size >= 10, "history_size must be >= 10")
         _check(
             0 < self.send_buffer_soft_bytes < self.send_buffer_hard_bytes,
@@ -169,12 +200,33 @@ class Settings:
         _check(self.max_connections >= 1, "max_connections must be >= 1")
         _check(self.max_connections_per_ip >= 1, "max_connections_per_ip must be >= 1")
         _check(self.handshake_timeout_s > 0, "handshake_timeout_s must be > 0")
+        _check(self.http_idle_timeout_s > 0, "http_idle_timeout_s must be > 0")
+        _check(self.http_body_timeout_s > 0, "http_body_timeout_s must be > 0")
+        for name in (
+            "max_pending_connections_per_ip",
+            "max_http_connections",
+            "max_http_connections_per_ip",
+            "max_rooms_per_host",
+            "max_products_per_room",
+            "max_active_sales_per_room",
+        ):
+            _check(getattr(self, name) >= 1, f"{name} must be >= 1")
         _check(self.shutdown_timeout_s > 0, "shutdown_timeout_s must be > 0")
         # reserve.lua unpacks two items per request into one command: Lua allows ~8000
         _check(1 <= self.reserve_batch_max <= 2000, "reserve_batch_max must be 1..2000")
         _check(0 <= self.reserve_batch_window_ms <= 50, "reserve_batch_window_ms must be 0..50")
         _check(10 <= self.sweep_interval_ms <= 10_000, "sweep_interval_ms must be 10..10000")
+        _check(
+            self.sweep_interval_ms <= self.sweep_idle_ms <= 3_600_000,
+            "sweep_idle_ms must be from sweep_interval_ms to 3600000 (an hour)",
+        )
         _check(50 <= self.stock_update_ms <= 60_000, "stock_update_ms must be 50..60000")
+        _check(60 <= self.sale_retention_s <= _TEN_YEARS_S, f"sale_retention_s must be 60..{_TEN_YEARS_S}")
+        # a mute lasts up to 30 days: the mutes must not be forgotten before the longest ends
+        _check(
+            _LONGEST_MUTE_S <= self.ban_retention_s <= _TEN_YEARS_S,
+            f"ban_retention_s must be {_LONGEST_MUTE_S} (30 days) to {_TEN_YEARS_S}",
+        )
         _check(self.buy_burst >= 1 and self.buy_rate_per_s > 0, "buy_burst must be >= 1, buy_rate_per_s > 0")
         _check(
             self.buy_ip_burst >= 1 and self.buy_ip_rate_per_s > 0,
@@ -197,12 +249,20 @@ class Settings:
         }
         return GatewayConfig(**shared, banned_words=self.banned_words())
 
+    def front_limits(self) -> FrontLimits:
+        return FrontLimits(
+            max_pending_per_ip=self.max_pending_connections_per_ip,
+            max_http=self.max_http_connections,
+            max_http_per_ip=self.max_http_connections_per_ip,
+        )
+
     def inventory_config(self) -> InventoryConfig:
         return InventoryConfig(
             key_prefix=self.key_prefix,
             max_batch=self.reserve_batch_max,
             batch_window_ms=self.reserve_batch_window_ms,
             stock_update_ms=self.stock_update_ms,
+            sweep_idle_ms=self.sweep_idle_ms,
             wait_replicas=self.wait_replicas,
             wait_timeout_ms=self.wait_timeout_ms,
         )

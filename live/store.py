@@ -8,6 +8,7 @@ append a new one.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -110,12 +111,35 @@ _SALE_FIELDS = tuple(f.name for f in fields(SaleRow))
 _SALE_COLUMNS = ", ".join(_SALE_FIELDS)
 
 
+class LimitExceeded(Exception):
+    """A write refused because it would pass a configured cap; nothing was written."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def _private_files(path: Path) -> None:
+    """Make the database file 0600 before SQLite opens it: SQLite creates the -wal and -shm
+    files with the database's mode, so those follow. Files left looser by earlier versions are
+    tightened (the data dir may be shared, or 0755)."""
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            mode = file.stat().st_mode & 0o777
+        except FileNotFoundError:
+            continue
+        if mode & 0o077:
+            file.chmod(mode & 0o700)
+
+
 class Store:
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db
 
     @classmethod
     async def open(cls, path: Path) -> Store:
+        _private_files(path)
         db = await aiosqlite.connect(path)
         try:
             await db.execute("PRAGMA journal_mode=WAL")
@@ -138,16 +162,32 @@ class Store:
         async with self._db.execute("SELECT 1") as cursor:
             await cursor.fetchone()
 
-    async def insert_room(self, room: RoomRow) -> None:
-        await self._write(
-            "INSERT INTO rooms (id, title, host_id, allow_anonymous, created_at_ms) VALUES (?, ?, ?, ?, ?)",
-            (room.id, room.title, room.host_id, int(room.allow_anonymous), room.created_at_ms),
-        )
+    # The capped inserts count and insert in one statement, so that concurrent requests (from
+    # any process: SQLite takes its write lock for the statement) cannot pass the cap together.
 
-    async def insert_product(self, product: ProductRow) -> None:
-        await self._write(
+    async def insert_room(self, room: RoomRow, max_per_host: int | None = None) -> None:
+        """Raises LimitExceeded if the host has ``max_per_host`` rooms already."""
+        written = await self._write(
+            "INSERT INTO rooms (id, title, host_id, allow_anonymous, created_at_ms)"
+            " SELECT ?, ?, ?, ?, ? WHERE (SELECT COUNT(*) FROM rooms WHERE host_id = ?) < ?",
+            (
+                room.id,
+                room.title,
+                room.host_id,
+                int(room.allow_anonymous),
+                room.created_at_ms,
+                room.host_id,
+                _no_cap(max_per_host),
+            ),
+        )
+        if not written:
+            raise LimitExceeded(f"a host may have {max_per_host} rooms at most (max_rooms_per_host)")
+
+    async def insert_product(self, product: ProductRow, max_per_room: int | None = None) -> None:
+        """Raises LimitExceeded if the room has ``max_per_room`` products already."""
+        written = await self._write(
             "INSERT INTO products (id, room_id, title, price_cents, image_url, created_at_ms)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
+            " SELECT ?, ?, ?, ?, ?, ? WHERE (SELECT COUNT(*) FROM products WHERE room_id = ?) < ?",
             (
                 product.id,
                 product.room_id,
@@ -155,8 +195,12 @@ class Store:
                 product.price_cents,
                 product.image_url,
                 product.created_at_ms,
+                product.room_id,
+                _no_cap(max_per_room),
             ),
         )
+        if not written:
+            raise LimitExceeded(f"a room may have {max_per_room} products at most (max_products_per_room)")
 
     async def rooms(self) -> list[RoomRow]:
         rows = await self._read(
@@ -171,11 +215,24 @@ class Store:
         )
         return [ProductRow(*r) for r in rows]
 
-    async def insert_sale(self, sale: SaleRow) -> None:
-        await self._write(
-            f"INSERT INTO sales ({_SALE_COLUMNS}) VALUES ({', '.join('?' * len(_SALE_FIELDS))})",
-            tuple(getattr(sale, name) for name in _SALE_FIELDS),
+    async def insert_sale(self, sale: SaleRow, max_active: int | None = None) -> None:
+        """Raises LimitExceeded if the room has ``max_active`` active sales already: open
+        (not stopped) and not over at ``sale.created_at_ms`` (scheduled ones count)."""
+        written = await self._write(
+            f"INSERT INTO sales ({_SALE_COLUMNS}) SELECT {', '.join('?' * len(_SALE_FIELDS))} WHERE"
+            " (SELECT COUNT(*) FROM sales WHERE room_id = ? AND state = 'open' AND ends_at_ms > ?) < ?",
+            (
+                *(getattr(sale, name) for name in _SALE_FIELDS),
+                sale.room_id,
+                sale.created_at_ms,
+                _no_cap(max_active),
+            ),
         )
+        if not written:
+            raise LimitExceeded(
+                f"a room may have {max_active} active sales at most (max_active_sales_per_room):"
+                " stop one, or wait for one to end"
+            )
 
     async def sale(self, sale_id: str) -> SaleRow | None:
         rows = await self._read(f"SELECT {_SALE_COLUMNS} FROM sales WHERE id = ?", (sale_id,))
@@ -199,13 +256,19 @@ class Store:
             (ends_at_ms, sale_id),
         )
 
-    async def _write(self, sql: str, params: tuple[Any, ...]) -> None:
-        await self._db.execute(sql, params)
+    async def _write(self, sql: str, params: tuple[Any, ...]) -> int:
+        """Run one statement and commit; returns the number of rows it changed."""
+        cursor = await self._db.execute(sql, params)
         await self._db.commit()
+        return cursor.rowcount
 
     async def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         async with self._db.execute(sql, params) as cursor:
             return [tuple(row) for row in await cursor.fetchall()]
+
+
+def _no_cap(cap: int | None) -> int:
+    return 2**62 if cap is None else cap
 
 
 async def migrate(db: aiosqlite.Connection) -> int:

@@ -4,8 +4,10 @@
     live-loadtest --url http://127.0.0.1:8080 --data-dir live-data audience --viewers 20000
     live-loadtest compare baseline.json new.json
 
-Exit status: 0 the run passed its audit, 1 it did not (or compare found a regression),
-2 the run could not be made (bad flags, server unreachable, a worker died).
+Exit status: 0 the run passed its audit and delivered its load, 1 the audit failed (or
+compare found a regression), 2 the run could not be made (bad flags, server unreachable, a
+worker died), 3 the audit passed but the load fell short of the plan (a stream with more than
+--max-unsent-share of its events never sent; --allow-shortfall accepts that with 0).
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from loadtest import shortfall
 from loadtest.api import ApiError
 from loadtest.plan import ALIASES, FIELDS, SCENARIOS, Plan, PlanError, expand, load_toml
 from loadtest.progress import Progress
 from loadtest.run import Run, Target
 
-EXIT_PASSED, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
+EXIT_PASSED, EXIT_FAILED, EXIT_ERROR, EXIT_SHORTFALL = 0, 1, 2, 3
 #: Where results go when neither --json nor --report is given.
 DEFAULT_OUTPUT = "live-loadtest-results"
 
@@ -60,6 +63,8 @@ HELP = {
     "source_addresses": "127.0.0.x source addresses (default: one per 25000 connections)",
     "connect_timeout_s": "handshake timeout (default 15)",
     "reply_timeout_s": "a request unanswered this long counts as no_reply (default 10)",
+    "max_unsent_share": "a stream with more of its planned events unsent is a load shortfall, exit 3 "
+    "(default 0.01)",
     "seed": "random seed (default 1)",
     "room": "room id (default lt-<random>)",
 }
@@ -100,6 +105,11 @@ def _parser() -> argparse.ArgumentParser:
         "--report", type=Path, metavar="DIR", help="write report.html and PNG plots here (default: same)"
     )
     out.add_argument("--quiet", action="store_true", help="no progress display")
+    out.add_argument(
+        "--allow-shortfall",
+        action="store_true",
+        help="exit 0 even if the load fell short of the plan (the summary and result still say so)",
+    )
     plan = parser.add_argument_group("plan")
     for f in dataclasses.fields(Plan):
         if f.name not in FIELDS:
@@ -119,9 +129,11 @@ def _settings(args: argparse.Namespace) -> tuple[Plan, dict[str, Any]]:
             values[name] = flag
     if args.spawn:
         values["spawn"] = True
+    if args.allow_shortfall:
+        values["allow_shortfall"] = True
     names = args.scenarios or values.pop("scenarios", None) or ["big-night"]
     values.pop("scenarios", None)
-    keys = ("url", "spawn", "secret", "data_dir", "json", "report")
+    keys = ("url", "spawn", "secret", "data_dir", "json", "report", "allow_shortfall")
     outside: dict[str, Any] = {k: values.pop(k) for k in keys if k in values}
     try:
         plan = Plan(scenarios=expand(list(names)), **values)
@@ -162,9 +174,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(result["started_at_ms"] / 1000))
         report_dir = Path(DEFAULT_OUTPUT) / f"{stamp}-{result['scenario']}"
         json_path = report_dir / "result.json"
+    result["load"]["allowed"] = bool(outside.get("allow_shortfall"))
     _write(result, json_path, report_dir)
     print(summary(result))
-    return EXIT_PASSED if result["audit"]["passed"] else EXIT_FAILED
+    if not result["audit"]["passed"]:
+        return EXIT_FAILED
+    if result["load"]["shortfall"] and not result["load"]["allowed"]:
+        return EXIT_SHORTFALL
+    return EXIT_PASSED
 
 
 def _run(run: Run) -> dict[str, Any]:
@@ -216,4 +233,7 @@ def summary(result: dict[str, Any]) -> str:
         f"{audit['chat_unaccounted']})"
     )
     lines.extend(f"    note: {n}" for n in audit["notes"])
+    load = result["load"]
+    lines.append(f"  {shortfall.describe(load)}")
+    lines.extend(f"    note: {n}" for n in load["notes"])
     return "\n".join(lines)

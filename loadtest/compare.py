@@ -206,6 +206,36 @@ def _audit(a: dict[str, Any], b: dict[str, Any]) -> _Section:
     return section
 
 
+def _shortfall_text(load: dict[str, Any]) -> str:
+    if "shortfall" not in load:
+        return DASH
+    if load["shortfall"] is not True:
+        return "none"
+    listed = load.get("short")
+    short = [name for name in listed if isinstance(name, str)] if isinstance(listed, list) else []
+    return "SHORT: " + ", ".join(short) if short else "SHORT"
+
+
+def _load(a: dict[str, Any], b: dict[str, Any]) -> _Section:
+    """A run that did not deliver its planned load measured less than it claims: B falling short
+    where A did not is a regression (the numbers of the two are not comparable)."""
+    section = _Section("load delivered")
+    before, after = as_mapping(a.get("load")), as_mapping(b.get("load"))
+    short_now = after.get("shortfall") is True and before.get("shortfall") is not True
+    if before or after:
+        section.rows.append(
+            _Row(
+                "shortfall",
+                _shortfall_text(before),
+                _shortfall_text(after),
+                flag="REGRESSION" if short_now else "",
+            )
+        )
+    if short_now:
+        section.regressions.append(f"load as planned -> {_shortfall_text(after).lower()}")
+    return section
+
+
 def _plain(
     title: str, before: dict[str, Any], after: dict[str, Any], keys: Sequence[str], digits: int
 ) -> _Section:
@@ -265,13 +295,15 @@ def compare(
     Regressions: a p99 that grew more than the limit (with at least MIN_SAMPLES samples on both
     sides and at least MIN_LATENCY_CHANGE_MS more), a throughput that fell more than the limit,
     a new error kind or an error count that grew more than the limit, an audit that failed after
-    a baseline that did not. Metrics or throughputs in only one result are listed, not judged.
+    a baseline that did not, a load that fell short after a baseline that did not. Metrics or
+    throughputs in only one result are listed, not judged.
     """
     sections = [
         _metrics(a, b, max_regression_pct),
         _throughput(a, b, max_regression_pct),
         _errors(a, b, max_regression_pct),
         _audit(a, b),
+        _load(a, b),
         _plain("cpu and duration", a, b, CPU_KEYS, 2),
         _plain(
             "connections",

@@ -80,6 +80,9 @@ class Plan:
     connect_timeout_s: float = 15.0
     #: A request unanswered this long is counted as `no_reply`.
     reply_timeout_s: float = 10.0
+    #: A stream (connections, comments, reserves, ...) with a larger share of its planned events
+    #: never sent is a load shortfall: the run did not deliver the load it planned.
+    max_unsent_share: float = 0.01
     seed: int = 1
     room: str | None = None
 
@@ -114,6 +117,7 @@ class Plan:
             "source_addresses must be 1..250",
         )
         _check(self.connect_timeout_s > 0 and self.reply_timeout_s > 0, "timeouts must be > 0")
+        _check(0 <= self.max_unsent_share <= 1, "max_unsent_share must be 0..1")
         _check(self.room is None or 1 <= len(self.room) <= 64, "room must be 1-64 characters")
         if self.wants("chat-storm"):
             _check(
@@ -251,6 +255,8 @@ class Plan:
 
 
 FIELDS = {f.name for f in dataclasses.fields(Plan)} - {"scenarios"}
+#: Settings a TOML file may have besides the plan's: the target and the output.
+OUTSIDE_PLAN = ("url", "spawn", "json", "report", "secret", "data_dir", "allow_shortfall")
 
 
 def expand(names: list[str]) -> tuple[str, ...]:
@@ -278,7 +284,7 @@ def load_toml(path: Path) -> dict[str, Any]:
         name = key.replace("-", "_")
         if name in ("scenario", "scenarios"):
             out["scenarios"] = [value] if isinstance(value, str) else list(value)
-        elif name in FIELDS or name in ("url", "spawn", "json", "report", "secret", "data_dir"):
+        elif name in FIELDS or name in OUTSIDE_PLAN:
             out[name] = value
         else:
             raise PlanError(f"{path}: unknown setting {key!r}")

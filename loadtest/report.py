@@ -368,7 +368,27 @@ def _banner(result: dict[str, Any]) -> str:
     else:
         css, verdict = "none", "No audit"
     detail = f'<div class="counts">{counts}</div>' if audit else ""
-    return f'<div class="banner {css}"><strong>{_e(verdict)}</strong>{detail}</div>'
+    return f'<div class="banner {css}"><strong>{_e(verdict)}</strong>{detail}</div>' + _load_banner(result)
+
+
+def _load_banner(result: dict[str, Any]) -> str:
+    """A run that did not deliver its planned load says so as loudly as a failed audit: an audit
+    of a rush that never reached the server proves nothing."""
+    load = as_mapping(result.get("load"))
+    if load.get("shortfall") is not True:
+        return ""
+    streams = as_mapping(load.get("streams"))
+    short = [
+        f"{_scalar_text(name)} {_fmt_count(as_mapping(streams.get(name)).get('unsent'))} of "
+        f"{_fmt_count(as_mapping(streams.get(name)).get('planned'))} unsent"
+        for name in _list(load.get("short"))
+        if isinstance(name, str)
+    ]
+    verdict = "Load SHORTFALL: the run did not deliver the load it planned"
+    if load.get("allowed") is True:
+        verdict += " (accepted by --allow-shortfall)"
+    detail = f'<div class="counts">{_e(" · ".join(short))}</div>' if short else ""
+    return f'<div class="banner fail"><strong>{_e(verdict)}</strong>{detail}</div>'
 
 
 def _run_card(result: dict[str, Any]) -> Html:
@@ -464,6 +484,16 @@ def _audit_section(result: dict[str, Any]) -> str:
     return _section("Audit details", "".join(parts) or _muted("No audit details."))
 
 
+def _load_section(result: dict[str, Any]) -> str:
+    load = as_mapping(result.get("load"))
+    parts = [
+        f"<h3>{_e(key)}</h3>{_render_value(load[key])}"
+        for key in ("shortfall", "max_unsent_share", "streams", "starts", "notes")
+        if load.get(key) not in (None, "", [], {})
+    ]
+    return _section("Load delivered", "".join(parts) or _muted("No load accounting."))
+
+
 def _parameters_section(result: dict[str, Any]) -> str:
     return _section("Parameters", _dict_card(result.get("parameters")))
 
@@ -529,6 +559,7 @@ def _page(result: dict[str, Any], plots: Sequence[Plot]) -> str:
             _outcomes_section(result),
             _plots_section(plots),
             _audit_section(result),
+            _load_section(result),
             _parameters_section(result),
         ]
     )

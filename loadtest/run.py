@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 
 from hdrh.histogram import HdrHistogram
 
-from loadtest import audit, hist
+from loadtest import audit, hist, shortfall
 from loadtest.api import Api, mint
 from loadtest.plan import Plan, PlanError
 from loadtest.procfs import CpuMeter, listening_pids
@@ -47,6 +47,9 @@ HOST_USER = "lt-host"
 READY_TIMEOUT_S = 60.0
 #: After the load phase: time for workers to close their connections and report.
 FINAL_TIMEOUT_S = 60.0
+#: A gated stream whose senders came in late starts this long after the last worker said so,
+#: time for the word to reach every worker.
+START_MARGIN_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -176,6 +179,10 @@ class Run:
         self.server: LocalServer | None = None
         self.workers: list[asyncio.subprocess.Process] = []
         self.aggregate = Aggregate(plan.worker_count)
+        self.t0 = 0.0
+        #: Gated streams: the planned starts the workers reported, then when each started.
+        self._gates: dict[str, list[float]] = defaultdict(list)
+        self.starts: dict[str, dict[str, float]] = {}
         # Workers' stderr goes to files, not pipes: a chatty worker must never block on a full pipe.
         self._logs = Path(tempfile.mkdtemp(prefix="live-loadtest-workers-"))
 
@@ -208,7 +215,7 @@ class Run:
             await api.create_room(self.room, f"live-loadtest {plan.name} {self.run_id}")
             product = await api.create_product(self.room, "live-loadtest item", plan.price_cents)
             await self._start_workers(host, port, secret)
-            t0 = time.monotonic() + 1.0
+            t0 = self.t0 = time.monotonic() + 1.0
             sales = await self._open_sales(api, product, t0)
             started_at_ms = int(time.time() * 1000 + (t0 - time.monotonic()) * 1000)
             if server_cpu is not None:
@@ -323,11 +330,37 @@ class Run:
                         if server_cpu is not None:
                             server_cpu.sample()
                         self.progress.second(int(message["k"]), second, self.aggregate)
+                elif message["kind"] == "in":
+                    await self._stream_in(str(message["stream"]), float(message["at"]))
                 elif message["kind"] == "final":
                     self.aggregate.finals.append(message)
                     return
 
         await asyncio.gather(*(follow(i) for i in range(len(self.workers))))
+
+    async def _stream_in(self, stream: str, planned_at: float) -> None:
+        """A worker's senders of ``stream`` are in; once every worker's are, start it everywhere:
+        as planned, or at once if the last senders came in after the planned start."""
+        reports = self._gates[stream]
+        reports.append(planned_at)
+        if len(reports) < len(self.workers):
+            return
+        planned = max(reports)
+        start = max(planned, time.monotonic() + START_MARGIN_S)
+        late = start - planned
+        self.starts[stream] = {
+            "planned_s": round(planned - self.t0, 3),
+            "started_s": round(start - self.t0, 3),
+            "late_s": round(late, 3),
+        }
+        if late:
+            self.progress.say(f"{stream} starts {late:.2f} s late: its senders were still connecting")
+        line = (json.dumps({"kind": "start", "stream": stream, "at": start}) + "\n").encode()
+        for process in self.workers:
+            assert process.stdin is not None
+            with contextlib.suppress(ConnectionError):  # a dead worker is reported by its stdout
+                process.stdin.write(line)
+                await process.stdin.drain()
 
     async def _stop_workers(self) -> None:
         for process in self.workers:
@@ -393,6 +426,12 @@ class Run:
             verdict["notes"].append(f"{violations} reserve retries got another answer than the first")
             verdict["passed"] = False
         errors = dict(agg.errors)
+        planned: Counter[str] = Counter()
+        sent: Counter[str] = Counter()
+        for final in agg.finals:
+            planned.update(final.get("planned", {}))
+            sent.update(final.get("sent", {}))
+        load = shortfall.assess(planned, sent, plan.max_unsent_share, self.starts)
         return {
             "schema": SCHEMA,
             "scenario": plan.name,
@@ -421,6 +460,7 @@ class Run:
             "harness_cores": round(harness_cpu / duration, 3) if duration else None,
             "server_cpu_s": server_cpu.used() if server_cpu is not None else None,
             "audit": verdict,
+            "load": load,
             "timeline": agg.timeline(),
             "histograms": {name: hist.encode(h) for name, h in sorted(agg.totals.items())},
         }

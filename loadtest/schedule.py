@@ -25,7 +25,7 @@ _BURST = 64
 
 @dataclass(frozen=True)
 class Schedule:
-    """``count`` events at ``rate`` per second from monotonic time ``start``, none after ``stop``."""
+    """``count`` events at ``rate`` per second from monotonic time ``start``, none at or after ``stop``."""
 
     start: float
     rate: float
@@ -36,10 +36,23 @@ class Schedule:
         return self.start + i / self.rate
 
     def until(self, stop: float) -> int:
-        """How many events fit before ``stop`` (the count of an unbounded storm)."""
-        if stop <= self.start:
+        """How many events are due strictly before ``stop`` (the count of an unbounded storm):
+        exactly the k < count with ``due(k) < stop``, in the same float arithmetic as ``due``.
+
+        ``ceil((stop - start) * rate)`` alone is not that: the product is rounded, so an event can
+        land exactly on ``stop`` (or one before it be left out). It is only the first guess here;
+        ``due`` is non-decreasing in k (float division and addition round monotonically), so the
+        events before ``stop`` are a prefix, and stepping to its edge makes the count exact.
+        """
+        if not stop > self.start or self.count <= 0 or not self.rate > 0:
             return 0
-        return min(self.count, math.ceil((stop - self.start) * self.rate))
+        guess = (stop - self.start) * self.rate
+        n = self.count if guess >= self.count else max(0, min(self.count, math.ceil(guess)))
+        while n > 0 and self.due(n - 1) >= stop:
+            n -= 1
+        while n < self.count and self.due(n) < stop:
+            n += 1
+        return n
 
 
 async def paced(schedule: Schedule, worker: int = 0, workers: int = 1) -> AsyncIterator[tuple[int, float]]:

@@ -61,6 +61,8 @@ class LocalServer:
             "LIVE_LOG_LEVEL": "warning",
             "LIVE_MAX_CONNECTIONS": "15000",
             "LIVE_MAX_CONNECTIONS_PER_IP": "15000",
+            # Every harness connection comes from one or a few addresses, all at once in the ramp.
+            "LIVE_MAX_PENDING_CONNECTIONS_PER_IP": "15000",
             "LIVE_BUY_IP_BURST": "1000000",
             "LIVE_BUY_IP_RATE_PER_S": "1000000",
         }

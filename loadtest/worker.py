@@ -7,6 +7,17 @@ run (see ``Stats.tick``), and ``{"kind": "final", ...}`` before it exits. Every 
 is on one machine, so CLOCK_MONOTONIC is shared: timestamps inside messages (host messages and
 comments carry their intended send time) mean the same in every worker.
 
+A stream that users send (comments, likes, the rush's reserves, group-buy teams) never starts
+before its senders are in: when this worker's senders of a stream have all finished connecting
+(connected or failed) it writes ``{"kind": "in", "stream": s, "at": <planned start>}``, and
+starts the stream when the coordinator answers ``{"kind": "start", "stream": s, "at": t}``
+(the planned start, or later if some worker's senders were still connecting then), so every
+worker's share starts together and the whole rate holds. A rehearsal whose rush fires into
+buyers that are not connected yet measures nothing.
+
+Every stream counts what it planned and what it sent (``planned``, ``sent`` in the final), so
+a run that did not deliver its load says so (see ``loadtest.shortfall``).
+
 Who is who (global indices, worker w of W takes every W-th): the audience's first viewers are
 observers (they decode every frame: chat accounting, chat latency, heartbeat round trips),
 the next ones comment, the last ones like; buyers and group-buy teams are users of their own.
@@ -25,6 +36,7 @@ import resource
 import sys
 import time
 import traceback
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
@@ -33,7 +45,7 @@ from typing import Any
 import msgpack
 
 from loadtest.api import mint
-from loadtest.plan import Plan
+from loadtest.plan import DRAIN_S, Plan
 from loadtest.schedule import Schedule, paced
 from loadtest.stats import Stats
 from loadtest.wsclient import Endpoint, HandshakeError, WsConnection, connect
@@ -44,6 +56,12 @@ COMMENT_MARK = "lt:c:"
 _HOST_RE = re.compile(rb"lt:h:(\d+)")
 #: Refusals a rush expects (the sale decides them); anything else is an error.
 EXPECTED_REFUSALS = frozenset({"sold_out", "insufficient_stock", "limit_reached", "payment_failed"})
+#: The refusals of a reserve that are decisions: every reply for its rid reports the same one.
+RESERVE_DECISIONS = frozenset(
+    {"sold_out", "insufficient_stock", "limit_reached", "not_started", "ended", "invalid_quantity"}
+)
+#: The load stream a request metric belongs to, where the names differ (the rest are the same).
+STREAM_OF = {"host_ack": "host_message", "comment_ack": "comment"}
 
 
 @dataclass(frozen=True)
@@ -88,6 +106,8 @@ class Client:
     likes: int = 0
     #: Buyer's holds: hold id -> quantity.
     holds: dict[str, int] = field(default_factory=dict)
+    #: Set once the connect attempt has ended, either way: what a stream's gate waits for.
+    settled: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @dataclass
@@ -101,11 +121,20 @@ class Request:
 
 
 class Worker:
-    def __init__(self, spec: WorkerSpec, emit: Callable[[dict[str, Any]], None]) -> None:
+    def __init__(
+        self, spec: WorkerSpec, emit: Callable[[dict[str, Any]], None], coordinated: bool = False
+    ) -> None:
+        """``coordinated``: gated streams start when the coordinator says (see the module's
+        docstring); otherwise (a worker on its own) as soon as this worker's senders are in."""
         self.spec = spec
         self.plan = spec.plan
         self.emit = emit
+        self.coordinated = coordinated
         self.stats = Stats()
+        #: Per stream: events this worker's share of the plan has, and how many went out.
+        self.planned: Counter[str] = Counter()
+        self.sent: Counter[str] = Counter()
+        self._starts: dict[str, asyncio.Future[float]] = {}
         self.rng = random.Random(spec.plan.seed * 1000 + spec.index)
         self.pending: dict[str, Request] = {}
         self.orders: dict[str, dict[str, Any]] = {}
@@ -157,20 +186,23 @@ class Worker:
         self.t0 = t0
         plan = self.plan
         end = t0 + plan.duration_s
+        self.planned["connect"] += len(self.everyone())
         if self.host is not None:
             await self._connect(self.host, time.monotonic())
         loops = [self._ticker(end), self._ramp(), self._heartbeats()]
-        if self.host is not None and plan.host_rate:
-            loops.append(self._host_messages())
+        if plan.wants("host") and plan.host_rate:
+            loops.append(self._host_messages())  # in every worker: its audience gates the stream
+        # Every worker runs every gated stream, even with no senders of its own: the coordinator
+        # starts a stream when all workers are in.
         if plan.commenters:
             loops.append(
                 self._storm("comment", plan.chat_rate, [c for c in self.audience if c.role == "commenter"])
             )
         if plan.likers:
             loops.append(self._storm("like", plan.like_rate, [c for c in self.audience if c.role == "liker"]))
-        if self.buyers and self.spec.rush_sale:
+        if plan.buyer_count and self.spec.rush_sale:
             loops.append(self._rush(self.spec.rush_sale))
-        if self.teams and self.spec.group_sale:
+        if plan.team_members and self.spec.group_sale:
             loops.append(self._group_buy(self.spec.group_sale))
         tasks = [asyncio.create_task(loop) for loop in loops]
         try:
@@ -210,19 +242,35 @@ class Worker:
 
     # -- connections --------------------------------------------------------------------------
 
+    def _connect_order(self) -> list[Client]:
+        """Who connects first: everyone a stream depends on (observers, commenters, likers,
+        buyers, team members), then the rest of the audience, so each stream's senders are in
+        long before it starts even when the server is slow to let the audience in."""
+        active = [c for c in self.audience if c.observer or c.role != "viewer"]
+        passive = [c for c in self.audience if not c.observer and c.role == "viewer"]
+        members = [m for team in self.teams for m in team]
+        return [*active, *self.buyers, *members, *passive]
+
     async def _ramp(self) -> None:
-        everyone = self.audience + self.buyers + [m for team in self.teams for m in team]
+        everyone = self._connect_order()
         plan = self.plan
-        # One schedule for the whole room's connections; this worker's are every W-th.
+        # One schedule for the whole room's connections; this worker's are every W-th. Its
+        # count is this worker's clients exactly: the audience, buyers and teams are each dealt
+        # out every W-th, so a worker may have one more or fewer than every W-th of the total,
+        # and every client must connect (a stream's gate waits for its senders).
         total = plan.audience + plan.buyer_count + plan.team_members
         rate = total / plan.ramp if plan.ramp > 0 else 1e9
-        schedule = Schedule(self.t0, rate, total, self.t0 + plan.duration_s)
+        w, workers = self.spec.index, self.spec.workers
+        count = w + (len(everyone) - 1) * workers + 1 if everyone else 0
+        schedule = Schedule(self.t0, rate, count, self.t0 + plan.duration_s)
         mine = iter(everyone)
-        async for _, intended in paced(schedule, self.spec.index, self.spec.workers):
+        async for _, intended in paced(schedule, w, workers):
             client = next(mine, None)
             if client is None:
                 return
             self._spawn(self._connect(client, intended))
+        for client in mine:  # only if the ramp ran past the load phase: never made, never waited for
+            client.settled.set()
 
     async def _connect(self, client: Client, intended: float) -> None:
         # The welcome can arrive with the 101, before connect() returns.
@@ -244,8 +292,11 @@ class Worker:
         except OSError as exc:
             self.stats.error(f"connect:{type(exc).__name__}")
             return
+        finally:
+            client.settled.set()
         self.stats.opened()
         self.stats.count("connects")
+        self.sent["connect"] += 1
         client.conn.lost.add_done_callback(lambda _: self._lost(client))
 
     def _lost(self, client: Client) -> None:
@@ -293,7 +344,8 @@ class Worker:
         then: Callable[[Request, dict[str, Any]], None] | None = None,
     ) -> str | None:
         """Send a message with a fresh rid; its reply records ``metric`` from ``intended``.
-        Nothing new starts after the load phase: the last seconds are for replies to land."""
+        Nothing new starts after the load phase: the last seconds are for replies to land.
+        (What is not sent is counted by the difference between a stream's planned and sent.)"""
         if intended > self.t0 + self.plan.storm_end_s:
             self.stats.count("not_sent_after_load")
             return None
@@ -304,23 +356,79 @@ class Worker:
         rid = f"{self.spec.index}.{self._rid}"
         self.pending[rid] = Request(metric, intended, client, message, then)
         client.conn.send(self._encode({**message, "rid": rid}))
+        self.sent[STREAM_OF.get(metric, metric)] += 1
         self.stats.latency("schedule_lag", time.monotonic() - intended)
         return rid
 
+    def _react(
+        self,
+        client: Client,
+        metric: str,
+        message: dict[str, Any],
+        intended: float,
+        then: Callable[[Request, dict[str, Any]], None] | None = None,
+    ) -> str | None:
+        """A request made in answer to a reply (confirm, cancel, join): planned when it is due."""
+        self.planned[metric] += 1
+        return self._request(client, metric, message, intended, then)
+
+    async def _gate(self, stream: str, planned_at: float, senders: list[Client]) -> float:
+        """When ``stream`` may start: not before ``planned_at``, nor before its senders are in
+        (every connect attempt ended, either way: a failed one is not waited for again, its
+        events count as unsent), in every worker."""
+        for client in senders:
+            await client.settled.wait()
+        if not self.coordinated:
+            return max(planned_at, time.monotonic())
+        self.emit({"kind": "in", "stream": stream, "at": planned_at})
+        return await self._start_future(stream)
+
+    def _start_future(self, stream: str) -> asyncio.Future[float]:
+        future = self._starts.get(stream)
+        if future is None:
+            future = self._starts[stream] = asyncio.get_running_loop().create_future()
+        return future
+
+    def start(self, stream: str, at: float) -> None:
+        """The coordinator's word: every worker is in, ``stream`` starts at monotonic ``at``."""
+        future = self._start_future(stream)
+        if not future.done():
+            future.set_result(at)
+
+    def _share(self, schedule: Schedule) -> int:
+        """How many of ``schedule``'s events are this worker's (every W-th from its index)."""
+        return len(range(self.spec.index, schedule.until(schedule.stop), self.spec.workers))
+
     async def _host_messages(self) -> None:
-        assert self.host is not None
+        """The host's messages, gated like a users' stream but on their receivers: every
+        connection counts every host message (host_deliveries), so none is sent before the
+        whole audience is in. A late start shifts the schedule whole (as the rush does), within
+        the load phase."""
         plan = self.plan
         schedule = Schedule(self.t0 + plan.storm_start_s, plan.host_rate, 10**9, self.t0 + plan.storm_end_s)
+        receivers = [c for c in self.everyone() if c is not self.host]
+        start = await self._gate("host_message", schedule.start, receivers)
+        if self.host is None:
+            return  # the host's connection is worker 0's
+        self.planned["host_message"] += schedule.until(schedule.stop)
+        late = start - schedule.start
+        # (half the drain still follows the last one, for its deliveries)
+        last = self.t0 + plan.duration_s - DRAIN_S / 2
+        schedule = replace(schedule, start=start, stop=min(schedule.stop + late, last))
         async for _, intended in paced(schedule):
             text = f"{HOST_MARK}{int(intended * 1_000_000)}"
             if self._request(self.host, "host_ack", {"type": "host_message", "text": text}, intended):
                 self.stats.count("host_messages")
 
     async def _storm(self, kind: str, rate: float, senders: list[Client]) -> None:
-        if not senders:
-            return
         plan = self.plan
         schedule = Schedule(self.t0 + plan.storm_start_s, rate, 10**9, self.t0 + plan.storm_end_s)
+        self.planned[kind] += self._share(schedule)
+        start = await self._gate(kind, schedule.start, senders)
+        if not senders:
+            return  # more workers than senders: this share of the rate is reported unsent
+        # A late start keeps the stop: the storm's events before the late start are not sent.
+        schedule = replace(schedule, start=start)
         n = 0
         async for _, intended in paced(schedule, self.spec.index, self.spec.workers):
             sender = senders[n % len(senders)]
@@ -331,13 +439,18 @@ class Worker:
                     self.stats.count("comments_sent")
             elif sender.conn is not None and sender.conn.send(self._encode({"type": "like"})):
                 self.stats.count("likes_sent")
+                self.sent["like"] += 1
                 self.stats.latency("schedule_lag", time.monotonic() - intended)
+            else:
+                self.stats.error("not_connected:like")
 
     # -- buying -------------------------------------------------------------------------------
 
     async def _rush(self, sale: str) -> None:
         plan = self.plan
-        start = self.t0 + plan.rush_at_s
+        self.planned["reserve"] += len(self.buyers)
+        start = await self._gate("reserve", self.t0 + plan.rush_at_s, self.buyers)
+        # The sale is live from rush_at_s; a rush that waited for its buyers starts later, whole.
         schedule = Schedule(start, plan.rush_rate, plan.buyer_count, self.t0 + plan.duration_s)
         buyers = iter(self.buyers)
         async for _, intended in paced(schedule, self.spec.index, self.spec.workers):
@@ -384,7 +497,7 @@ class Worker:
         then: Callable[[Request, dict[str, Any]], None] | None = None,
     ) -> None:
         await asyncio.sleep(delay)
-        self._request(client, metric, message, time.monotonic(), then)
+        self._react(client, metric, message, time.monotonic(), then)
 
     def _confirmed(self, request: Request, reply: dict[str, Any]) -> None:
         if reply.get("type") == "ack":
@@ -400,10 +513,10 @@ class Worker:
 
     async def _group_buy(self, sale: str) -> None:
         plan = self.plan
+        self.planned["team_open"] += len(self.teams)
+        start = await self._gate("team_open", self.t0 + plan.teams_at_s, [m for t in self.teams for m in t])
         # Teams open over two seconds; team t is one the plan leaves one member short.
-        schedule = Schedule(
-            self.t0 + plan.teams_at_s, max(plan.teams / 2.0, 1.0), plan.teams, self.t0 + plan.duration_s
-        )
+        schedule = Schedule(start, max(plan.teams / 2.0, 1.0), plan.teams, self.t0 + plan.duration_s)
         teams = iter(self.teams)
         async for _, intended in paced(schedule, self.spec.index, self.spec.workers):
             team = next(teams, None)
@@ -421,7 +534,7 @@ class Worker:
         now = time.monotonic()
         for member in members:
             message = {"type": "join_team", "sale_id": sale, "code": reply["code"], "quantity": 1}
-            self._request(member, "team_join", message, now)
+            self._react(member, "team_join", message, now)
 
     # -- receiving ----------------------------------------------------------------------------
 
@@ -487,11 +600,14 @@ class Worker:
             request.then(request, message)
 
     def _check_retry(self, request: Request, message: dict[str, Any]) -> None:
-        """A reserve that got a hold must get the same hold when sent again with its rid (a
-        refused one is decided afresh, so any answer is right for it)."""
+        """One rid, one decision (docs/protocol.md): a reserve sent again with its rid gets the
+        first answer again, the same hold or the same refusal, when both answers are decisions
+        (``rate_limited``, say, is not one: the request was not decided)."""
         self.stats.outcome("reserve_retry", str(message.get("code", "ok")))
         first = request.fields["first"].reply
-        if first is not None and first.get("type") == "ack" and message.get("hold_id") != first["hold_id"]:
+        if first is None or not (_decision(first) and _decision(message)):
+            return
+        if (first.get("hold_id"), first.get("code")) != (message.get("hold_id"), message.get("code")):
             self.idempotency_violations += 1
             self.stats.error("idempotency:different_answer")
 
@@ -537,9 +653,16 @@ class Worker:
             "observers": observers,
             "likes_seen": max((c.likes for c in self.audience if c.observer), default=0),
             "idempotency_violations": self.idempotency_violations,
+            "planned": dict(self.planned),
+            "sent": dict(self.sent),
             "peak_connections": self.stats.peak_connections,
             "cpu_s": usage.ru_utime + usage.ru_stime,
         }
+
+
+def _decision(reply: dict[str, Any]) -> bool:
+    """Whether a reserve's reply is its decision: a hold, or a refusal that is one."""
+    return reply.get("type") == "ack" or reply.get("code") in RESERVE_DECISIONS
 
 
 def main() -> None:
@@ -550,11 +673,29 @@ def main() -> None:
         sys.stdout.flush()
 
     async def run() -> None:
+        # The rest of stdin is read without blocking: the coordinator's start words come while
+        # the run goes. (Nothing is buffered in sys.stdin: the go line is only written after
+        # this worker says it is ready.)
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=1024 * 1024)
+        transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
         emit({"kind": "ready", "index": spec.index})
-        line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
-        go = json.loads(line)
+        go = json.loads(await reader.readline())
         sales = {"rush_sale": go.get("rush_sale"), "group_sale": go.get("group_sale")}
-        await Worker(replace(spec, **sales), emit).run(float(go["t0"]))
+        worker = Worker(replace(spec, **sales), emit, coordinated=True)
+
+        async def listen() -> None:
+            while line := await reader.readline():
+                message = json.loads(line)
+                if message.get("kind") == "start":
+                    worker.start(str(message["stream"]), float(message["at"]))
+
+        listener = asyncio.create_task(listen())
+        try:
+            await worker.run(float(go["t0"]))
+        finally:
+            listener.cancel()
+            transport.close()
 
     with contextlib.suppress(ImportError):
         import uvloop

@@ -12,6 +12,10 @@ page by page; and the room's WebSocket (JSON framing) with ``welcome``, ``ping``
   more units are held and sold than the sale has (``sold > total``, and so is the ledger).
 - ``"drop"``: every third confirmed order is acknowledged (with its order) and counted as sold
   but never written to the ledger listing.
+
+Whatever the mode, the room's WebSocket can also be made hard to get into, so that the
+harness's load falls short: ``refuse_every`` answers every n-th handshake 503, and
+``handshake_delay_s`` holds every handshake that long before accepting it.
 """
 
 from __future__ import annotations
@@ -102,6 +106,9 @@ class BrokenServer:
         default_factory=lambda: defaultdict(set)
     )
     bugs: Counter[str] = field(default_factory=Counter)  # how often each bug struck
+    refuse_every: int = 0
+    handshake_delay_s: float = 0.0
+    handshakes: int = 0
     _ids: int = 0
     _runner: web.AppRunner | None = None
     _sweeper: asyncio.Task[None] | None = None
@@ -241,6 +248,11 @@ class BrokenServer:
             return web.Response(status=400, text="this fake speaks live.v1.json only")
         claims = self._claims(request, room, host=False)
         user, role = str(claims["sub"]), str(claims.get("role"))
+        self.handshakes += 1
+        if self.refuse_every and self.handshakes % self.refuse_every == 0:
+            return web.Response(status=503, text="refused: this fake lets only some in")
+        if self.handshake_delay_s:
+            await asyncio.sleep(self.handshake_delay_s)
         ws = web.WebSocketResponse(protocols=(SUBPROTOCOL,))
         await ws.prepare(request)
         self.sockets[room, user].add(ws)

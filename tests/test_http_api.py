@@ -24,7 +24,7 @@ async def test_health_ready_and_metrics(http: aiohttp.ClientSession) -> None:
         assert resp.status == 200 and (await resp.json())["status"] == "ok"
     async with http.get("/readyz") as resp:
         assert resp.status == 200
-        assert await resp.json() == {"status": "ready", "redis": "ok", "sqlite": "ok"}
+        assert await resp.json() == {"status": "ready", "redis": "ok", "sqlite": "ok", "tasks": "ok"}
     async with http.get("/nope") as resp:
         assert resp.status == 404 and await error_of(resp) == "not_found"
     async with http.get("/metrics") as resp:

@@ -263,6 +263,15 @@ async def test_a_big_night_against_a_spawned_server_passes_its_audit(tmp_path: P
     assert audit["reconcile"]["clean"]
     assert result["errors"] == {}
     assert result["connections"]["peak"] == result["connections"]["target"] == 150 + 150 + 6 * 3 + 1
+    # The whole planned load went out: every stream, on time.
+    load = result["load"]
+    assert load["shortfall"] is False and load["short"] == [], load
+    assert {s["unsent"] for s in load["streams"].values()} == {0}, load["streams"]
+    streams = ("connect", "host_message", "comment", "like", "reserve", "confirm", "team_open", "team_join")
+    for stream in streams:
+        assert load["streams"][stream]["planned"] > 0, stream
+    assert load["streams"]["connect"]["planned"] == 319 and load["streams"]["reserve"]["planned"] == 150
+    assert set(load["starts"]) == {"comment", "like", "host_message", "reserve", "team_open"}
     metrics = result["metrics"]
     for name in (
         "connect",

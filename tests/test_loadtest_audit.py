@@ -61,6 +61,7 @@ def sane_run(result: dict[str, Any]) -> None:
     assert reserve.get("ok", 0) > 0 and sum(reserve.values()) == 200, reserve
     assert result["outcomes"].get("confirm", {}).get("ok", 0) > 0
     assert not [kind for kind in result["errors"] if kind.startswith("no_reply")], result["errors"]
+    assert result["load"]["shortfall"] is False, result["load"]
 
 
 async def test_audit_passes_an_honest_server(tmp_path: Path) -> None:

@@ -10,11 +10,15 @@
 --   KEYS[3] holds hash: hold id -> hold record (below). A hold id is "<sale>.<seq>.<ms>": the
 --           time keeps ids unique even when a Redis failover loses the last seq increments.
 --   KEYS[4] expiry sorted set: hold id, scored by its expiry (ms); team holds are not in it
---   KEYS[5] idempotency hash: <#user>:<user><key> -> "qty|hold id|expires_ms[|team code]"
+--   KEYS[5] idempotency hash: <#user>:<user><key> -> "qty|hold id|expires_ms", for a team
+--           "qty|hold id|deadline_ms|team code[|open]", or, for a reservation refused by a
+--           decision (reserve.lua), "!code|qty|number"; and p:<payment attempt> -> "used"
+--           (a confirm or team join spent it) or "void" (the app refunds it: never spent)
 --   KEYS[6] orders hash: order id (= the hold id it came from) -> order JSON
 --   KEYS[7] orders stream: one entry per confirmed order, field "o" = order JSON
 --   KEYS[8] teams hash: code -> "state|deadline_ms|size|count|unit_price",
---           code:holds -> comma-separated hold ids, code:u:<user> -> hold id
+--           code:holds -> comma-separated hold ids, code:u:<user> -> hold id,
+--           code:p:<user> -> the payment attempt that paid the member's place
 --   KEYS[9] team deadlines sorted set: open team codes, scored by deadline (ms)
 --   KEYS[10] coupons hash: b:<batch> -> "total|discount", r:<batch> -> remaining,
 --           u:<batch>:<user> -> coupon id, c:<coupon id> -> "discount|state|user"

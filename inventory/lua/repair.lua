@@ -43,4 +43,9 @@ local seq = tonumber(redis.call('HGET', SALE, 'seq') or '0')
 redis.call('HSET', SALE, 'available', available, 'held', held, 'sold', sold, 'seq', math.max(seq, tonumber(spec.seq or 0)))
 if redis.call('HGET', SALE, 'state') == 'frozen' then redis.call('HSET', SALE, 'state', spec.state or '') end
 announce_available(math.max(available, 0))
+-- a sale over and settled has its keys expire (sale_retention_s): the keys made anew keep it
+local ttl = redis.call('PTTL', SALE)
+if ttl > 0 then
+  for _, key in ipairs(KEYS) do redis.call('PEXPIRE', key, ttl) end
+end
 return {available, held, sold, total, kept}

@@ -1,8 +1,16 @@
 -- Reserve units for a batch of requests, in order, all or nothing per request.
--- Each request is checked in this order: idempotency key (same key and quantity -> the first
--- answer again; same key, other quantity -> "duplicate"), sale window, per-user limit (held
--- + bought), stock. An admitted request takes the units into a hold that expires after the
--- sale's hold_ms.
+-- Each request is checked in this order: its idempotency record (below), the request itself
+-- (the quantity must be a whole number from 1 to the per-user limit), the sale window, the
+-- per-user limit (held + bought), the stock. An admitted request takes the units into a hold
+-- that expires after the sale's hold_ms.
+--
+-- One request id, one decision: a request with a key gets its decision recorded in the call
+-- that makes it (Redis runs one script at a time), so every copy of the request, from any
+-- process and in any order, gets the same answer. A decision is a hold, or one of the refusals
+-- in DECIDED below. "frozen" (a repair is under way) and "unknown_sale" say nothing about the
+-- request and are not recorded; neither is a keyless request's answer. A recorded key asked
+-- again with the same quantity gets its answer again; with another quantity (or a key a team
+-- command used), "duplicate".
 --
 -- KEYS: the sale's keys (lib.lua)
 -- ARGV: triples user id, quantity, idempotency key ("" for none)
@@ -12,9 +20,24 @@
 --
 -- Returns: a flat list, three items per request: code, hold id ("" unless reserved), number
 --   code "reserved": the number is the hold's expiry (ms since the epoch)
---   code "insufficient_stock": the number is the units left
+--   code "insufficient_stock": the number is the units left (when it was decided)
 --   codes "sold_out" "limit_reached" "not_started" "ended" "frozen" "duplicate"
 --         "invalid_quantity" "unknown_sale": the number is 0
+
+-- the refusals that are decisions about a request, recorded under its key
+local DECIDED = {
+  sold_out = true, insufficient_stock = true, limit_reached = true, not_started = true,
+  ended = true, invalid_quantity = true,
+}
+
+-- The answer a key's record (lib.lua, KEYS[5]) gives a request for qty units.
+local function replay(record, qty)
+  local q, hold_id, expires = string.match(record, '^(%d+)|([^|]+)|(%d+)$')
+  if q and tonumber(q) == qty then return 'reserved', hold_id, tonumber(expires) end
+  local code, rq, number = string.match(record, '^!([%l_]+)|(-?%d+)|(%d+)$')
+  if code and tonumber(rq) == qty then return code, '', tonumber(number) end
+  return 'duplicate', '', 0 -- another quantity, or a team's record (another command)
+end
 
 local now = now_ms()
 local id, state, starts, ends, limit, price, hold_ms, available, held, seq = unpack(redis.call(
@@ -60,16 +83,11 @@ for i = 1, n do
   local field = key ~= '' and idem_field(user, key)
   local seen = field and answered[field]
   if seen then
-    local q, h, e = string.match(seen, '^(%d+)|([^|]+)|(%d+)')
-    if tonumber(q) == qty then
-      code, hold_id, number = 'reserved', h, tonumber(e)
-    else
-      code = 'duplicate'
-    end
+    code, hold_id, number = replay(seen, qty)
+  elseif not qty or qty < 1 or qty > limit or qty % 1 ~= 0 then
+    code = 'invalid_quantity'
   elseif phase ~= 'live' then
     code = phase
-  elseif not qty or qty < 1 or qty > limit then
-    code = 'invalid_quantity'
   elseif has[user] + qty > limit then
     code = 'limit_reached'
   elseif available == 0 then
@@ -93,6 +111,12 @@ for i = 1, n do
     end
     code, number = 'reserved', expires
   end
+  if field and not seen and qty and qty % 1 == 0 and DECIDED[code] then
+    local record = '!' .. code .. '|' .. qty .. '|' .. number
+    answered[field] = record
+    idem_writes[#idem_writes + 1] = field
+    idem_writes[#idem_writes + 1] = record
+  end
   out[#out + 1] = code; out[#out + 1] = hold_id; out[#out + 1] = number
 end
 
@@ -103,8 +127,8 @@ if available ~= was_available then
   redis.call('HSET', USERS, unpack(user_writes))
   redis.call('HSET', HOLDS, unpack(hold_writes))
   redis.call('ZADD', EXPIRY, unpack(expiry_writes))
-  if #idem_writes > 0 then redis.call('HSET', IDEM, unpack(idem_writes)) end
   redis.call('HSET', SALE, 'available', available, 'held', held, 'seq', seq)
   if available == 0 then announce_available(0) end
 end
+if #idem_writes > 0 then redis.call('HSET', IDEM, unpack(idem_writes)) end
 return out

@@ -5,11 +5,16 @@
 --   3. The sale's phase is compared with the last one announced; a change is returned once.
 --   4. The units left are returned for a stock update when they changed and the last update
 --      is at least ARGV[2] ms old (coalescing: at most 1000/ARGV[2] updates a second).
+--   5. When the next sweep is due: the earliest of the next hold expiry, the next team
+--      deadline, the next countdown second or the start, the end, the next stock update
+--      when one is pending, and now + ARGV[4] (a sweep of an idle sale now and then).
 --
 -- KEYS: the sale's keys (lib.lua)
 -- ARGV[1] most holds (and teams) handled per call   ARGV[2] stock update interval (ms)
 -- ARGV[3] countdown: announce every second this many ms before the start
--- Returns: {phase, previous, stock, available, held, sold, total, now, expired, failed, seq}
+-- ARGV[4] the longest an active sale goes without a sweep (ms; default 30000)
+-- Returns: {phase, previous, stock, available, held, sold, total, now, expired, failed, seq,
+--           due}
 --   phase: "scheduled" | "countdown:<seconds>" | "live" | "sold_out" | "ended" | "frozen"
 --   previous: the phase announced before, when this call is the one that saw it change;
 --             else equal to phase (the change was announced by an earlier call)
@@ -19,9 +24,11 @@
 --        writes: the app watches it to detect a failover that lost data)
 --   failed: flat list per failed team: code, member count n, then n triples
 --           hold id, user id, amount paid (cents)
+--   due: when the sale's next sweep is due (Redis ms)
 --   Returns {"unknown_sale"} when the sale does not exist.
 
 local limit, interval, countdown = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local idle = tonumber(ARGV[4] or '30000')
 local now = now_ms()
 if redis.call('EXISTS', SALE) == 0 then return {'unknown_sale'} end
 
@@ -77,10 +84,29 @@ if current ~= announced then
 end
 
 local stock = -1
-if phase == 'live' and tostring(available) ~= stock_announced
-    and now - tonumber(stock_at or '0') >= interval then
+local stock_pending = phase == 'live' and tostring(available) ~= stock_announced
+if stock_pending and now - tonumber(stock_at or '0') >= interval then
   redis.call('HSET', SALE, 'stock_announced', available, 'stock_at', now)
-  stock = available
+  stock, stock_pending = available, false
+end
+
+local due = now + idle
+local function sooner(at)
+  if at and tonumber(at) < due then due = tonumber(at) end
+end
+-- (what this call left past due, beyond ARGV[1], makes the sale due at once)
+sooner(redis.call('ZRANGE', EXPIRY, 0, 0, 'WITHSCORES')[2])
+sooner(redis.call('ZRANGE', TEAM_DEADLINES, 0, 0, 'WITHSCORES')[2])
+if phase == 'not_started' then
+  local left = tonumber(starts) - now
+  if left > countdown then
+    sooner(tonumber(starts) - countdown)
+  else  -- the second shown changes when left reaches the next whole second down
+    sooner(tonumber(starts) - 1000 * (math.ceil(left / 1000) - 1))
+  end
+elseif phase == 'live' then
+  sooner(tonumber(ends))
+  if stock_pending then sooner(tonumber(stock_at or '0') + interval) end
 end
 return {current, previous, stock, available, tonumber(held), tonumber(sold), tonumber(total), now,
-  expired, failed, tonumber(seq)}
+  expired, failed, tonumber(seq), due}

@@ -178,6 +178,13 @@ extend({
     deleted_ok: "Comment deleted.",
     muted_ok: "{user} is muted for {duration}.",
     banned_ok: "{user} is banned from the room.",
+    lift_label: "Lift a mute or ban (user id)",
+    unmute: "Unmute",
+    unban: "Unban",
+    unmuted_ok: "{user} may comment again.",
+    unbanned_ok: "{user} may join the room again.",
+    need_user: "Type the user's id first.",
+    protected_user: "The room's host cannot be muted or banned.",
     muted_until: "muted until {time}",
     badge_host: "Host",
     badge_moderator: "Mod",
@@ -186,6 +193,8 @@ extend({
     sys_cleared: "{by} cleared the chat",
     sys_muted: "{user} muted until {time} (by {by})",
     sys_banned: "{user} banned (by {by})",
+    sys_unmuted: "{user} unmuted (by {by})",
+    sys_unbanned: "{user} unbanned (by {by})",
     sys_slow: "Slow mode {s} s (by {by})",
     sys_slow_off: "Slow mode off (by {by})",
     sys_pinned: "{by} pinned “{title}”",
@@ -374,6 +383,13 @@ extend({
     deleted_ok: "评论已删除。",
     muted_ok: "{user} 已被禁言 {duration}。",
     banned_ok: "{user} 已被封禁。",
+    lift_label: "解除禁言或封禁（用户 ID）",
+    unmute: "解除禁言",
+    unban: "解除封禁",
+    unmuted_ok: "{user} 可以再次评论了。",
+    unbanned_ok: "{user} 可以再次进入直播间了。",
+    need_user: "请先输入用户 ID。",
+    protected_user: "不能禁言或封禁主播。",
     muted_until: "禁言至 {time}",
     badge_host: "主播",
     badge_moderator: "场控",
@@ -382,6 +398,8 @@ extend({
     sys_cleared: "{by} 清空了评论",
     sys_muted: "{user} 被禁言至 {time}（{by}）",
     sys_banned: "{user} 被封禁（{by}）",
+    sys_unmuted: "{user} 被解除禁言（{by}）",
+    sys_unbanned: "{user} 被解除封禁（{by}）",
     sys_slow: "慢速模式 {s} 秒（{by}）",
     sys_slow_off: "慢速模式已关闭（{by}）",
     sys_pinned: "{by} 置顶了「{title}」",
@@ -733,6 +751,7 @@ function resetRoomState() {
   S.seenComments = new Set();
   S.muted = new Map();
   S.everLive = false;
+  $("#lift-user-input").value = "";
   $("#chat").replaceChildren();
   $("#host-log").replaceChildren();
   $("#chat-jump").hidden = true;
@@ -1361,12 +1380,21 @@ function onMessage(m) {
       S.muted.set(m.user_id, m.until_ms);
       markMuted(m.user_id);
       addSystem("sys_muted", { user: m.user_id, time: timeOf(m.until_ms), by: m.by });
+      offerLift(m.user_id);
       break;
     case "user_banned":
       addSystem("sys_banned", { user: m.user_id, by: m.by });
-      for (const node of $("#chat").querySelectorAll(".comment")) {
-        if (node.dataset.user === m.user_id) node.classList.add("banned");
-      }
+      for (const node of commentsOf(m.user_id)) node.classList.add("banned");
+      offerLift(m.user_id);
+      break;
+    case "user_unmuted":
+      S.muted.delete(m.user_id);
+      for (const node of commentsOf(m.user_id)) node.querySelector(".muted-flag").hidden = true;
+      addSystem("sys_unmuted", { user: m.user_id, by: m.by });
+      break;
+    case "user_unbanned":
+      for (const node of commentsOf(m.user_id)) node.classList.remove("banned");
+      addSystem("sys_unbanned", { user: m.user_id, by: m.by });
       break;
     case "slow_mode":
       renderSlow(m.interval_s);
@@ -1519,6 +1547,27 @@ function commentNode(c) {
   );
 }
 
+function commentsOf(user) {
+  return [...$("#chat").querySelectorAll(".comment")].filter((node) => node.dataset.user === user);
+}
+
+/** After a mute or ban, its undo is one click away: the user's id waits in the lift form. */
+function offerLift(user) {
+  const input = $("#lift-user-input");
+  if (document.activeElement === input) return;
+  input.value = user;
+  input.removeAttribute("aria-invalid");
+}
+
+/** Unmute or unban the user named in the lift form. */
+async function lift(kind) {
+  const input = $("#lift-user-input");
+  const user = input.value.trim();
+  if (!user) throw localError("need_user", input);
+  await S.socket.request(kind, { user_id: user });
+  ok(kind === "unmute" ? "unmuted_ok" : "unbanned_ok", { user });
+}
+
 function markMuted(user) {
   const until = S.muted.get(user);
   for (const node of $("#chat").querySelectorAll(".comment")) {
@@ -1662,6 +1711,11 @@ function start() {
   onSubmit($("#coupon-form"), dropCoupons);
   onSubmit($("#host-form"), sendHostMessage);
   onSubmit($("#slow-form"), setSlowMode);
+  $("#lift-form").addEventListener("submit", (event) => event.preventDefault()); // two actions: no default
+  for (const kind of ["unmute", "unban"]) {
+    const button = $(`#${kind}-user`);
+    button.addEventListener("click", () => act(button, () => lift(kind), $("#lift-form")));
+  }
   twoStep($("#stop-sale"), "confirm_stop", () => act($("#stop-sale"), stopSale));
   twoStep($("#clear-chat"), "confirm_clear", () =>
     act($("#clear-chat"), async () => {
