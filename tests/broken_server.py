@@ -39,6 +39,12 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+#: The refusals of a reserve that are decisions, kept for its rid.
+DECISIONS = frozenset(
+    {"sold_out", "insufficient_stock", "limit_reached", "not_started", "ended", "invalid_quantity"}
+)
+
+
 class Refused(Exception):
     """A refusal: an HTTP error answer, or a WebSocket ``error`` frame."""
 
@@ -100,7 +106,10 @@ class BrokenServer:
     holds: dict[str, Hold] = field(default_factory=dict)
     ledger: dict[str, dict[str, dict[str, Any]]] = field(default_factory=lambda: defaultdict(dict))
     #: (user, rid) -> (the reserve's fields, its ack): the same rid gets the same hold.
-    answers: dict[tuple[str, str], tuple[dict[str, Any], dict[str, Any]]] = field(default_factory=dict)
+    #: (user, rid) -> the reserve's fields and its decision: a hold, or a refusal that is one
+    answers: dict[tuple[str, str], tuple[dict[str, Any], dict[str, Any] | Refused]] = field(
+        default_factory=dict
+    )
     units: Counter[tuple[str, str]] = field(default_factory=Counter)  # (sale, user) -> held + bought
     sockets: dict[tuple[str, str], set[web.WebSocketResponse]] = field(
         default_factory=lambda: defaultdict(set)
@@ -296,12 +305,24 @@ class BrokenServer:
             return {"type": "error", "code": exc.code, "message": str(exc), **exc.extra, **echo}
 
     def reserve(self, room: str, user: str, rid: str, message: dict[str, Any]) -> dict[str, Any]:
+        """One rid, one decision (docs/protocol.md): a hold, or a refusal that is a decision,
+        is the answer to every copy of the request."""
         fields = {"sale_id": message.get("sale_id"), "quantity": message.get("quantity")}
         if (user, rid) in self.answers:
             first, answer = self.answers[user, rid]
             if first != fields:
                 raise Refused("duplicate", "this rid was used with other fields")
+            if isinstance(answer, Refused):
+                raise answer
             return answer
+        try:
+            return self._reserve(room, user, rid, fields)
+        except Refused as exc:
+            if exc.code in DECISIONS:
+                self.answers[user, rid] = (fields, exc)
+            raise
+
+    def _reserve(self, room: str, user: str, rid: str, fields: dict[str, Any]) -> dict[str, Any]:
         sale = self.sales.get(str(fields["sale_id"]))
         if sale is None or sale.room_id != room:
             raise Refused("unknown_sale", "no such sale in this room")
