@@ -342,11 +342,14 @@ class Worker:
         message: dict[str, Any],
         intended: float,
         then: Callable[[Request, dict[str, Any]], None] | None = None,
+        *,
+        until: float | None = None,
     ) -> str | None:
         """Send a message with a fresh rid; its reply records ``metric`` from ``intended``.
-        Nothing new starts after the load phase: the last seconds are for replies to land.
-        (What is not sent is counted by the difference between a stream's planned and sent.)"""
-        if intended > self.t0 + self.plan.storm_end_s:
+        Nothing new starts after the load phase (or ``until``, for a stream shifted whole past
+        it): the last seconds are for replies to land. (What is not sent is counted by the
+        difference between a stream's planned and sent.)"""
+        if intended > (self.t0 + self.plan.storm_end_s if until is None else until):
             self.stats.count("not_sent_after_load")
             return None
         if client.conn is None or not client.conn.is_open:
@@ -417,7 +420,8 @@ class Worker:
         schedule = replace(schedule, start=start, stop=min(schedule.stop + late, last))
         async for _, intended in paced(schedule):
             text = f"{HOST_MARK}{int(intended * 1_000_000)}"
-            if self._request(self.host, "host_ack", {"type": "host_message", "text": text}, intended):
+            message = {"type": "host_message", "text": text}
+            if self._request(self.host, "host_ack", message, intended, until=schedule.stop):
                 self.stats.count("host_messages")
 
     async def _storm(self, kind: str, rate: float, senders: list[Client]) -> None:
