@@ -54,6 +54,7 @@ from inventory.model import (
 )
 from inventory.scripts import Scripts
 from shared.aio import Supervisor, stop_tasks
+from shared.text import is_text
 
 log = logging.getLogger(__name__)
 
@@ -674,13 +675,7 @@ def _fail(batch: list[_Request], error: BaseException) -> None:
 
 def _sendable(text: object) -> bool:
     """Text redis-py can send (a lone surrogate, say, cannot be encoded as UTF-8)."""
-    if not isinstance(text, str):
-        return False
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
+    return isinstance(text, str) and is_text(text)
 
 
 def _check_text(**fields: object) -> None:

@@ -14,19 +14,12 @@ from typing import Any
 
 import jwt
 
+from shared.text import is_text
+
 ANY_ROOM = "*"
 _LEEWAY_S = 5
 #: Longest user id (a token's ``sub``) the server accepts.
 MAX_USER_ID = 256
-
-
-def _is_text(value: str) -> bool:
-    """True unless the string holds something UTF-8 cannot carry (a lone surrogate)."""
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 class Role(enum.StrEnum):
@@ -112,7 +105,7 @@ class Auth:
         sub, room = claims["sub"], claims["room"]
         if not (isinstance(sub, str) and sub and isinstance(room, str) and room):
             raise AuthError("token_invalid", "the token's sub and room must be strings")
-        if len(sub) > MAX_USER_ID or not _is_text(sub) or not _is_text(room):
+        if len(sub) > MAX_USER_ID or not is_text(sub) or not is_text(room):
             # a user id goes to Redis, the ledger and every viewer's screen: it must be text
             raise AuthError("token_invalid", f"the token's sub must be 1 to {MAX_USER_ID} characters of text")
         return Identity(user_id=sub, room=room, role=role, expires_at=float(claims["exp"]))

@@ -28,6 +28,7 @@ from live.metrics import CONTENT_TYPE
 from live.rooms import RoomExists, RoomNotFound
 from live.services import SERVICES
 from live.store import LimitExceeded
+from shared.text import is_text
 
 log = logging.getLogger(__name__)
 
@@ -181,15 +182,6 @@ async def json_body(request: web.Request) -> dict[str, Any]:
         raise ApiError(400, "bad_json", "the body must be a JSON object")
     check_text(body)
     return body
-
-
-def is_text(value: str) -> bool:
-    """Whether ``value`` can be encoded as UTF-8 (a lone surrogate cannot)."""
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _shown(name: str) -> str:

@@ -290,8 +290,11 @@ async def test_shutdown_closes_sockets_with_1001_and_a_hint(settings: Settings) 
 # -- raw sockets, for what a polite client library would not do -----------------------------
 
 
-async def raw_upgrade(server: Running, path: str, rcvbuf: int | None = None) -> socket.socket:
-    """A socket that completed the WebSocket handshake and will read only when told."""
+async def raw_upgrade(
+    server: Running, path: str, rcvbuf: int | None = None, settle_s: float = 0.2
+) -> socket.socket:
+    """A socket that completed the WebSocket handshake (given ``settle_s`` for it: 0 leaves the
+    answer on its way) and will read only when told."""
     host, port = server.url.removeprefix("http://").rsplit(":", 1)
     sock = socket.socket()
     if rcvbuf:
@@ -304,7 +307,7 @@ async def raw_upgrade(server: Running, path: str, rcvbuf: int | None = None) -> 
         f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode(),
     )
-    await asyncio.sleep(0.2)
+    await asyncio.sleep(settle_s)
     return sock
 
 

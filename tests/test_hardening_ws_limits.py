@@ -16,16 +16,12 @@ from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 import pytest
+from test_gateway import raw_upgrade, token
 from wsclient import Client
 
 from gateway import close_codes
-from live.auth import Role
 from live.server import Running, running
 from live.settings import Settings
-
-
-def token(server: Running, user: str, role: Role = Role.VIEWER) -> str:
-    return server.services.auth.mint(user, "shop", role, 600)
 
 
 @pytest.fixture
@@ -51,20 +47,7 @@ def client_frame(opcode: int, payload: bytes) -> bytes:
 
 async def raw_connect(server: Running, user: str, rcvbuf: int | None = None) -> socket.socket:
     """A socket that sent its WebSocket handshake (the answer may still be on its way)."""
-    host, port = server.url.removeprefix("http://").rsplit(":", 1)
-    sock = socket.socket()
-    if rcvbuf:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    sock.setblocking(False)
-    loop = asyncio.get_running_loop()
-    await loop.sock_connect(sock, (host, int(port)))
-    await loop.sock_sendall(
-        sock,
-        f"GET /ws/rooms/shop?token={token(server, user)} HTTP/1.1\r\nHost: x\r\n"
-        "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-        "Sec-WebSocket-Version: 13\r\n\r\n".encode(),
-    )
-    return sock
+    return await raw_upgrade(server, f"/ws/rooms/shop?token={token(server, user)}", rcvbuf, settle_s=0)
 
 
 def server_frames(data: bytes) -> list[tuple[int, bytes]]:
