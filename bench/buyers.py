@@ -38,9 +38,9 @@ import msgpack
 import uvloop
 from hdrh.histogram import HdrHistogram
 from live.auth import Auth, Role
+from loadtest.wsclient import OP_BINARY, OP_TEXT, Endpoint, WsConnection, connect
 
 from common import Control, raise_nofile
-from wsclient import OP_BINARY, OP_TEXT, Client, connect
 
 #: HDR histogram of latencies in microseconds: 1 us to 60 s, 3 significant digits.
 HDR_ARGS = (1, 60_000_000, 3)
@@ -96,14 +96,14 @@ class Buyers:
         self.json = args.framing == "json"
         self.opcode = OP_TEXT if self.json else OP_BINARY
         self.phases: dict[int, Phase] = {}
-        self.clients: list[Client] = []
+        self.clients: list[WsConnection] = []
         self.other: Counter[str] = Counter()  # frames without a rid, by type
         self.late = 0  # answers that arrived after their phase was reported
         self.unmatched = 0  # answers whose rid is not ours
 
     # -- receiving ----------------------------------------------------------------------------
 
-    def on_message(self, client: Client, opcode: int, payload: bytes, now: float) -> None:
+    def on_message(self, client: WsConnection, payload: bytes, now: float) -> None:
         message = json.loads(payload) if self.json else msgpack.unpackb(payload, raw=False)
         rid = message.get("rid") if isinstance(message, dict) else None
         if not isinstance(rid, str):
@@ -142,14 +142,15 @@ class Buyers:
         sem = asyncio.Semaphore(a.concurrency)
         start = time.monotonic()
 
-        async def one(i: int) -> Client:
+        async def one(i: int) -> WsConnection:
             await asyncio.sleep(max(0.0, start + i / a.connect_rate - time.monotonic()))
             token = auth.mint(f"b{a.first + i}", a.room, Role.VIEWER, 3600)
             path = f"/ws/rooms/{a.room}?token={token}"
             for attempt in range(3):
                 async with sem:
                     try:
-                        return await connect(a.port, path, self.on_message, subprotocol=subprotocol)
+                        endpoint = Endpoint("127.0.0.1", a.port, path)
+                        return await connect(endpoint, self.on_message, subprotocol=subprotocol)
                     except (OSError, TimeoutError) as exc:
                         if attempt == 2:
                             raise ConnectionError(f"buyer {a.first + i}: {exc!r}") from exc
@@ -260,9 +261,7 @@ async def worker(args: argparse.Namespace) -> None:
             control.report("phase_done", **buyers.report(phase))
         elif command["cmd"] == "quit":
             break
-    for c in buyers.clients:
-        c.close()
-    await asyncio.sleep(0.2)
+    await asyncio.gather(*(c.close() for c in buyers.clients), return_exceptions=True)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

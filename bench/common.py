@@ -1,8 +1,10 @@
-"""Shared by the benchmarks: child processes, /proc accounting, the live server, tokens, tables.
+"""Shared by the benchmarks: child processes, the live server, tokens, tables.
 
-Everything here is Linux-only (it reads /proc). Child processes are started through
-parent_death.py, registered in a ``Children`` set, and stopped (SIGTERM, then SIGKILL) when
-the benchmark ends, even on an error or Ctrl-C.
+Everything here is Linux-only (it reads /proc, through the project's ``loadtest.procfs``). Child
+processes are started through ``live.parent_death``, registered in a ``Children`` set, and
+stopped (SIGTERM, then SIGKILL) when the benchmark ends, even on an error or Ctrl-C. The live
+server is the load-test harness's ``loadtest.spawn.LocalServer``. The benchmarks need the
+project installed in their environment (docs/benchmarks.md, "Running them").
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import shutil
 import signal
 import socket
 import sys
-import tempfile
 import time
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
@@ -24,68 +25,18 @@ from typing import Any, NoReturn
 
 import aiohttp
 import jwt
+from loadtest.procfs import cpu_model, cpu_seconds, exe_name, process_alive, with_descendants
+from loadtest.spawn import LocalServer
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-# -- /proc ---------------------------------------------------------------------------------------
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process (all its threads), from /proc/PID/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def rss_bytes(pid: int) -> int:
-    """Resident set size of a process (VmRSS)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
-
-
-def child_pids(pid: int) -> list[int]:
-    """Direct children of a process."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            found.append(int(entry.name))
-    return found
-
-
-def exe_name(pid: int) -> str:
-    try:
-        return os.path.basename(os.readlink(f"/proc/{pid}/exe"))
-    except OSError:
-        return ""
-
-
-def machine_busy() -> tuple[float, float]:
-    """(busy, total) jiffies of all CPUs, from /proc/stat: busy share = d(busy) / d(total)."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = values[3] + values[4]  # idle + iowait
-    total = sum(values[:8])  # guest time is already counted in user
-    return float(total - idle), float(total)
-
-
 def machine_facts() -> dict[str, str]:
-    model = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
     return {
         "nproc": str(os.cpu_count()),
-        "cpu": model,
+        "cpu": cpu_model(),
         "python": platform.python_version(),
         "kernel": platform.release(),
         "load_avg": " ".join(f"{x:.2f}" for x in os.getloadavg()),
@@ -114,15 +65,6 @@ def source_state() -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return head + ("+dirty" if dirty else "")
-
-
-def process_alive(pid: int) -> bool:
-    """True while ``pid`` runs; a zombie counts as gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def free_port() -> int:
@@ -167,9 +109,10 @@ class Children:
         pipes: bool = False,
         cwd: Path | None = None,
     ) -> asyncio.subprocess.Process:
-        """Start ``argv`` under parent_death.py. With ``pipes``, stdin/stdout are pipes (the
-        client workers' control channel); otherwise stdout+stderr go to ``log``."""
-        command = [sys.executable, str(HERE / "parent_death.py"), str(os.getpid()), *argv]
+        """Start ``argv`` under live.parent_death, which SIGKILLs it if the benchmark dies (even
+        by SIGKILL): a load generator has nothing to flush. With ``pipes``, stdin/stdout are
+        pipes (the client workers' control channel); otherwise stdout+stderr go to ``log``."""
+        command = [sys.executable, "-m", "live.parent_death", "--signal=KILL", str(os.getpid()), *argv]
         out: Any = asyncio.subprocess.DEVNULL
         if log is not None:
             out = log.open("ab")
@@ -183,7 +126,7 @@ class Children:
                 stderr=out if log is not None else None,
                 limit=16 * 1024 * 1024,  # worker reports are one (long) JSON line
                 # not in the terminal's process group: a Ctrl-C reaches only the benchmark,
-                # which then stops its children in order (parent_death.py covers a crash)
+                # which then stops its children in order (live.parent_death covers a crash)
                 start_new_session=True,
             )
         finally:
@@ -337,56 +280,41 @@ def mint(secret: str, room: str, role: str, user: str, ttl_s: int = 3600) -> str
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
-class LiveServer:
-    """``live serve`` on a fresh data dir, with its embedded Redis, for one benchmark run."""
+class LiveServer(LocalServer):
+    """``live serve`` on a fresh data dir, with its embedded Redis, for one benchmark run: the
+    harness's LocalServer with the benchmark's LIVE_* ``settings`` (not the harness's raised
+    limits), run by ``python``, and registered with ``children`` so that ``stop_all`` stops it."""
 
     def __init__(self, children: Children, python: str, settings: dict[str, Any]) -> None:
+        env = {f"LIVE_{k.upper()}": str(v) for k, v in settings.items()}
+        # in its data dir: `python -m live` imports the tree that python (or PYTHONPATH) has
+        super().__init__(0, python=python, settings=env, keep_data=True, in_data_dir=True)
         self.children = children
-        self.python = python
-        self.settings = settings
-        self.port = free_port()
-        # short path: the embedded Redis listens on a unix socket inside it (<= 100 bytes)
-        self.data_dir = Path(tempfile.mkdtemp(prefix="livebench-", dir="/tmp"))
-        self.log_path = self.data_dir / "server.log"
-        self.proc: asyncio.subprocess.Process | None = None
         self.redis_pid: int | None = None
-        self.secret = ""
         self.host_token = ""
 
     @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
+    def proc(self) -> asyncio.subprocess.Process | None:
+        return self.process
 
     def ws_url(self, room: str, token: str) -> str:
         return f"ws://127.0.0.1:{self.port}/ws/rooms/{room}?token={token}"
 
-    async def start(self, timeout_s: float = 60.0) -> None:
-        env = {**os.environ, "LIVE_LOG_LEVEL": "warning"}
-        env.update({f"LIVE_{k.upper()}": str(v) for k, v in self.settings.items()})
-        argv = [self.python, "-m", "live", "serve"]
-        argv += ["--data-dir", str(self.data_dir), "--port", str(self.port)]
-        self.proc = await self.children.spawn(argv, env=env, log=self.log_path, cwd=self.data_dir)
-        deadline = time.monotonic() + timeout_s
-        async with aiohttp.ClientSession() as session:
-            while True:
-                if self.proc.returncode is not None:
-                    raise RuntimeError(f"live exited with code {self.proc.returncode}: {self.log_tail()}")
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"live not ready after {timeout_s:g} s: {self.log_tail()}")
-                try:
-                    async with session.get(f"http://127.0.0.1:{self.port}/readyz") as resp:
-                        if resp.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.1)
-        redis = [p for p in child_pids(self.pid) if exe_name(p).startswith(("valkey", "redis"))]
+    async def start(self) -> None:
+        try:
+            await super().start()
+        finally:
+            if self.process is not None:
+                self.children.procs.append(self.process)
+        redis = [
+            p
+            for p in with_descendants([self.pid])
+            if p != self.pid and exe_name(p).startswith(("valkey", "redis"))
+        ]
         if len(redis) != 1:
             raise RuntimeError(f"expected one embedded Redis child of live, found {redis}")
         self.redis_pid = redis[0]
         self.children.extra_pids.append(self.redis_pid)
-        self.secret = (self.data_dir / "secret").read_text().strip()
         self.host_token = mint(self.secret, "*", "host", "host")
 
     async def create_room(self, room: str) -> None:
@@ -430,13 +358,11 @@ class LiveServer:
             return []
         return [line for line in lines if line.strip()]
 
-    def log_tail(self, n: int = 5) -> str:
-        return " | ".join(self.log_problems()[-n:])
-
     async def stop(self) -> int | None:
-        code = None
-        if self.proc is not None:
-            code = await self.children.stop(self.proc, timeout_s=30.0)
+        code = await super().stop()
+        if self.process is not None:
+            with contextlib.suppress(ValueError):
+                self.children.procs.remove(self.process)
         if self.redis_pid is not None:
             # live stops its Redis last; this only matters if live was killed
             deadline = time.monotonic() + 10

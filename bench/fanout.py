@@ -44,6 +44,7 @@ from typing import Any
 
 import aiohttp
 import uvloop
+from loadtest.procfs import cpu_seconds
 
 from common import (
     HERE,
@@ -51,7 +52,6 @@ from common import (
     Control,
     LiveServer,
     Worker,
-    cpu_seconds,
     default_live_python,
     fmt_int,
     free_port,

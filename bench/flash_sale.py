@@ -80,21 +80,25 @@ from inventory.scripts import source
 from live.auth import Auth, Role
 from live.redis_client import connect
 from live.redis_server import EmbeddedRedis, find_redis_server
+from live.supervisor import Supervisor
+from loadtest.procfs import (
+    cpu_seconds,
+    listening_pids,
+    machine_busy,
+    process_alive,
+    rss_bytes,
+    with_descendants,
+)
+from loadtest.spawn import LocalServer
 
 from buyers import HDR_ARGS
 from common import (
     Children,
     Worker,
-    child_pids,
-    cpu_seconds,
     fmt_int,
-    free_port,
     install_sigterm,
-    machine_busy,
     machine_facts,
-    process_alive,
     raise_nofile,
-    rss_bytes,
     run_orchestrator,
     table,
 )
@@ -421,7 +425,7 @@ async def part_c(ctx: Ctx, keyed: bool) -> dict[str, Any]:
     a = ctx.args
     client = connect(ctx.redis_server.url)
     config = InventoryConfig(key_prefix=PREFIX, max_batch=a.max_batch, max_in_flight=a.max_in_flight)
-    inventory = Inventory(client, config)
+    inventory = Inventory(client, config, Supervisor())
     await inventory.start()
     log = CallLog(inventory)
     sale_id, _ = await ctx.open_sale("c")
@@ -480,84 +484,47 @@ async def part_c(ctx: Ctx, keyed: bool) -> dict[str, Any]:
 # -- (d) end to end: live serve + WebSocket buyers ----------------------------------------------
 
 
-def process_tree(pid: int) -> list[int]:
-    found, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        if process_alive(p):
-            found.append(p)
-            todo += child_pids(p)
-    return found
-
-
-def listening_inodes(port: int) -> set[str]:
-    inodes = set()
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        parts = line.split()
-        if parts[3] == "0A" and int(parts[1].rsplit(":", 1)[1], 16) == port:
-            inodes.add(parts[9])
-    return inodes
-
-
-def listens(pid: int, inodes: set[str]) -> bool:
-    try:
-        fds = os.listdir(f"/proc/{pid}/fd")
-    except OSError:
-        return False
-    for fd in fds:
-        with contextlib.suppress(OSError):
-            link = os.readlink(f"/proc/{pid}/fd/{fd}")
-            if link.startswith("socket:[") and link[8:-1] in inodes:
-                return True
-    return False
-
-
-class Server:
-    """``live serve --redis-url`` (``workers`` processes) on a fresh data dir, for part (d)."""
+class Server(LocalServer):
+    """``live serve --redis-url`` (``workers`` processes) on a fresh data dir, for part (d): the
+    harness's LocalServer on this benchmark's Redis, with its settings, registered with the
+    benchmark's children."""
 
     def __init__(self, ctx: Ctx, workers: int, settings: dict[str, Any]) -> None:
+        env = {"LIVE_KEY_PREFIX": E2E_PREFIX, **{f"LIVE_{k.upper()}": str(v) for k, v in settings.items()}}
+        super().__init__(
+            0,
+            workers,
+            keep_data=True,
+            python=ctx.args.live_python,
+            settings=env,
+            args=["--redis-url", ctx.redis_server.url],
+            in_data_dir=True,
+        )
         self.ctx = ctx
-        self.workers = workers
-        self.settings = settings
-        self.port = free_port()
-        self.data_dir = Path(tempfile.mkdtemp(prefix="livebench-inv-", dir="/tmp"))
-        self.log_path = self.data_dir / "server.log"
-        self.proc: asyncio.subprocess.Process | None = None
+        self.secret = SECRET
         self.pids: list[int] = []
         self.host_token = Auth.hs256(SECRET).mint("host", "*", Role.HOST, 3600)
         self.session: aiohttp.ClientSession | None = None
 
     async def start(self, timeout_s: float = 60.0) -> None:
-        env = {
-            **os.environ,
-            "LIVE_SECRET": SECRET,
-            "LIVE_LOG_LEVEL": "warning",
-            "LIVE_KEY_PREFIX": E2E_PREFIX,
-        }
-        env.update({f"LIVE_{k.upper()}": str(v) for k, v in self.settings.items()})
-        argv = [
-            self.ctx.args.live, "serve", "--data-dir", str(self.data_dir), "--port", str(self.port),
-            "--redis-url", self.ctx.redis_server.url, "--workers", str(self.workers),
-        ]  # fmt: skip
-        self.proc = await self.ctx.children.spawn(argv, env=env, log=self.log_path, cwd=self.data_dir)
+        try:
+            await super().start()
+        finally:
+            if self.process is not None:
+                self.ctx.children.procs.append(self.process)
         self.session = aiohttp.ClientSession(headers={"Authorization": f"Bearer {self.host_token}"})
+        # every worker must listen before the buyers connect (SO_REUSEPORT spreads connections
+        # only over the sockets that exist)
         deadline = time.monotonic() + timeout_s
         while True:
-            if self.proc.returncode is not None:
-                raise RuntimeError(f"live exited with code {self.proc.returncode}: {self.log_tail()}")
+            tree = [p for p in sorted(with_descendants([self.pid])) if process_alive(p)]
+            if len(listening_pids(self.port) & set(tree)) >= self.workers:
+                self.pids = tree
+                return
+            if self.process is None or self.process.returncode is not None:
+                raise RuntimeError(f"live exited: {self.log_tail(5)}")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"live not ready after {timeout_s:g} s: {self.log_tail()}")
-            with contextlib.suppress(aiohttp.ClientError):
-                async with self.session.get(f"http://127.0.0.1:{self.port}/readyz") as resp:
-                    if resp.status == 200:
-                        # every worker must listen before the buyers connect (SO_REUSEPORT
-                        # spreads connections only over the sockets that exist)
-                        inodes = listening_inodes(self.port)
-                        tree = process_tree(self.proc.pid)
-                        serving = [p for p in tree if listens(p, inodes)]
-                        if len(serving) >= self.workers:
-                            self.pids = tree
-                            return
+                raise RuntimeError(f"not every worker of live listens after {timeout_s:g} s")
             await asyncio.sleep(0.1)
 
     def rss(self) -> int:
@@ -590,18 +557,18 @@ class Server:
         except OSError:
             return []
 
-    def log_tail(self, n: int = 5) -> str:
-        return " | ".join(self.log_lines()[-n:])
-
-    async def stop(self) -> None:
+    async def stop(self) -> int | None:
         if self.session is not None:
             await self.session.close()
-        if self.proc is not None:
-            await self.ctx.children.stop(self.proc, timeout_s=30.0)
+        code = await super().stop()
+        if self.process is not None:
+            with contextlib.suppress(ValueError):
+                self.ctx.children.procs.remove(self.process)
         for pid in self.pids:  # workers are killed with the supervisor; make sure
             if process_alive(pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, 9)
+        return code
 
     def cleanup(self) -> None:
         shutil.rmtree(self.data_dir, ignore_errors=True)
@@ -993,7 +960,7 @@ async def main(args: argparse.Namespace) -> int:
     print(f"sales: stock {STOCK:,}, per-user limit {PER_USER_LIMIT}, hold {HOLD_S} s; quantity 1 per request")
     sys.stdout.flush()
     out: dict[str, Any] = {"facts": {**facts, "redis": f"{binary.name} {version}"}, "args": vars(args)}
-    inventory = Inventory(redis, InventoryConfig(key_prefix=PREFIX))
+    inventory = Inventory(redis, InventoryConfig(key_prefix=PREFIX), Supervisor())
     ctx = Ctx(args, children, redis_server, redis, inventory, out)
     try:
         if "a" in args.parts:
@@ -1026,11 +993,6 @@ async def main(args: argparse.Namespace) -> int:
 
 def csv_of(kind: Callable[[str], Any]) -> Callable[[str], list[Any]]:
     return lambda text: [kind(x) for x in text.split(",") if x.strip()]
-
-
-def default_live() -> str:
-    beside = Path(sys.executable).parent / "live"
-    return str(beside) if beside.exists() else (shutil.which("live") or "live")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -1077,7 +1039,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--connect-timeout", type=float, default=180.0)
     p.add_argument("--stock-update-ms", type=int, default=0,
                    help="(d) LIVE_STOCK_UPDATE_MS (default: the server's, 200)")  # fmt: skip
-    p.add_argument("--live", default=default_live(), help="the live command (default: beside this python)")
+    p.add_argument("--live-python", default=sys.executable, help="python with live installed (default: ours)")
     p.add_argument("--log-dir", default="/tmp/livebench-logs", help="server logs are kept here")
     p.add_argument("--json", default="/tmp/livebench-logs/flash_sale.json", help="results file")
     args = p.parse_args(argv)

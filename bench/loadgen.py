@@ -51,7 +51,7 @@ seconds, then SIGCONTs them. It reads how many bytes were waiting in the server'
 before the SIGCONT, and the spy counts the comments sent during the stall.
 
 Only loopback; every wait is bounded; every process started is stopped at the end, on an
-error, Ctrl-C or SIGTERM (children run under parent_death.py), and a run interrupted mid-stall
+error, Ctrl-C or SIGTERM (children run under live.parent_death), and a run interrupted mid-stall
 SIGCONTs the server first. Runs from the project's environment (PyJWT, aiohttp, uvloop, hdrh).
 """
 
@@ -79,7 +79,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from loadtest.procfs import with_descendants
+from loadtest.procfs import cmdline as proc_cmdline
+from loadtest.procfs import cpu_seconds, machine_busy, socket_queues, with_descendants
 
 from common import (
     CLK_TCK,
@@ -87,11 +88,9 @@ from common import (
     REPO,
     Children,
     LiveServer,
-    cpu_seconds,
     default_live_python,
     fmt_int,
     install_sigterm,
-    machine_busy,
     mint,
     raise_nofile,
     run_orchestrator,
@@ -123,22 +122,13 @@ def descendants(root: int) -> set[int]:
 
 def cmdline(pid: int) -> str:
     """A short name for a process: its program and first arguments."""
-    try:
-        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return "?"
-    words = [
-        Path(a.decode(errors="replace")).name if i == 0 else a.decode(errors="replace")
-        for i, a in enumerate(args[:4])
-    ]
-    return " ".join(w for w in words if w)[:60]
+    args = proc_cmdline(pid)[:4]
+    return " ".join(Path(a).name if i == 0 else a for i, a in enumerate(args))[:60]
 
 
 def safe_cpu(pid: int) -> float | None:
-    try:
-        return cpu_seconds(pid)
-    except (OSError, IndexError, ValueError):
-        return None
+    """None for a process that is gone (procfs reads 0), so that its last reading stands."""
+    return cpu_seconds(pid) or None
 
 
 def children_cpu() -> float:
@@ -150,18 +140,6 @@ def children_cpu() -> float:
 def own_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
-
-
-def socket_queues(port: int) -> tuple[int, int]:
-    """(established connections to ``port``, bytes waiting in their receive queues), IPv4."""
-    conns = queued = 0
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-            cols = line.split()
-            if len(cols) > 4 and cols[3] == "01" and int(cols[1].rsplit(":", 1)[1], 16) == port:
-                conns += 1
-                queued += int(cols[4].split(":")[1], 16)
-    return conns, queued
 
 
 class Sampler:
@@ -643,7 +621,7 @@ def artillery_files(server: LiveServer, room: str, cfg: Config, out: Path) -> Pa
     """An Artillery 2 script for the same workload, and its processor (written per run)."""
     tokens = tokens_file(server, room, cfg, out, "ar")
     processor = out / "processor.js"
-    processor.write_text(ARTILLERY_PROCESSOR)
+    shutil.copyfile(ARTILLERY_PROCESSOR, processor)
     script = out / "script.json"  # JSON is YAML
     period = cfg.commenters / cfg.rate
     script.write_text(
@@ -684,111 +662,8 @@ def artillery_files(server: LiveServer, room: str, cfg: Config, out: Path) -> Pa
     return script
 
 
-#: The per-user work as an Artillery processor: Artillery's ws engine can send and then match
-#: the *next* message, but in a busy room the next message is a batch, not the ack; acks have
-#: to be picked out by rid, which needs a function. Closed loop, like the Locust user.
-ARTILLERY_PROCESSOR = r"""
-'use strict';
-// Monotonic seconds: process.hrtime is CLOCK_MONOTONIC on Linux, the clock Python's
-// time.monotonic() reads, so the comments' stamps mean the same as the harness's.
-const fs = require('fs');
-const mono = () => Number(process.hrtime.bigint()) / 1e9;
-let tokens = null;
-let next = 0;
-let t0 = null;
-let commenting = 0;
-let frames = 0;
-let lagged = 0;
-const sends = [];
-function connect(wsArgs, context, done) {
-  const v = context.vars;
-  if (tokens === null) {
-    tokens = fs.readFileSync(v.tokensFile, 'ascii').split('\n').filter(Boolean);
-    t0 = mono();
-  }
-  v.index = next++;
-  wsArgs.target = `${wsArgs.target}/ws/rooms/${v.room}`;
-  const headers = { Authorization: `Bearer ${tokens[v.index]}` };
-  wsArgs.options = Object.assign({}, wsArgs.options, { headers });
-  done();
-}
-function save(v) {
-  fs.writeFileSync(v.out, JSON.stringify({ t0: t0, sends: sends, frames: frames, lagged: lagged }));
-}
-function chat(context, ee, done) {
-  const v = context.vars;
-  const ws = context.ws;
-  const index = v.index;
-  const pending = new Map();
-  let sent = 0;
-  ws.on('message', (data) => {
-    const now = mono();
-    frames += 1;
-    const text = data.toString();
-    const head = text.slice(0, 40);
-    if (head.includes('"lagged"')) lagged += 1;
-    if (head.includes('"batch"') || !text.includes('"rid"')) return;
-    const msg = JSON.parse(text);
-    const p = pending.get(msg.rid);
-    if (p) {
-      pending.delete(msg.rid);
-      p(now, msg);
-    }
-  });
-  const endAt = t0 + v.endS;
-  const stormEnd = t0 + v.stormEndS;
-  const ping = setInterval(() => ws.send('{"type":"ping"}'), v.heartbeatS * 1000);
-  const later = (f, at) => setTimeout(f, Math.max(0, at - mono()) * 1000);
-  const finish = () => {
-    clearInterval(ping);
-    done();
-  };
-  if (index >= v.commenters) {
-    later(finish, endAt);
-    return;
-  }
-  commenting += 1;
-  let due = t0 + v.stormStartS + index / v.rate;
-  const step = () => {
-    const now = mono();
-    if (now >= stormEnd) {
-      commenting -= 1;
-      if (commenting === 0) save(v);
-      later(finish, endAt);
-      return;
-    }
-    if (now < due) {
-      later(step, due);
-      return;
-    }
-    due = Math.max(due, now) + v.period;
-    sent += 1;
-    const rid = `${index}.${sent}`;
-    const entry = sends.length;
-    sends.push([now, null]);
-    const timer = setTimeout(() => {
-      pending.delete(rid);
-      ee.emit('counter', 'comment.no_reply', 1);
-      step();
-    }, v.replyTimeoutS * 1000);
-    pending.set(rid, (at, msg) => {
-      clearTimeout(timer);
-      if (msg.type === 'ack') {
-        ee.emit('histogram', 'comment_ack', (at - now) * 1000);
-        ee.emit('counter', 'comment.acked', 1);
-        sends[entry][1] = (at - now) * 1000;
-      } else {
-        ee.emit('counter', `comment.error.${msg.code}`, 1);
-      }
-      step();
-    });
-    ws.send(JSON.stringify({ type: 'comment', text: `lt:c:${Math.floor(now * 1e6)}`, rid: rid }));
-    ee.emit('counter', 'comment.sent', 1);
-  };
-  step();
-}
-module.exports = { connect, chat };
-"""
+#: The per-user work as an Artillery processor (why a function: see its header).
+ARTILLERY_PROCESSOR = HERE / "artillery_processor.js"
 
 
 def ensure_artillery(directory: Path) -> str:

@@ -37,6 +37,8 @@ from typing import Any
 
 import uvloop
 from hdrh.histogram import HdrHistogram
+from loadtest.procfs import machine_busy, rss_bytes
+from loadtest.wsclient import OP_PING, Endpoint, WsConnection, connect
 
 from common import (
     Children,
@@ -45,15 +47,12 @@ from common import (
     Worker,
     default_live_python,
     install_sigterm,
-    machine_busy,
     machine_facts,
     mint,
     raise_nofile,
-    rss_bytes,
     run_orchestrator,
     table,
 )
-from wsclient import Client, connect
 
 ROOM = "storm"
 #: HDR histogram of latencies in microseconds: 1 us to 60 s, 3 significant digits.
@@ -86,18 +85,23 @@ def cpu_self() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def ignore(conn: WsConnection, payload: bytes, now: float) -> None:
+    """The frame callback of a drain-only connection (``discard``: it is never called)."""
+
+
 async def connect_all(
     port: int, paths: list[str], make: Any, concurrency: int = 100, retries: int = 3
-) -> list[Client]:
-    """Open one connection per path (``make(i)`` -> (on_message, discard)), a few at a time."""
+) -> list[WsConnection]:
+    """Open one connection per path (``make(i)`` -> (on_frame, discard)), a few at a time."""
     sem = asyncio.Semaphore(concurrency)
 
-    async def one(i: int, path: str) -> Client:
-        on_message, discard = make(i)
+    async def one(i: int, path: str) -> WsConnection:
+        on_frame, discard = make(i)
         for attempt in range(retries):
             async with sem:
                 try:
-                    return await connect(port, path, on_message, discard)
+                    endpoint = Endpoint("127.0.0.1", port, path)
+                    return await connect(endpoint, on_frame, subprotocol=None, discard=discard)
                 except (OSError, TimeoutError) as exc:
                     if attempt == retries - 1:
                         raise ConnectionError(f"connection {i}: {exc!r}") from exc
@@ -107,14 +111,14 @@ async def connect_all(
     return list(await asyncio.gather(*(one(i, p) for i, p in enumerate(paths))))
 
 
-async def keepalive(clients: list[Client], slices: int = 20) -> None:
+async def keepalive(clients: list[WsConnection], slices: int = 20) -> None:
     """Ping each connection once per KEEPALIVE_S, a slice at a time, so the server sees a steady
     trickle (as from real clients' independent timers), never 10,000 pings at once."""
     step = 0
     while True:
         await asyncio.sleep(KEEPALIVE_S / slices)
         for c in clients[step % slices :: slices]:
-            c.ping()
+            c.send_frame(OP_PING, b"")
         step += 1
 
 
@@ -155,8 +159,7 @@ async def viewer_worker(args: argparse.Namespace) -> None:
     #: host message k -> [first, last] latency (us) among this worker's measured viewers
     spread: dict[int, list[int]] = {}
 
-    def on_message(client: Client, opcode: int, payload: bytes, now: float) -> None:
-        st: ViewerStats = client.state
+    def on_message(st: ViewerStats, payload: bytes, now: float) -> None:
         kind = frame_type(payload)
         if kind == "host_message":
             sent, k = parse_sent(json.loads(payload)["text"])
@@ -184,17 +187,20 @@ async def viewer_worker(args: argparse.Namespace) -> None:
     indexes = range(args.first, args.first + args.count)
     paths = [f"/ws/rooms/{ROOM}?token={mint(secret, ROOM, 'viewer', f'v{i}')}" for i in indexes]
     sampled = [i % args.sample_every == 0 for i in indexes]
+    #: per connection: its stats if it is measured, None if it only drains its socket
+    stats = [ViewerStats() if s else None for s in sampled]
 
     def make(n: int) -> tuple[Any, bool]:
-        return (on_message, False) if sampled[n] else (None, True)
+        st = stats[n]
+        if st is None:
+            return ignore, True
+        return (lambda conn, payload, now: on_message(st, payload, now)), False
 
     try:
         clients = await connect_all(args.port, paths, make)
     except ConnectionError as exc:
         control.report("error", error=str(exc))
         return
-    for c, s in zip(clients, sampled, strict=True):
-        c.state = ViewerStats() if s else None
     pinger = asyncio.create_task(keepalive(clients))
     control.report("ready", connections=len(clients), sampled=sum(sampled))
     cpu0 = cpu1 = 0.0
@@ -207,7 +213,7 @@ async def viewer_worker(args: argparse.Namespace) -> None:
             await asyncio.sleep(max(0.0, window.t1 - time.monotonic()))
             cpu1 = cpu_self()
         elif command["cmd"] == "report":
-            measured = [c.state for c in clients if c.state is not None]
+            measured = [st for st in stats if st is not None]
             lost = [c for c in clients if c.lost.done()]
             control.report(
                 "stats",
@@ -221,7 +227,7 @@ async def viewer_worker(args: argparse.Namespace) -> None:
                 late_host=late_host[0],
                 lost=len(lost),
                 close_codes=dict(Counter(str(c.close_code) for c in lost)),
-                drained_bytes=sum(c.bytes_in for c in clients if c.state is None),
+                drained_bytes=sum(c.bytes_in for c, st in zip(clients, stats, strict=True) if st is None),
                 hdr=base64.b64encode(hist.encode()).decode(),
                 spread=spread,
                 cpu_s=cpu1 - cpu0,
@@ -229,9 +235,7 @@ async def viewer_worker(args: argparse.Namespace) -> None:
         elif command["cmd"] == "quit":
             break
     pinger.cancel()
-    for c in clients:
-        c.close()
-    await asyncio.sleep(0.2)
+    await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
 
 
 # -- sender workers -------------------------------------------------------------------------------
@@ -244,7 +248,7 @@ async def sender_worker(args: argparse.Namespace) -> None:
     secret = os.environ["LIVEBENCH_SECRET"]
     errors: Counter[str] = Counter()
 
-    def on_message(client: Client, opcode: int, payload: bytes, now: float) -> None:
+    def on_message(client: WsConnection, payload: bytes, now: float) -> None:
         if payload.startswith(b'{"type":"error"'):
             errors[json.loads(payload).get("code", "?")] += 1
 
@@ -273,8 +277,8 @@ async def sender_worker(args: argparse.Namespace) -> None:
                 max_backlog = max(max_backlog, due - sent)
                 while sent < due:
                     text = f"comment {sent} 好看\uff01多少钱\uff1f"  # full-width ! and ?
-                    clients[sent % len(clients)].send_text(
-                        json.dumps({"type": "comment", "text": text}, ensure_ascii=False)
+                    clients[sent % len(clients)].send(
+                        json.dumps({"type": "comment", "text": text}, ensure_ascii=False).encode()
                     )
                     sent += 1
                 await asyncio.sleep(0.005)
@@ -293,9 +297,7 @@ async def sender_worker(args: argparse.Namespace) -> None:
         elif command["cmd"] == "quit":
             break
     pinger.cancel()
-    for c in clients:
-        c.close()
-    await asyncio.sleep(0.2)
+    await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
 
 
 # -- the orchestrator -----------------------------------------------------------------------------
@@ -310,12 +312,12 @@ class Host:
         self.published = 0
         self.frames: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
-        self.client: Client | None = None
+        self.client: WsConnection | None = None
         self.max_lag = 0.0
         self.sent = 0
         self.sent_at: dict[int, float] = {}  # k -> seconds after t0
 
-    def on_message(self, client: Client, opcode: int, payload: bytes, now: float) -> None:
+    def on_message(self, client: WsConnection, payload: bytes, now: float) -> None:
         kind = frame_type(payload)
         if kind == "error":
             self.errors[json.loads(payload).get("code", "?")] += 1
@@ -333,7 +335,7 @@ class Host:
             await asyncio.sleep(max(0.0, at - time.monotonic()))
             now = time.monotonic()
             self.max_lag = max(self.max_lag, now - at)
-            self.client.send_text(json.dumps({"type": "host_message", "text": host_text(k, now)}))
+            self.client.send(json.dumps({"type": "host_message", "text": host_text(k, now)}).encode())
             self.sent_at[k] = now - self.window.t0
             self.sent += 1
             k += 1
@@ -393,7 +395,9 @@ async def main(args: argparse.Namespace) -> int:
         env = {"LIVEBENCH_SECRET": server.secret}
         host = Host()
         host.client = await connect(
-            server.port, f"/ws/rooms/{ROOM}?token={server.host_token}", host.on_message
+            Endpoint("127.0.0.1", server.port, f"/ws/rooms/{ROOM}?token={server.host_token}"),
+            host.on_message,
+            subprotocol=None,
         )
         await asyncio.sleep(1.0)
         rss0, redis_rss0 = rss_bytes(server.pid), rss_bytes(server.redis_pid or 0)

@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 
 from gateway.config import GatewayConfig
 from gateway.keys import RoomKeys
-from shared.aio import Supervisor
+from gateway.ports import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -68,18 +68,18 @@ class Bus:
         redis: aioredis.Redis,
         config: GatewayConfig,
         on_events: EventHandler,
-        supervisor: Supervisor | None = None,
+        supervisor: Supervisor,
     ):
         self.redis = redis
         self.config = config
-        self.supervisor = supervisor or Supervisor()
+        self.supervisor = supervisor
         self._on_events = on_events
         self._publish = redis.register_script(_script("publish.lua"))
         self._likes = redis.register_script(_script("likes.lua"))
         self._pubsub = redis.pubsub()
         self._sharded = False
         self._channels: dict[str, str] = {}  # channel -> room id
-        self._confirmed: dict[str, asyncio.Event] = {}
+        self._subscribed: dict[str, asyncio.Event] = {}
         self._has_channels = asyncio.Event()
 
     def keys(self, room_id: str) -> RoomKeys:
@@ -98,21 +98,21 @@ class Bus:
     # -- subscriptions ------------------------------------------------------------------------
 
     async def subscribe(self, room_id: str) -> None:
-        """Subscribe to a room's events; returns once Redis has confirmed it."""
+        """Subscribe to a room's events; returns once Redis has acknowledged it."""
         channel = self.keys(room_id).channel
-        if channel not in self._confirmed:
-            self._confirmed[channel] = asyncio.Event()
+        if channel not in self._subscribed:
+            self._subscribed[channel] = asyncio.Event()
             self._channels[channel] = room_id
             if self._sharded:
                 await self._pubsub.ssubscribe(channel)
             else:
                 await self._pubsub.subscribe(channel)
             self._has_channels.set()
-        await self._confirmed[channel].wait()
+        await self._subscribed[channel].wait()
 
     async def unsubscribe(self, room_id: str) -> None:
         channel = self.keys(room_id).channel
-        if self._confirmed.pop(channel, None) is None:
+        if self._subscribed.pop(channel, None) is None:
             return
         self._channels.pop(channel, None)
         if self._sharded:
@@ -139,9 +139,9 @@ class Bus:
         channel = message["channel"]
         channel = channel.decode() if isinstance(channel, bytes) else channel
         if kind in ("subscribe", "ssubscribe"):
-            confirmed = self._confirmed.get(channel)
-            if confirmed is not None:
-                confirmed.set()
+            subscribed = self._subscribed.get(channel)
+            if subscribed is not None:
+                subscribed.set()
             return
         room_id = self._channels.get(channel)
         if kind not in ("message", "smessage") or room_id is None:

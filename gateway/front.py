@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import cast
 
-from gateway.hub import PATH_PREFIX, Hub
+from gateway.admission import PATH_PREFIX
+from gateway.hub import Hub
 
 MAX_HEAD_BYTES = 16 * 1024
 

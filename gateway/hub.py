@@ -1,6 +1,7 @@
 """The gateway of one process: admits connections, runs the rooms, talks to Redis.
 
-Journey of a comment: client frame -> ``handle`` (checks, rate limit) -> outbox -> one
+Journey of a comment: client frame -> ``handle`` (the registry's field and role checks:
+gateway/commands.py) -> ``_comment`` (text checks, rate limit) -> outbox -> one
 ``publish.lua`` call per room for everything that queued meanwhile -> Redis pub/sub -> every
 process's ``on_events`` -> the room's pending chat -> the next tick's batch frame.
 A host message takes the same path to Redis, and is written to members as soon as it arrives.
@@ -13,68 +14,47 @@ import json
 import logging
 import time
 import uuid
-from collections import Counter
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Protocol
-from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 from websockets.http11 import Request
 
-from gateway import close_codes
-from gateway.bus import DIRECT, GAUGE, MAX_SEQ, Bus, now_ms
+from gateway import messages
+from gateway.admission import Admission, Admissions, Refused
+from gateway.bus import DIRECT, GAUGE, Bus, now_ms
+from gateway.close_codes import Close
+from gateway.commands import Caller, Registry, Reply
 from gateway.config import GatewayConfig
 from gateway.connection import Connection
-from gateway.messages import APP_COMMANDS, MODERATION, Command, ProtocolError
+from gateway.messages import Command, Field, ProtocolError
+from gateway.moderation import Moderation
+from gateway.ports import Supervisor
 from gateway.room import WRITE_CHUNK, Room
 from gateway.words import BannedWords
-from shared.aio import Supervisor, stop_tasks
 
 log = logging.getLogger(__name__)
 
-PATH_PREFIX = "/ws/rooms/"
-STAFF_ROLES = frozenset({"host", "moderator"})
 #: An empty room stays subscribed this long, so a reconnect storm does not churn Redis.
 EMPTY_ROOM_LINGER_S = 5.0
-MAX_MUTE_S = 30 * 86_400
-MAX_SLOW_MODE_S = 3600
-
-
-class Refused(Exception):
-    """A handshake the server turns down, with an HTTP status and an error code."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True)
-class Admission:
-    """Who may join a room, as the application decided."""
+class Sender(Caller):
+    """A command's sender as the gateway's own handlers see it: with its connection."""
 
-    user_id: str
-    role: str
-    #: The room as the welcome shows it (id, title, host_id, and whatever the app adds).
-    room: dict[str, Any]
-    #: Seconds since the epoch when the credential ends, or None.
-    expires_at: float | None = None
-    #: Admitted without a token (a room open to anonymous viewers).
-    anonymous: bool = False
+    conn: Connection
 
 
-@dataclass(frozen=True)
-class Caller:
-    """Who sent an application command, and from where."""
-
-    room_id: str
-    user_id: str
-    role: str
-    remote_ip: str
-    anonymous: bool
+#: The gateway's own commands besides moderation's (gateway/moderation.py), and their fields.
+OWN_COMMANDS: dict[str, dict[str, Field]] = {
+    "ping": {},
+    "comment": {"text": Field(str)},
+    "like": {"count": Field(int, required=False)},
+}
 
 
 class Directory(Protocol):
@@ -89,10 +69,6 @@ class Directory(Protocol):
     async def may_moderate(self, room_id: str, user_id: str) -> bool:
         """Whether hosts and moderators may mute or ban this user in this room (False for the
         room's host: nobody locks a room's host out of their own room)."""
-
-    async def command(self, caller: Caller, command: Command) -> dict[str, Any]:
-        """Carry out an application command (``APP_COMMANDS``): the fields of its ack, or
-        raise ProtocolError."""
 
 
 class Metrics(Protocol):
@@ -116,17 +92,17 @@ class Hub:
     redis: aioredis.Redis
     directory: Directory
     metrics: Metrics
-    node_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     #: Keeps the hub's loops (and its bus reader) running; /readyz asks it what is down.
-    supervisor: Supervisor = field(default_factory=Supervisor)
+    supervisor: Supervisor
+    node_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
     def __post_init__(self) -> None:
         self.bus = Bus(self.redis, self.config, self.on_events, self.supervisor)
         self.words = BannedWords(self.config.banned_words)
         self.rooms: dict[str, Room] = {}
         self.connections: set[Connection] = set()
-        self.open_count = 0
-        self.per_ip: Counter[str] = Counter()
+        #: The handshakes, and the connections counted against the limits.
+        self.admissions = Admissions(self.config, self.directory, self.bus)
         self._outbox: dict[str, list[_Queued]] = {}
         self._outbox_ready = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -141,20 +117,20 @@ class Hub:
         for name, loop in zip(self._loops, loops, strict=True):
             self.supervisor.start(name, loop)
 
-    async def close_all(self, code: int, reason: str, timeout_s: float = 2.0) -> None:
-        """Close every connection, waiting up to ``timeout_s`` for clients to answer."""
+    async def close_all(self, kind: Close, timeout_s: float = 2.0, **fields: int) -> None:
+        """Close every connection (``fields``: the reason's extra fields, ``retry_ms``), waiting
+        up to ``timeout_s`` for clients to answer."""
         for conn in list(self.connections):
-            conn.close(code, reason)
+            conn.close(kind, **fields)
         deadline = time.monotonic() + timeout_s
         while self.connections and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         for conn in list(self.connections):
-            if conn.transport is not None:
-                conn.transport.abort()
+            conn.abort()
 
     async def stop(self) -> None:
         await self.supervisor.stop(self._loops)
-        await stop_tasks(self._tasks)
+        await self.supervisor.cancel(self._tasks)
         if self.rooms:
             await self.bus.report_presence(self.node_id, dict.fromkeys(self.rooms, 0))
         await self.bus.close()
@@ -166,24 +142,13 @@ class Hub:
 
     def forget(self, conn: Connection) -> None:
         """The connection is gone (called once, from connection_lost)."""
-        self._release(conn)
+        self.admissions.release(conn)
         self.connections.discard(conn)
 
-    def _reserve(self, conn: Connection) -> None:
-        """Count a connection against the limits from the start of its handshake, so a burst
-        of concurrent handshakes cannot overshoot them."""
-        conn.counted = True
-        self.open_count += 1
-        self.per_ip[conn.remote_ip] += 1
-
-    def _release(self, conn: Connection) -> None:
-        if not conn.counted:
-            return
-        conn.counted = False
-        self.open_count -= 1
-        self.per_ip[conn.remote_ip] -= 1
-        if self.per_ip[conn.remote_ip] <= 0:
-            del self.per_ip[conn.remote_ip]
+    @property
+    def open_count(self) -> int:
+        """Connections counted against the limits (handshakes under way included)."""
+        return self.admissions.open_count
 
     # -- handshake ----------------------------------------------------------------------------
 
@@ -191,44 +156,21 @@ class Hub:
         self._spawn(self._handshake(conn, request))
 
     async def _handshake(self, conn: Connection, request: Request) -> None:
-        try:
-            if self.open_count >= self.config.max_connections:
-                raise Refused(503, "server_full", "this server is full; try another or later")
-            if self.per_ip[conn.remote_ip] >= self.config.max_connections_per_ip:
-                raise Refused(429, "too_many_connections", "too many connections from this address")
-            self._reserve(conn)
-            room_id, token, last_seq = _parse_target(request)
-            admission = await self.directory.admit(room_id, token)
-            if await self.bus.is_banned(room_id, admission.user_id):
-                raise Refused(403, "banned", "you are banned from this room")
-        except Refused as exc:
-            self._release(conn)
-            self.count_error(exc.code)
-            conn.refuse(exc.status, _error_body(exc.code, exc.message))
+        admitted = await self.admissions.check(conn, conn.remote_ip, request)
+        if isinstance(admitted, Refused):
+            self.count_error(admitted.code)
+            conn.refuse(admitted.status, admitted.body)
             return
-        except (RedisError, OSError) as exc:
-            self._release(conn)
-            log.warning("handshake failed on a backend", extra={"error": repr(exc)})
-            self.count_error("unavailable")
-            conn.refuse(503, _error_body("unavailable", "a backend is unavailable; retry"))
-            return
-        except Exception:  # a bug: this handshake gets an answer, and nobody else notices
-            self._release(conn)
-            log.exception("handshake failed")
-            self.count_error("internal")
-            conn.refuse(500, _error_body("internal", "internal server error"))
-            return
+        admission = admitted.admission
         # who it is, before accept(): frames sent right behind the request are handled in it
-        conn.admission = admission
-        conn.room_id, conn.user_id = room_id, admission.user_id
-        conn.is_staff = admission.role in STAFF_ROLES
-        if conn.transport is None or conn.transport.is_closing() or not conn.accept(request):
-            self._release(conn)
+        conn.admit(admitted.room_id, admission)
+        if not conn.accept(request):
+            self.admissions.release(conn)
             self.count_error("bad_handshake")
             return
         if admission.expires_at is not None:
             conn.set_expiry(admission.expires_at - time.time())
-        await self._join(conn, admission, last_seq)
+        await self._join(conn, admission, admitted.last_seq)
 
     async def _join(self, conn: Connection, admission: Admission, last_seq: int | None) -> None:
         room = self.rooms.get(conn.room_id)
@@ -242,26 +184,25 @@ class Hub:
             snap = await self.bus.snapshot(room.id, last_seq)
         except (RedisError, OSError) as exc:
             log.warning("join failed on Redis", extra={"room": room.id, "error": repr(exc)})
-            conn.close(close_codes.GOING_AWAY, '{"code":"unavailable","retry_ms":1000}')
+            conn.close(Close.UNAVAILABLE, retry_ms=1000)
             return
-        if not conn.open:
+        if not conn.is_open:
             return
         state = snap.state
         conn.send(
-            {
-                "type": "welcome",
-                "v": 1,
-                "server_time_ms": now_ms(),
-                "seq": snap.seq,
-                "resumed": snap.missed is not None,
-                "room": admission.room,
-                "user": {"id": admission.user_id, "role": admission.role},
-                "online": max(room.online, len(room) + 1),
-                "likes": int(state.get("likes", "0")),
-                "pinned": json.loads(state["pinned"]) if "pinned" in state else None,
-                "slow_mode_s": int(state.get("slow_mode_s", "0")),
-                "comments": snap.comments,
-            }
+            messages.welcome(
+                server_time_ms=now_ms(),
+                seq=snap.seq,
+                resumed=snap.missed is not None,
+                room=admission.room,
+                user_id=admission.user_id,
+                role=admission.role,
+                online=max(room.online, len(room) + 1),
+                likes=int(state.get("likes", "0")),
+                pinned=json.loads(state["pinned"]) if "pinned" in state else None,
+                slow_mode_s=int(state.get("slow_mode_s", "0")),
+                comments=snap.comments,
+            )
         )
         seen = snap.seq
         for seq, message in snap.missed or ():
@@ -275,7 +216,7 @@ class Hub:
 
     def leave(self, conn: Connection) -> None:
         """The connection is no longer open (called once, by the connection)."""
-        self._release(conn)
+        self.admissions.release(conn)
         room = self.rooms.get(conn.room_id)
         if room is not None:
             room.remove(conn)
@@ -298,42 +239,50 @@ class Hub:
 
     # -- client commands ----------------------------------------------------------------------
 
-    def handle(self, conn: Connection, command: Command) -> None:
-        kind = command.type
-        if kind == "ping":
-            pong: dict[str, Any] = {"type": "pong", "server_time_ms": now_ms()}
-            if command.rid is not None:
-                pong["rid"] = command.rid
-            conn.send(pong)
-        elif kind == "comment":
-            self._comment(conn, command)
-        elif kind == "like":
-            self._like(conn, command)
-        elif kind in MODERATION:
-            if not conn.is_staff:
-                conn.send_error(
-                    ProtocolError("forbidden", f"only hosts and moderators may send {kind}", command.rid)
-                )
-            else:
-                self._in_order(conn, self._moderate(conn, command))
-        elif kind in APP_COMMANDS:
-            self._in_order(conn, self._app_command(conn, command))
+    @cached_property
+    def commands(self) -> Registry[Sender]:
+        """What clients may send: the gateway's own commands, and the app's (which it
+        registers before the hub starts: live/commands.py)."""
+        commands: Registry[Sender] = Registry()
+        own = {"ping": self._ping, "comment": self._comment, "like": self._like}
+        for name, handler in own.items():
+            commands.register(name, handler, OWN_COMMANDS[name])
+        Moderation(self.bus, self.directory, self.config).register(commands)
+        return commands
 
-    def _in_order(self, conn: Connection, then: Coroutine[Any, Any, None]) -> None:
+    def handle(self, conn: Connection, command: Command) -> None:
+        """A decoded command: checked against the registry (its fields, then the sender's role),
+        then run by its handler."""
+        admission = conn.admission
+        assert admission is not None
+        sender = Sender(conn.room_id, conn.user_id, admission.role, conn.remote_ip, admission.anonymous, conn)
+        try:
+            command = messages.check(command, self.commands)
+            spec = self.commands[command.type]
+            self.commands.allow(spec, sender, command.rid)
+        except ProtocolError as exc:
+            conn.send_error(exc)
+            return
+        work = spec.handler(sender, command)
+        if work is not None:
+            self._in_order(conn, command, work)
+
+    def _in_order(self, conn: Connection, command: Command, work: Coroutine[Any, Any, Reply]) -> None:
         """Run a client's command after its previous one: its commands take effect in order."""
+        answer = self._answer(conn, command, work)
         previous = conn.last_command
         if previous is None or previous.done():
-            conn.last_command = self._spawn(then)  # the common case: nothing to wait for
+            task = self._spawn(answer)  # the common case: nothing to wait for
         else:
-            conn.last_command = self._spawn(self._after(previous, then))
+            task = self._spawn(self._after(previous, answer))
+        # a task cancelled before it ran (the hub stopping) never awaited ``work``
+        task.add_done_callback(lambda _: work.close())
+        conn.last_command = task
 
-    async def _app_command(self, conn: Connection, command: Command) -> None:
-        assert conn.admission is not None
-        caller = Caller(
-            conn.room_id, conn.user_id, conn.admission.role, conn.remote_ip, conn.admission.anonymous
-        )
+    async def _answer(self, conn: Connection, command: Command, work: Coroutine[Any, Any, Reply]) -> None:
+        """Await a command's handler and answer the sender: its ack, or its refusal."""
         try:
-            fields = await self.directory.command(caller, command)
+            fields = await work
         except ProtocolError as exc:
             exc.rid = command.rid
             conn.send_error(exc)
@@ -342,13 +291,27 @@ class Hub:
             log.warning("command failed on a backend", extra={"type": command.type, "error": repr(exc)})
             conn.send_error(ProtocolError("unavailable", "a backend is unavailable; retry", command.rid))
             return
-        except Exception:  # a bug in the application: the client still gets an answer
+        except Exception:  # a bug in a handler (the app's, say): the client still gets an answer
             log.exception("command failed", extra={"type": command.type})
             conn.send_error(ProtocolError("internal", "internal server error", command.rid))
             return
-        conn.send({**fields, "type": "ack", "rid": command.rid, "of": command.type})
+        conn.send(messages.ack(command.type, command.rid, fields))
 
-    def _comment(self, conn: Connection, command: Command) -> None:
+    @staticmethod
+    async def _after(previous: asyncio.Task[Any], then: Coroutine[Any, Any, None]) -> None:
+        try:
+            if not previous.done():
+                await asyncio.wait([previous])
+        except asyncio.CancelledError:
+            then.close()  # stopping: the queued command is dropped, not left un-awaited
+            raise
+        await then
+
+    def _ping(self, sender: Sender, command: Command) -> None:
+        sender.conn.send(messages.pong(now_ms(), command.rid))
+
+    def _comment(self, sender: Sender, command: Command) -> None:
+        conn = sender.conn
         text = command.fields["text"].strip()
         limit = self.config.max_comment_chars
         error = None
@@ -365,121 +328,19 @@ class Hub:
         if error is not None:
             conn.send_error(error)
             return
-        assert conn.admission is not None
-        message = {
-            "type": "comment",
-            "user_id": conn.user_id,
-            "role": conn.admission.role,
-            "text": text,
-            "ts_ms": now_ms(),
-        }
-        self._outbox.setdefault(conn.room_id, []).append(_Queued(conn, command.rid, conn.user_id, message))
+        message = messages.comment(sender.user_id, sender.role, text, now_ms())
+        queued = _Queued(conn, command.rid, sender.user_id, message)
+        self._outbox.setdefault(sender.room_id, []).append(queued)
         self._outbox_ready.set()
 
-    def _like(self, conn: Connection, command: Command) -> None:
+    def _like(self, sender: Sender, command: Command) -> None:
         count = command.fields.get("count", 1)
         if not 1 <= count <= 1000:
-            conn.send_error(ProtocolError("invalid_field", "'count' must be 1 to 1000", command.rid))
+            sender.conn.send_error(ProtocolError("invalid_field", "'count' must be 1 to 1000", command.rid))
             return
-        room = self.rooms.get(conn.room_id)
+        room = self.rooms.get(sender.room_id)
         if room is not None:
-            room.local_likes += conn.likes.take_up_to(count)
-
-    @staticmethod
-    async def _after(previous: asyncio.Task[Any], then: Coroutine[Any, Any, None]) -> None:
-        try:
-            if not previous.done():
-                await asyncio.wait([previous])
-        except asyncio.CancelledError:
-            then.close()  # stopping: the queued command is dropped, not left un-awaited
-            raise
-        await then
-
-    async def _moderate(self, conn: Connection, command: Command) -> None:
-        assert conn.admission is not None
-        f, room_id, rid = command.fields, conn.room_id, command.rid
-        at = now_ms()
-        by = {"by": conn.user_id, "ts_ms": at}
-        try:
-            match command.type:
-                case "host_message":
-                    text = f["text"].strip()
-                    limit = self.config.max_host_message_chars
-                    if not 0 < len(text) <= limit:
-                        raise ProtocolError("invalid_field", f"'text' must be 1 to {limit} characters", rid)
-                    await self.bus.publish_one(
-                        room_id,
-                        {"type": "host_message", "role": conn.admission.role, "text": text, **by},
-                    )
-                case "pin_product":
-                    product = await self.directory.product(room_id, f["product_id"])
-                    if product is None:
-                        raise ProtocolError("product_not_found", "no such product in this room", rid)
-                    await self.bus.set_state(room_id, pinned=json.dumps(product, ensure_ascii=False))
-                    await self.bus.publish_one(room_id, {"type": "product_pinned", "product": product, **by})
-                case "unpin_product":
-                    await self.bus.clear_state(room_id, "pinned")
-                    await self.bus.publish_one(room_id, {"type": "product_unpinned", **by})
-                case "mute":
-                    if not 0 < f["duration_s"] <= MAX_MUTE_S:
-                        raise ProtocolError("invalid_field", f"'duration_s' must be 1 to {MAX_MUTE_S}", rid)
-                    await self._check_target(room_id, f["user_id"], rid)
-                    until = at + f["duration_s"] * 1000  # (the event says: ts_ms + duration)
-                    await self.bus.mute(room_id, f["user_id"], until)
-                    await self.bus.publish_one(
-                        room_id,
-                        {"type": "user_muted", "user_id": f["user_id"], "until_ms": until, **by},
-                    )
-                case "ban":
-                    await self._check_target(room_id, f["user_id"], rid)
-                    await self.bus.ban(room_id, f["user_id"])
-                    await self.bus.publish_one(
-                        room_id, {"type": "user_banned", "user_id": f["user_id"], **by}
-                    )
-                case "unmute" | "unban":
-                    if conn.admission.role != "host" and f["user_id"] == conn.user_id:
-                        # a host's decision about a moderator is not the moderator's to undo
-                        raise ProtocolError("forbidden", f"only a host may {command.type} you", rid)
-                    lift = self.bus.unmute if command.type == "unmute" else self.bus.unban
-                    if await lift(room_id, f["user_id"]):  # (nothing to announce otherwise)
-                        event = "user_unmuted" if command.type == "unmute" else "user_unbanned"
-                        await self.bus.publish_one(room_id, {"type": event, "user_id": f["user_id"], **by})
-                case "delete_comment":
-                    if f["comment_id"] <= 0:
-                        raise ProtocolError("invalid_field", "'comment_id' must be a comment's id", rid)
-                    await self.bus.forget_comment(room_id, f["comment_id"])
-                    await self.bus.publish_one(
-                        room_id, {"type": "comment_deleted", "comment_id": f["comment_id"], **by}
-                    )
-                case "slow_mode":
-                    if not 0 <= f["interval_s"] <= MAX_SLOW_MODE_S:
-                        raise ProtocolError(
-                            "invalid_field", f"'interval_s' must be 0 to {MAX_SLOW_MODE_S}", rid
-                        )
-                    await self.bus.set_state(room_id, slow_mode_s=f["interval_s"])
-                    await self.bus.publish_one(
-                        room_id, {"type": "slow_mode", "interval_s": f["interval_s"], **by}
-                    )
-                case "clear_chat":
-                    seq = await self.bus.publish_one(room_id, {"type": "chat_cleared", **by})
-                    await self.bus.set_state(room_id, cleared_seq=seq)
-        except ProtocolError as exc:
-            conn.send_error(exc)
-            return
-        except (RedisError, OSError) as exc:
-            log.warning("moderation failed on Redis", extra={"room": room_id, "error": repr(exc)})
-            conn.send_error(ProtocolError("unavailable", "the room store is unavailable; retry", rid))
-            return
-        except Exception:  # a bug: the sender still gets an answer
-            log.exception("moderation failed", extra={"room": room_id, "type": command.type})
-            conn.send_error(ProtocolError("internal", "internal server error", rid))
-            return
-        conn.send({"type": "ack", "rid": rid, "of": command.type})
-
-    async def _check_target(self, room_id: str, user_id: str, rid: str | None) -> None:
-        """Refuse (before anything changes) to mute or ban someone nobody may: the host."""
-        if not await self.directory.may_moderate(room_id, user_id):
-            raise ProtocolError("protected_user", "the room's host cannot be muted or banned", rid)
+            room.local_likes += sender.conn.likes.take_up_to(count)
 
     # -- events from Redis --------------------------------------------------------------------
 
@@ -518,7 +379,7 @@ class Hub:
 
     def _kick(self, room: Room, user_id: str) -> None:
         for conn in list(room.of_user(user_id)):
-            conn.close(close_codes.BANNED, '{"code":"banned"}')
+            conn.close(Close.BANNED)
 
     async def publish_event(self, room_id: str, message: dict[str, Any]) -> int:
         """Send an application event (a sale starting, say) to a room's priority lane."""
@@ -600,7 +461,7 @@ class Hub:
         for q, result in zip(queued, results, strict=True):
             if isinstance(result, int):
                 if q.rid is not None:
-                    q.conn.send({"type": "ack", "rid": q.rid, "of": "comment", "seq": result})
+                    q.conn.send(messages.ack("comment", q.rid, {"seq": result}))
             else:
                 q.conn.send_error(ProtocolError(result, _REFUSALS.get(result, result), q.rid))
 
@@ -675,34 +536,3 @@ _REFUSALS = {
     "unavailable": "the room store is unavailable; retry",
     "internal": "internal server error",
 }
-
-
-def _parse_target(request: Request) -> tuple[str, str | None, int | None]:
-    """Room id, token and last_seq from the upgrade request."""
-    url = urlsplit(request.path)
-    if not url.path.startswith(PATH_PREFIX):
-        raise Refused(404, "not_found", "WebSocket endpoints are /ws/rooms/{room}")
-    room_id = unquote(url.path[len(PATH_PREFIX) :])
-    if not room_id or "/" in room_id or len(room_id) > 64:
-        raise Refused(404, "room_not_found", "no such room")
-    query = parse_qs(url.query)
-    token = query.get("token", [None])[0]
-    header = request.headers.get("Authorization")
-    if header:
-        scheme, _, value = header.partition(" ")
-        if scheme.lower() != "bearer" or not value.strip():
-            raise Refused(401, "token_invalid", "the Authorization header must be 'Bearer <token>'")
-        token = value.strip()
-    last_seq = None
-    if "last_seq" in query:
-        raw = query["last_seq"][0]
-        if not (raw.isascii() and raw.isdigit()):
-            raise Refused(400, "invalid_field", "last_seq must be a non-negative integer")
-        # Any length is a number; past 20 digits it is past any seq (and int() refuses
-        # thousands of digits): Bus.snapshot gives anything past the room's seq a fresh start.
-        last_seq = int(raw) if len(raw) <= 20 else MAX_SEQ
-    return room_id, token, last_seq
-
-
-def _error_body(code: str, message: str) -> bytes:
-    return json.dumps({"error": {"code": code, "message": message}}).encode()

@@ -1,4 +1,6 @@
-"""Protocol v1 without I/O: framings, client commands (decoded and checked), server messages.
+"""Protocol v1 without I/O, the gateway's wire module: framings, client commands (decoded, and
+checked against the command registry's schemas: gateway/commands.py), the gateway's one error
+base (``GatewayError``), and a constructor for every server message the gateway sends.
 
 A message is a dict with a ``type``. The same dict travels as a JSON text frame
 (subprotocol ``live.v1.json``) or a MessagePack binary frame (``live.v1.msgpack``).
@@ -11,8 +13,9 @@ import enum
 import json
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import msgpack
 
@@ -36,15 +39,23 @@ class Framing(enum.Enum):
 SUBPROTOCOLS = [Framing.JSON.value, Framing.MSGPACK.value]
 
 
-class ProtocolError(Exception):
+class GatewayError(Exception):
+    """The gateway's one error base: a refusal with a stable ``code`` (docs/protocol.md lists
+    them all) and a ``message`` for people. Subclasses say how it is answered."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class ProtocolError(GatewayError):
     """A client message the server refuses; answered with an ``error`` frame."""
 
     def __init__(
         self, code: str, message: str, rid: str | None = None, data: dict[str, Any] | None = None
     ) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+        super().__init__(code, message)
         self.rid = rid
         #: Extra fields of the error frame (``available`` for insufficient_stock, say).
         self.data = data or {}
@@ -59,48 +70,31 @@ class Command:
     fields: dict[str, Any]
 
 
-# type -> {field: (python type, required)}. Unknown extra fields are ignored, so a newer
-# client can talk to an older server.
-_SCHEMAS: dict[str, dict[str, tuple[type, bool]]] = {
-    "ping": {},
-    "comment": {"text": (str, True)},
-    "like": {"count": (int, False)},
-    "host_message": {"text": (str, True)},
-    "pin_product": {"product_id": (str, True)},
-    "unpin_product": {},
-    "mute": {"user_id": (str, True), "duration_s": (int, True)},
-    "ban": {"user_id": (str, True)},
-    "unmute": {"user_id": (str, True)},
-    "unban": {"user_id": (str, True)},
-    "delete_comment": {"comment_id": (int, True)},
-    "slow_mode": {"interval_s": (int, True)},
-    "clear_chat": {},
-    # commerce: handed to the application (live/), which answers with an ack or an error
-    "reserve": {"sale_id": (str, True), "quantity": (int, True)},
-    "confirm": {"hold_id": (str, True), "coupon_id": (str, False)},
-    "cancel": {"hold_id": (str, True)},
-    "open_team": {"sale_id": (str, True), "quantity": (int, False)},
-    "join_team": {"sale_id": (str, True), "code": (str, True), "quantity": (int, False)},
-    "claim_coupon": {"sale_id": (str, True), "batch_id": (str, True)},
-}
-#: Commands only hosts and moderators may send.
-MODERATION = frozenset(
-    {
-        "host_message",
-        "pin_product",
-        "unpin_product",
-        "mute",
-        "ban",
-        "unmute",
-        "unban",
-        "delete_comment",
-        "slow_mode",
-        "clear_chat",
-    }
-)
-#: Commands the gateway hands to the application (Directory.command); each needs a ``rid``,
-#: which is also the idempotency key of the purchase it starts.
-APP_COMMANDS = frozenset({"reserve", "confirm", "cancel", "open_team", "join_team", "claim_coupon"})
+@dataclass(frozen=True)
+class Field:
+    """One field of a client command: its Python type (``str`` or ``int``) and whether it is
+    required. Unknown extra fields are ignored, so a newer client can talk to an older server."""
+
+    kind: type[str] | type[int]
+    required: bool = True
+
+
+class Schema(Protocol):
+    """What decoding needs to know of a command (gateway/commands.py's ``Spec`` is one)."""
+
+    @property
+    def fields(self) -> Mapping[str, Field]: ...
+
+    @property
+    def needs_rid(self) -> bool: ...
+
+
+class Schemas(Protocol):
+    """Where decoding looks commands up (gateway/commands.py's ``Registry`` is one)."""
+
+    def schema(self, name: str) -> Schema | None: ...
+
+
 _TYPE_NAMES = {str: "a string", int: "an integer"}
 MAX_RID = 64
 #: Integer fields are signed 64-bit (what MessagePack carries and Redis stores); JSON's
@@ -114,8 +108,10 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 _MAX_NAME = 40
 
 
-def decode(framing: Framing, opcode: int, payload: bytes) -> Command:
-    """Parse and check one client frame, or raise ProtocolError."""
+def decode(framing: Framing, opcode: int, payload: bytes, commands: Schemas | None = None) -> Command:
+    """Parse and check one client frame against ``commands`` (the hub's registry), or raise
+    ProtocolError. Without ``commands`` only the envelope is checked (framing, decoding,
+    Unicode, ``rid``) and the command comes back unchecked, for ``check`` to finish."""
     if opcode != framing.opcode:
         kind = "text" if framing is Framing.JSON else "binary"
         raise ProtocolError("wrong_framing", f"this connection speaks {framing.value}: send {kind} frames")
@@ -142,24 +138,36 @@ def decode(framing: Framing, opcode: int, payload: bytes) -> Command:
         )
     if rid is not None and not rid_ok:
         raise ProtocolError("invalid_field", f"'rid' must be a string of 1 to {MAX_RID} characters")
-    schema = _SCHEMAS.get(raw["type"])
+    if commands is None:
+        return Command(raw["type"], rid, {k: v for k, v in raw.items() if k not in ("type", "rid")})
+    return _checked(raw["type"], rid, raw, commands)
+
+
+def check(command: Command, commands: Schemas) -> Command:
+    """``command`` checked against its schema in ``commands`` (what ``decode`` does with a
+    registry), or raise ProtocolError. Checking a checked command changes nothing."""
+    return _checked(command.type, command.rid, command.fields, commands)
+
+
+def _checked(kind: str, rid: str | None, values: Mapping[str, Any], commands: Schemas) -> Command:
+    schema = commands.schema(kind)
     if schema is None:
-        raise ProtocolError("unknown_type", f"unknown message type {raw['type'][:40]!r}", rid)
+        raise ProtocolError("unknown_type", f"unknown message type {kind[:40]!r}", rid)
     fields: dict[str, Any] = {}
-    for name, (expected, required) in schema.items():
-        value = raw.get(name)
+    for name, spec in schema.fields.items():
+        value = values.get(name)
         if value is None:
-            if required:
+            if spec.required:
                 raise ProtocolError("missing_field", f"the field {name!r} is required", rid)
             continue
-        if type(value) is not expected:
-            raise ProtocolError("invalid_field", f"the field {name!r} must be {_TYPE_NAMES[expected]}", rid)
+        if type(value) is not spec.kind:
+            raise ProtocolError("invalid_field", f"the field {name!r} must be {_TYPE_NAMES[spec.kind]}", rid)
         if isinstance(value, int) and not MIN_INT <= value <= MAX_INT:
             raise ProtocolError("invalid_field", f"the field {name!r} is out of range", rid)
         fields[name] = value
-    if rid is None and raw["type"] in APP_COMMANDS:
-        raise ProtocolError("missing_field", f"{raw['type']} needs a 'rid' (it makes retries safe)")
-    return Command(raw["type"], rid, fields)
+    if rid is None and schema.needs_rid:
+        raise ProtocolError("missing_field", f"{kind} needs a 'rid' (it makes retries safe)")
+    return Command(kind, rid, fields)
 
 
 def _unencodable_field(message: dict[str, Any]) -> str | None:
@@ -220,10 +228,145 @@ def frame(framing: Framing, message: dict[str, Any]) -> bytes:
     return encode_frame(framing.opcode, encode(framing, message))
 
 
+# -- server messages ----------------------------------------------------------------------------
+# One constructor per message the gateway sends; docs/protocol.md documents each (a test checks
+# that they agree). Room events (``by``, ``ts_ms``) get their ``seq`` from the bus when published.
+
+#: Every server message type the gateway builds (the app's are in live/events.py).
+SERVER_TYPES: set[str] = set()
+Message = dict[str, Any]
+
+
+def _type(name: str) -> str:
+    SERVER_TYPES.add(name)
+    return name
+
+
+WELCOME, PONG, ACK, ERROR, LAGGED, BATCH = map(_type, ("welcome", "pong", "ack", "error", "lagged", "batch"))
+COMMENT, HOST_MESSAGE = _type("comment"), _type("host_message")
+PRODUCT_PINNED, PRODUCT_UNPINNED = _type("product_pinned"), _type("product_unpinned")
+USER_MUTED, USER_BANNED = _type("user_muted"), _type("user_banned")
+USER_UNMUTED, USER_UNBANNED = _type("user_unmuted"), _type("user_unbanned")
+COMMENT_DELETED, SLOW_MODE, CHAT_CLEARED = _type("comment_deleted"), _type("slow_mode"), _type("chat_cleared")
+
+
+def welcome(
+    *,
+    server_time_ms: int,
+    seq: int,
+    resumed: bool,
+    room: dict[str, Any],
+    user_id: str,
+    role: str,
+    online: int,
+    likes: int,
+    pinned: dict[str, Any] | None,
+    slow_mode_s: int,
+    comments: list[dict[str, Any]],
+) -> Message:
+    return {
+        "type": WELCOME,
+        "v": VERSION,
+        "server_time_ms": server_time_ms,
+        "seq": seq,
+        "resumed": resumed,
+        "room": room,
+        "user": {"id": user_id, "role": role},
+        "online": online,
+        "likes": likes,
+        "pinned": pinned,
+        "slow_mode_s": slow_mode_s,
+        "comments": comments,
+    }
+
+
+def pong(server_time_ms: int, rid: str | None) -> Message:
+    out: Message = {"type": PONG, "server_time_ms": server_time_ms}
+    if rid is not None:
+        out["rid"] = rid
+    return out
+
+
+def ack(of: str, rid: str | None, fields: Mapping[str, Any] | None = None) -> Message:
+    """A command took effect; ``fields`` are what its handler answered (they never override
+    ``type``, ``rid`` or ``of``). ``rid`` is sent even when null (a host's command is always
+    acked)."""
+    return {**(fields or {}), "type": ACK, "rid": rid, "of": of}
+
+
+def lagged(dropped_frames: int, dropped_comments: int) -> Message:
+    return {"type": LAGGED, "dropped_frames": dropped_frames, "dropped_comments": dropped_comments}
+
+
+def batch(
+    ts_ms: int,
+    comments: list[dict[str, Any]],
+    *,
+    likes: int | None = None,
+    online: int | None = None,
+    skipped: int | None = None,
+) -> Message:
+    """A tick's chat; ``likes``, ``online`` and ``skipped`` are present only when given."""
+    out: Message = {"type": BATCH, "ts_ms": ts_ms, "comments": comments}
+    if likes is not None:
+        out["likes"] = likes
+    if online is not None:
+        out["online"] = online
+    if skipped is not None:
+        out["skipped"] = skipped
+    return out
+
+
+def comment(user_id: str, role: str, text: str, ts_ms: int) -> Message:
+    """A comment as published (the bus adds its ``id`` and ``seq``)."""
+    return {"type": COMMENT, "user_id": user_id, "role": role, "text": text, "ts_ms": ts_ms}
+
+
+def host_message(role: str, text: str, *, by: str, ts_ms: int) -> Message:
+    return {"type": HOST_MESSAGE, "role": role, "text": text, "by": by, "ts_ms": ts_ms}
+
+
+def product_pinned(product: dict[str, Any], *, by: str, ts_ms: int) -> Message:
+    return {"type": PRODUCT_PINNED, "product": product, "by": by, "ts_ms": ts_ms}
+
+
+def product_unpinned(*, by: str, ts_ms: int) -> Message:
+    return {"type": PRODUCT_UNPINNED, "by": by, "ts_ms": ts_ms}
+
+
+def user_muted(user_id: str, until_ms: int, *, by: str, ts_ms: int) -> Message:
+    return {"type": USER_MUTED, "user_id": user_id, "until_ms": until_ms, "by": by, "ts_ms": ts_ms}
+
+
+def user_banned(user_id: str, *, by: str, ts_ms: int) -> Message:
+    return {"type": USER_BANNED, "user_id": user_id, "by": by, "ts_ms": ts_ms}
+
+
+def user_unmuted(user_id: str, *, by: str, ts_ms: int) -> Message:
+    return {"type": USER_UNMUTED, "user_id": user_id, "by": by, "ts_ms": ts_ms}
+
+
+def user_unbanned(user_id: str, *, by: str, ts_ms: int) -> Message:
+    return {"type": USER_UNBANNED, "user_id": user_id, "by": by, "ts_ms": ts_ms}
+
+
+def comment_deleted(comment_id: int, *, by: str, ts_ms: int) -> Message:
+    return {"type": COMMENT_DELETED, "comment_id": comment_id, "by": by, "ts_ms": ts_ms}
+
+
+def slow_mode(interval_s: int, *, by: str, ts_ms: int) -> Message:
+    return {"type": SLOW_MODE, "interval_s": interval_s, "by": by, "ts_ms": ts_ms}
+
+
+def chat_cleared(*, by: str, ts_ms: int) -> Message:
+    return {"type": CHAT_CLEARED, "by": by, "ts_ms": ts_ms}
+
+
 def error(
     code: str, message: str, rid: str | None = None, data: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    out: dict[str, Any] = {**(data or {}), "type": "error", "code": code, "message": message}
+    """A refusal (``data``: extra fields such as ``available``; never override the others)."""
+    out: Message = {**(data or {}), "type": ERROR, "code": code, "message": message}
     if rid is not None:
         out["rid"] = rid
     return out

@@ -17,14 +17,12 @@ import random
 import time
 from collections import deque
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from gateway import messages
 from gateway.config import GatewayConfig
+from gateway.connection import Connection
 from gateway.messages import Framing
-
-if TYPE_CHECKING:
-    from gateway.connection import Connection
 
 #: Priority events kept in memory, to hand to a connection that joins while they pass.
 RECENT_EVENTS = 128
@@ -82,20 +80,13 @@ class Room:
         """Write a priority event to every member now; returns frames written."""
         message = {**message, "seq": seq}
         self.recent.append((seq, message))
-        hard = self.config.send_buffer_hard_bytes
         written = 0
         for framing in Framing:
             members = [*self.viewers[framing], *self.staff[framing]]
             if not members:
                 continue
-            data = messages.frame(framing, message)
-            for conn in members:  # the hot loop: a priority frame is written whatever the backlog
-                transport = conn.transport
-                if conn.open and transport is not None:
-                    transport.write(data)
-                    written += 1
-                    if transport.get_write_buffer_size() > hard:
-                        conn.close_slow()
+            # a priority frame is written whatever the backlog
+            written += Connection.send_priority_to(members, data=messages.frame(framing, message))
         return written
 
     def events_after(self, seq: int) -> list[dict[str, Any]]:
@@ -136,20 +127,20 @@ class Room:
         viewers_get: list[dict[str, Any]] = []
         staff_get: list[dict[str, Any]] = []
         if comments or likes is not None or online_changed:
-            full: dict[str, Any] = {"type": "batch", "ts_ms": int(time.time() * 1000), "comments": comments}
-            if likes is not None:
-                full["likes"] = likes
-            if online_changed:
-                full["online"] = self.online
+            ts_ms = int(time.time() * 1000)
+            online = self.online if online_changed else None
+            full = messages.batch(ts_ms, comments, likes=likes, online=online)
             cap = self.config.comments_per_tick
             sampled = full
             if len(comments) > cap:
                 keep = sorted(random.sample(range(len(comments)), cap))
-                sampled = {
-                    **full,
-                    "comments": [comments[i] for i in keep],
-                    "skipped": len(comments) - cap,
-                }
+                sampled = messages.batch(
+                    ts_ms,
+                    [comments[i] for i in keep],
+                    likes=likes,
+                    online=online,
+                    skipped=len(comments) - cap,
+                )
             viewers_get.append(sampled)
             staff_get.append(full)
         if not viewers_get and not gauges:
@@ -157,18 +148,17 @@ class Room:
         viewers_get += gauges
         staff_get += gauges
         now = time.monotonic()
-        soft = self.config.send_buffer_soft_bytes
         written = 0
         for framing in Framing:
             for group, batch in ((self.viewers, viewers_get), (self.staff, staff_get)):
                 members = list(group[framing])
                 if members:
                     for message in batch:
-                        written += await self._write_round(members, framing, message, now, soft)
+                        written += await self._write_round(members, framing, message, now)
         return written
 
     async def _write_round(
-        self, members: list[Connection], framing: Framing, message: dict[str, Any], now: float, soft: int
+        self, members: list[Connection], framing: Framing, message: dict[str, Any], now: float
     ) -> int:
         """Write one droppable frame to members, in chunks. A ``batch`` frame is paced per
         member: one whose last batch went out less than a tick ago (written late in the last
@@ -193,17 +183,8 @@ class Room:
                     if paced and chunk_at - batch_at.get(conn, never) < period:
                         early.append(conn)
                         continue
-                    transport = conn.transport
-                    # the hot path, inlined; Connection.write_droppable handles laggards
-                    if (
-                        conn.behind_since is None
-                        and transport is not None
-                        and conn.open
-                        and transport.get_write_buffer_size() <= soft
-                    ):
-                        transport.write(data)
-                    elif not conn.write_droppable(data, count, now):
-                        continue
+                    if not conn.send_batch(data, count, now):
+                        continue  # closed, or behind: dropped (and counted) for it
                     written += 1
                     done.append(conn)
                 if paced and done:

@@ -30,10 +30,10 @@ from inventory.keys import (
     as_text,
     availability_channel,
     due_sales_key,
-    sale_id_of,
     sale_id_of_key,
     sweep_leases_key,
 )
+from inventory.locks import RepairLock
 from inventory.model import (
     MAX_QUANTITY,
     Coupon,
@@ -51,10 +51,10 @@ from inventory.model import (
     Unavailable,
     UnknownSale,
     refusal,
+    sale_id_of,
 )
+from inventory.ports import Supervisor
 from inventory.scripts import Scripts
-from shared.aio import Supervisor, stop_tasks
-from shared.text import is_text
 
 log = logging.getLogger(__name__)
 
@@ -115,12 +115,10 @@ class _SaleQueue:
 
 
 class Inventory:
-    def __init__(
-        self, redis: aioredis.Redis, config: InventoryConfig, supervisor: Supervisor | None = None
-    ) -> None:
+    def __init__(self, redis: aioredis.Redis, config: InventoryConfig, supervisor: Supervisor) -> None:
         self.redis = redis
         self.config = config
-        self.supervisor = supervisor or Supervisor()
+        self.supervisor = supervisor
         self.scripts = Scripts(redis, on_change=self._changed)
         #: Sales this process changed since its sweeper last asked (``due``): due at once.
         self.changed: set[str] = set()
@@ -156,6 +154,17 @@ class Inventory:
             self._facts.popitem(last=False)
         return facts
 
+    async def room_of(self, sale_id: str) -> str | None:
+        """The sale's room, or None for no such sale (a sale never moves: it is one of the
+        fixed facts, kept for the sales in use)."""
+        facts = await self.facts(sale_id)
+        return None if facts is None else facts.room_id
+
+    async def exists(self, sale_id: str) -> bool:
+        """Whether Redis has the sale's hash (frozen by a repair, or not): False once a retired
+        sale's keys expired, or Redis lost them."""
+        return bool(await self.redis.exists(SaleKeys(self.config.key_prefix, sale_id).sale))
+
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -167,7 +176,7 @@ class Inventory:
 
     async def stop(self) -> None:
         await self.supervisor.stop(["inventory-availability"])
-        await stop_tasks(self._batches)
+        await self.supervisor.cancel(self._batches)
 
     async def _listen(self) -> None:
         # subscribed by start() the first time (so start returns listening); anew on a restart
@@ -666,6 +675,20 @@ class Inventory:
             pipe.hdel(leases, sale_id)
             await pipe.execute()
 
+    async def activate(self, sale_id: str) -> None:
+        """List an opened sale among the active sales: swept from now on (``due``), and its
+        orders stream read by the ledger's consumer, until ``retire`` takes it out."""
+        await self.redis.sadd(active_sales_key(self.config.key_prefix), sale_id)
+
+    async def active_sales(self) -> list[str]:
+        """The sales opened and not yet retired, in no particular order."""
+        return [as_text(m) for m in await self.redis.smembers(active_sales_key(self.config.key_prefix))]
+
+    def repair_lock(self, sale_id: str, timeout_ms: int = 60_000) -> RepairLock:
+        """The lock of a repair of the sale (one process rebuilds it); it expires after
+        ``timeout_ms`` should its holder die, and is released only by its holder."""
+        return RepairLock(self.redis, SaleKeys(self.config.key_prefix, sale_id).repairing, timeout_ms)
+
 
 def _fail(batch: list[_Request], error: BaseException) -> None:
     for request in batch:
@@ -674,8 +697,15 @@ def _fail(batch: list[_Request], error: BaseException) -> None:
 
 
 def _sendable(text: object) -> bool:
-    """Text redis-py can send (a lone surrogate, say, cannot be encoded as UTF-8)."""
-    return isinstance(text, str) and is_text(text)
+    """Text redis-py can send: it encodes arguments as UTF-8, which a lone surrogate (a
+    Python string can hold one) cannot be."""
+    if not isinstance(text, str):
+        return False
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _check_text(**fields: object) -> None:

@@ -18,6 +18,9 @@ class SaleKeys:
         self.teams = f"{base}:teams"
         self.team_deadlines = f"{base}:team_deadlines"
         self.coupons = f"{base}:coupons"
+        #: String: the token of the process rebuilding the sale from the ledger (``RepairLock``);
+        #: not one of the scripts' KEYS.
+        self.repairing = f"{base}:repairing"
 
     def all(self) -> list[str]:
         """The KEYS every script takes, in lib.lua's order."""
@@ -61,11 +64,6 @@ def availability_channel(prefix: str) -> str:
     """Pub/sub channel of "<sale id>|<units left>", published when a sale runs out or has
     units again; it keeps every process's sold-out flags right."""
     return f"{prefix}:sales:availability"
-
-
-def sale_id_of(hold_id: str) -> str:
-    """A hold (and order) id is "<sale id>.<seq>.<ms>"."""
-    return hold_id.split(".", 1)[0]
 
 
 def as_text(value: bytes | str) -> str:

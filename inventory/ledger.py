@@ -24,7 +24,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from inventory.keys import SaleKeys, active_sales_key, as_text
 from inventory.model import Order
-from shared.aio import Supervisor
+from inventory.ports import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,42 @@ _COLUMNS = (
     "id, sale_id, user_id, quantity, unit_price_cents, discount_cents, amount_cents, coupon_id,"
     " team_code, idempotency_key, created_at_ms"
 )
+
+#: The ledger's table, version by version: version N is reached by running ``MIGRATIONS[N-1]``
+#: (its statements in one transaction), and the table ``ledger_schema`` records where a
+#: database stands. Never edit a released step: append one. (Until the ledger kept its own
+#: schema, live.store's migrations 1 and 2 made this table: ``_adopted_version`` reads where
+#: such a database stands.)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    # 1: one row per order; a request id makes at most one order per buyer and sale
+    (
+        """
+        CREATE TABLE IF NOT EXISTS orders (
+            id              TEXT PRIMARY KEY,
+            sale_id         TEXT NOT NULL,
+            user_id         TEXT NOT NULL,
+            quantity        INTEGER NOT NULL CHECK (quantity > 0),
+            amount_cents    INTEGER NOT NULL CHECK (amount_cents >= 0),
+            idempotency_key TEXT NOT NULL,
+            state           TEXT NOT NULL,
+            created_at_ms   INTEGER NOT NULL,
+            UNIQUE (sale_id, user_id, idempotency_key)
+        )
+        """,
+    ),
+    # 2: what an order was made of (unit price, discount, coupon, team); orders by sale
+    (
+        "ALTER TABLE orders ADD COLUMN unit_price_cents INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE orders ADD COLUMN discount_cents INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE orders ADD COLUMN coupon_id TEXT",
+        "ALTER TABLE orders ADD COLUMN team_code TEXT",
+        "CREATE INDEX IF NOT EXISTS orders_by_sale ON orders(sale_id)",
+    ),
+)
+
+
+class SchemaTooNew(Exception):
+    """The database's ledger schema is newer than this code's: upgrade it."""
 
 
 @dataclass(frozen=True)
@@ -59,12 +95,12 @@ class Ledger:
         redis: aioredis.Redis,
         db: aiosqlite.Connection,
         config: LedgerConfig,
-        supervisor: Supervisor | None = None,
+        supervisor: Supervisor,
     ) -> None:
         self.redis = redis
         self.db = db
         self.config = config
-        self.supervisor = supervisor or Supervisor()
+        self.supervisor = supervisor
         self._queue: list[Order] = []
         self._waiters: list[asyncio.Future[None]] = []
         self._wake = asyncio.Event()
@@ -76,14 +112,19 @@ class Ledger:
 
     @classmethod
     async def open(
-        cls, redis: aioredis.Redis, path: Path, config: LedgerConfig, supervisor: Supervisor | None = None
+        cls, redis: aioredis.Redis, path: Path, config: LedgerConfig, supervisor: Supervisor
     ) -> Ledger:
-        """Its own SQLite connection (the schema is live.store's), synchronous=FULL: a
-        committed order survives a power cut, not only a crash."""
+        """Its own SQLite connection, synchronous=FULL (a committed order survives a power
+        cut, not only a crash), with its table brought to the newest schema."""
         db = await aiosqlite.connect(path)
-        await db.execute("PRAGMA journal_mode=WAL")
-        await db.execute("PRAGMA synchronous=FULL")
-        await db.execute("PRAGMA busy_timeout=5000")
+        try:
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA synchronous=FULL")
+            await db.execute("PRAGMA busy_timeout=5000")
+            await ensure_schema(db)
+        except BaseException:
+            await db.close()
+            raise
         return cls(redis, db, config, supervisor)
 
     async def start(self, consume: bool = True) -> None:
@@ -323,3 +364,50 @@ def _row(o: Order) -> tuple[Any, ...]:
         o.coupon_id,
         o.team_code,
     )
+
+
+async def ensure_schema(db: aiosqlite.Connection) -> int:
+    """Bring the ledger's table to the newest schema; returns its version. Processes that
+    open one database at once may all run it: each step takes SQLite's write lock (BEGIN
+    IMMEDIATE) and reads the version under it, so a step runs once."""
+    while True:
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            version = await _version(db)
+            if version > len(MIGRATIONS):
+                raise SchemaTooNew(
+                    f"the ledger's schema is at version {version}, newer than this code's"
+                    f" ({len(MIGRATIONS)}): upgrade live"
+                )
+            if version == len(MIGRATIONS):
+                await db.commit()  # (the version row, if this call wrote it)
+                return version
+            for statement in MIGRATIONS[version]:
+                await db.execute(statement)
+            await db.execute("UPDATE ledger_schema SET version = ?", (version + 1,))
+            await db.commit()
+        except BaseException:
+            await db.rollback()
+            raise
+
+
+async def _version(db: aiosqlite.Connection) -> int:
+    await db.execute("CREATE TABLE IF NOT EXISTS ledger_schema (version INTEGER NOT NULL)")
+    async with db.execute("SELECT version FROM ledger_schema") as cursor:
+        row = await cursor.fetchone()
+    if row is not None:
+        return int(row[0])
+    version = await _adopted_version(db)
+    await db.execute("INSERT INTO ledger_schema (version) VALUES (?)", (version,))
+    return version
+
+
+async def _adopted_version(db: aiosqlite.Connection) -> int:
+    """Where a database with no ledger version stands: a new one (0), or one whose orders
+    table live.store's migrations made before the ledger owned it (its schema 1, or 2 with
+    the columns of what an order was made of): the same tables as the ledger's steps make."""
+    async with db.execute("SELECT name FROM pragma_table_info('orders')") as cursor:
+        columns = {str(r[0]) for r in await cursor.fetchall()}
+    if not columns:
+        return 0
+    return 2 if "team_code" in columns else 1

@@ -16,6 +16,11 @@ MAX_PRICE_CENTS = 10**12
 MAX_STOCK = 10**9
 
 
+def sale_id_of(hold_id: str) -> str:
+    """The sale of a hold (or its order): a hold id is "<sale id>.<seq>.<ms>"."""
+    return hold_id.split(".", 1)[0]
+
+
 class InventoryError(Exception):
     """A refused inventory operation. ``code`` is stable; ``message`` is for people."""
 

@@ -14,7 +14,8 @@ from typing import Any
 
 import jwt
 
-from shared.text import is_text
+from live.errors import AppError
+from live.text import is_text
 
 ANY_ROOM = "*"
 _LEEWAY_S = 5
@@ -28,13 +29,8 @@ class Role(enum.StrEnum):
     VIEWER = "viewer"
 
 
-class AuthError(Exception):
+class AuthError(AppError):
     """A token was missing, invalid, expired, or not for this room. ``code`` is stable."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
     @property
     def http_status(self) -> int:

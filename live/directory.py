@@ -1,5 +1,6 @@
 """What the gateway asks the application: who may join a room, what a product looks like, and
-what to do with a buyer's commands."""
+whom nobody may moderate. (The app's commands are registered with the gateway instead:
+live/commands.py.)"""
 
 from __future__ import annotations
 
@@ -7,13 +8,12 @@ import secrets
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from gateway.hub import Admission, Caller, Refused
-from gateway.messages import Command, ProtocolError
+from gateway.admission import Admission, Refused
 from live.auth import Auth, AuthError, Role
 from live.rooms import RoomNotFound, Rooms
 
 if TYPE_CHECKING:
-    from live.commerce import Commerce
+    from live.selling import Selling
 
 
 class Directory:
@@ -21,7 +21,7 @@ class Directory:
         self.auth = auth
         self.rooms = rooms
         #: Set once the server has built it (it needs the hub, which needs this directory).
-        self.commerce: Commerce | None = None
+        self.selling: Selling | None = None
 
     async def admit(self, room_id: str, token: str | None) -> Admission:
         try:
@@ -29,8 +29,8 @@ class Directory:
         except RoomNotFound:
             raise Refused(404, "room_not_found", "no such room") from None
         welcome_room: dict[str, Any] = {"id": room.id, "title": room.title, "host_id": room.host_id}
-        if self.commerce is not None:
-            welcome_room["sales"] = await self.commerce.room_sales(room_id)
+        if self.selling is not None:
+            welcome_room["sales"] = await self.selling.room_sales(room_id)
         if token is None:
             if not room.allow_anonymous:
                 raise Refused(401, "token_missing", "send a token: ?token=... or Authorization")
@@ -57,8 +57,3 @@ class Directory:
         except RoomNotFound:
             return True  # no room, no host to protect
         return user_id != room.host_id
-
-    async def command(self, caller: Caller, command: Command) -> dict[str, Any]:
-        if self.commerce is None:
-            raise ProtocolError("unavailable", "purchases are not available on this server")
-        return await self.commerce.command(caller, command)

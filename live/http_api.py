@@ -23,12 +23,13 @@ from gateway.front import hand_over, peer_ip
 from inventory.model import InventoryError
 from live import __version__
 from live.auth import ANY_ROOM, AuthError, Identity, Role
-from live.commerce import CommerceError
+from live.errors import AppError
 from live.metrics import CONTENT_TYPE
 from live.rooms import RoomExists, RoomNotFound
+from live.selling import SaleRefused
 from live.services import SERVICES
 from live.store import LimitExceeded
-from shared.text import is_text
+from live.text import is_text
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +43,12 @@ DEFAULT_ROOMS_PAGE = 1000
 MAX_ROOMS_PAGE = 10_000
 
 
-class ApiError(Exception):
+class ApiError(AppError):
+    """A refusal answered with an HTTP status and ``{"error": {"code", "message"}}``."""
+
     def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
+        super().__init__(code, message)
         self.status = status
-        self.code = code
-        self.message = message
 
 
 def reply(data: Any, status: int = 200) -> web.Response:
@@ -105,7 +106,7 @@ async def error_middleware(
         response = error_response(409, "limit_exceeded", exc.message)
     except InventoryError as exc:
         response = error_response(_INVENTORY_STATUS.get(exc.code, 409), exc.code, exc.message)
-    except CommerceError as exc:
+    except SaleRefused as exc:
         response = error_response(404 if exc.code.endswith("_not_found") else 400, exc.code, exc.message)
     except web.HTTPException as exc:
         if exc.status < 400:

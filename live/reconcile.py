@@ -15,7 +15,6 @@ from typing import TextIO
 
 from inventory import reconcile
 from inventory.inventory import Inventory
-from inventory.keys import SaleKeys
 from inventory.ledger import Ledger, LedgerConfig
 from live.datadir import DataDir, DataDirError
 from live.errors import StartupError, UsageError
@@ -24,6 +23,7 @@ from live.redis_server import url_file
 from live.server import redis_for
 from live.settings import Settings
 from live.store import SaleRow, Store
+from live.supervisor import Supervisor
 
 #: Exit status when a sale does not reconcile.
 NOT_CLEAN = 3
@@ -56,7 +56,7 @@ async def _retired(inventory: Inventory, row: SaleRow) -> bool:
     """A sale over whose keys Redis no longer has: they expired, sale_retention_s after it
     settled (or were lost, but an ended sale's record is the ledger either way)."""
     over = row.ends_at_ms <= int(time.time() * 1000)
-    return over and not await inventory.redis.exists(SaleKeys(inventory.config.key_prefix, row.id).sale)
+    return over and not await inventory.exists(row.id)
 
 
 async def _retired_report(ledger: Ledger, row: SaleRow) -> tuple[str, bool]:
@@ -84,11 +84,13 @@ async def run(settings: Settings, sale_id: str | None, repair: bool, out: TextIO
                 rows = [r for r in rows if r.id == sale_id]
                 if not rows:
                     raise UsageError(f"no sale {sale_id!r} in the ledger")
-            inventory = Inventory(redis, settings.inventory_config())
+            supervisor = Supervisor()  # (nothing is started: the check runs no loops)
+            inventory = Inventory(redis, settings.inventory_config(), supervisor)
             ledger = await Ledger.open(
                 redis,
                 data_dir.sqlite_path,
                 LedgerConfig(key_prefix=settings.key_prefix, consumer="reconcile"),
+                supervisor,
             )
             await ledger.start(consume=False)
             clean = True

@@ -17,6 +17,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from gateway.keys import RoomKeys
 from live.store import ProductRow, RoomRow, Store
 
 
@@ -36,25 +37,21 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_urlsafe(9)}"
 
 
-class RoomKeys:
-    """Redis key names. A room's keys share the hash tag ``{room id}`` for Redis Cluster."""
-
-    def __init__(self, prefix: str) -> None:
-        self.prefix = prefix
-        self.index = f"{prefix}:rooms"
-
-    def room(self, room_id: str) -> str:
-        return f"{self.prefix}:room:{{{room_id}}}"
-
-    def products(self, room_id: str) -> str:
-        return f"{self.prefix}:room:{{{room_id}}}:products"
+def rooms_index_key(prefix: str) -> str:
+    """Sorted set of every room id, scored by its creation time (ms). The app's alone: a
+    room's own keys are the gateway's ``RoomKeys`` (gateway/keys.py)."""
+    return f"{prefix}:rooms"
 
 
 class Rooms:
     def __init__(self, store: Store, redis: aioredis.Redis, key_prefix: str) -> None:
         self._store = store
         self._redis = redis
-        self._keys = RoomKeys(key_prefix)
+        self._prefix = key_prefix
+        self._index = rooms_index_key(key_prefix)
+
+    def _keys(self, room_id: str) -> RoomKeys:
+        return RoomKeys(self._prefix, room_id)
 
     async def create(
         self,
@@ -80,13 +77,13 @@ class Rooms:
         return room
 
     async def get(self, room_id: str) -> RoomRow:
-        fields = await self._redis.hgetall(self._keys.room(room_id))
+        fields = await self._redis.hgetall(self._keys(room_id).meta)
         if not fields:
             raise RoomNotFound(room_id)
         return _room_from_hash(fields)
 
     async def all(self) -> list[RoomRow]:
-        return await self._rooms(await self._redis.zrange(self._keys.index, 0, -1))
+        return await self._rooms(await self._redis.zrange(self._index, 0, -1))
 
     async def page(self, after: str | None, limit: int) -> tuple[list[RoomRow], bool]:
         """Up to ``limit`` rooms, oldest first, after the room ``after`` (None: from the
@@ -94,17 +91,17 @@ class Rooms:
         room id is a stable cursor. Raises RoomNotFound for an ``after`` not in the index."""
         start = 0
         if after is not None:
-            rank = await self._redis.zrank(self._keys.index, after)
+            rank = await self._redis.zrank(self._index, after)
             if not isinstance(rank, int):  # None: not in the index
                 raise RoomNotFound(after)
             start = rank + 1
-        ids: list[Any] = await self._redis.zrange(self._keys.index, start, start + limit)  # one extra
+        ids: list[Any] = await self._redis.zrange(self._index, start, start + limit)  # one extra
         return await self._rooms(ids[:limit]), len(ids) > limit
 
     async def _rooms(self, ids: list[Any]) -> list[RoomRow]:
         async with self._redis.pipeline(transaction=False) as pipe:
             for room_id in ids:
-                pipe.hgetall(self._keys.room(room_id.decode()))
+                pipe.hgetall(self._keys(room_id.decode()).meta)
             hashes = await pipe.execute()
         return [_room_from_hash(h) for h in hashes if h]
 
@@ -132,7 +129,7 @@ class Rooms:
 
     async def products(self, room_id: str) -> list[ProductRow]:
         await self.get(room_id)
-        raw = await self._redis.hvals(self._keys.products(room_id))
+        raw = await self._redis.hvals(self._keys(room_id).products)
         products = [ProductRow(**json.loads(value)) for value in raw]
         return sorted(products, key=lambda p: (p.created_at_ms, p.id))
 
@@ -146,15 +143,15 @@ class Rooms:
     async def _cache_rooms(self, rooms: list[RoomRow]) -> None:
         async with self._redis.pipeline(transaction=False) as pipe:
             for room in rooms:
-                pipe.hset(self._keys.room(room.id), mapping=_room_to_hash(room))
-                pipe.zadd(self._keys.index, {room.id: room.created_at_ms})
+                pipe.hset(self._keys(room.id).meta, mapping=_room_to_hash(room))
+                pipe.zadd(self._index, {room.id: room.created_at_ms})
             await pipe.execute()
 
     async def _cache_products(self, products: list[ProductRow], overwrite: bool) -> None:
         async with self._redis.pipeline(transaction=False) as pipe:
             for product in products:
                 write = pipe.hset if overwrite else pipe.hsetnx
-                write(self._keys.products(product.room_id), product.id, json.dumps(asdict(product)))
+                write(self._keys(product.room_id).products, product.id, json.dumps(asdict(product)))
             await pipe.execute()
 
 

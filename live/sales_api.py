@@ -13,9 +13,9 @@ from aiohttp import web
 
 from inventory.model import Order, SaleStatus, UnknownSale
 from live.auth import Identity, Role
-from live.commerce import SaleRequest
 from live.http_api import ApiError, identify, json_body, query_int, reply, take
 from live.rooms import now_ms
+from live.selling import SaleRequest
 from live.services import SERVICES
 from live.store import SaleRow
 
@@ -54,7 +54,7 @@ async def open_sale(request: web.Request) -> web.Response:
         if not 0 <= starts_in_s <= 365 * 86_400:
             raise ApiError(400, "invalid_field", "the field 'starts_in_s' must be 0 to a year")
         starts_at_ms = now_ms() + starts_in_s * 1000
-    sale = await request.app[SERVICES].commerce.open_sale(
+    sale = await request.app[SERVICES].selling.open_sale(
         SaleRequest(
             room_id=room_id,
             product_id=take(body, "product_id", str),
@@ -77,16 +77,16 @@ async def list_sales(request: web.Request) -> web.Response:
     _host_of(request, room_id, Role.HOST, Role.MODERATOR)
     services = request.app[SERVICES]
     rows = await services.store.sales(room_id)
-    statuses = {s.id: s for s in await services.commerce.inventory.statuses([r.id for r in rows])}
+    statuses = {s.id: s for s in await services.inventory.statuses([r.id for r in rows])}
     # a sale over and gone from Redis (sale_retention_s) is shown from its record and the ledger
-    statuses |= await services.commerce.settled_all([r for r in rows if r.id not in statuses])
+    statuses |= await services.selling.settled_all([r for r in rows if r.id not in statuses])
     return reply({"sales": [_sale_view(r, statuses.get(r.id)) for r in rows]})
 
 
 async def _sale(request: web.Request, *roles: Role) -> tuple[SaleRow, SaleStatus | None]:
     sale_id = request.match_info["sale_id"]
     who = identify(request)  # before the lookup: no probing sale ids without a token
-    row, status = await request.app[SERVICES].commerce.sale(sale_id)
+    row, status = await request.app[SERVICES].selling.sale(sale_id)
     who.require_room(row.room_id)
     who.require_role(*(roles or (Role.HOST,)))
     return row, status
@@ -106,27 +106,27 @@ async def _sale_row(request: web.Request, *roles: Role) -> SaleRow:
 async def get_sale(request: web.Request) -> web.Response:
     row, status = await _sale(request, Role.HOST, Role.MODERATOR)
     if status is None:  # over and gone from Redis (sale_retention_s): the record and the ledger
-        status = await request.app[SERVICES].commerce.settled(row)
+        status = await request.app[SERVICES].selling.settled(row)
     return reply(_sale_view(row, status))
 
 
 async def stop_sale(request: web.Request) -> web.Response:
     row, _ = await _sale(request)
-    status = await request.app[SERVICES].commerce.stop_sale(row.id)
+    status = await request.app[SERVICES].selling.stop_sale(row.id)
     return reply(status.public())
 
 
 async def add_stock(request: web.Request) -> web.Response:
     row, _ = await _sale(request)
     body = await json_body(request)
-    status = await request.app[SERVICES].commerce.add_stock(row.id, take(body, "units", int))
+    status = await request.app[SERVICES].selling.add_stock(row.id, take(body, "units", int))
     return reply(status.public())
 
 
 async def drop_coupons(request: web.Request) -> web.Response:
     row, _ = await _sale(request)
     body = await json_body(request)
-    batch = await request.app[SERVICES].commerce.drop_coupons(
+    batch = await request.app[SERVICES].selling.drop_coupons(
         row.id, take(body, "count", int), take(body, "discount_cents", int)
     )
     return reply(batch, status=201)
@@ -135,7 +135,7 @@ async def drop_coupons(request: web.Request) -> web.Response:
 async def coupon_batch(request: web.Request) -> web.Response:
     row, _ = await _sale(request, Role.HOST, Role.MODERATOR)
     batch_id = request.match_info["batch_id"]
-    left = await request.app[SERVICES].commerce.inventory.coupons_left(row.id, batch_id)
+    left = await request.app[SERVICES].inventory.coupons_left(row.id, batch_id)
     if left is None:
         raise ApiError(404, "batch_not_found", "no coupon batch with that id")
     return reply({"sale_id": row.id, "batch_id": batch_id, "remaining": left})
@@ -143,7 +143,7 @@ async def coupon_batch(request: web.Request) -> web.Response:
 
 async def team(request: web.Request) -> web.Response:
     row, _ = await _sale(request, Role.HOST, Role.MODERATOR)
-    status = await request.app[SERVICES].commerce.inventory.team_status(row.id, request.match_info["code"])
+    status = await request.app[SERVICES].inventory.team_status(row.id, request.match_info["code"])
     return reply(status)
 
 
@@ -152,7 +152,7 @@ async def sale_orders(request: web.Request) -> web.Response:
     row = await _sale_row(request, Role.HOST, Role.MODERATOR)
     limit = query_int(request, "limit", DEFAULT_ORDERS_PAGE, 1, MAX_ORDERS_PAGE)
     after = query_int(request, "after", 0, 0, 2**62)
-    orders, cursor = await request.app[SERVICES].commerce.ledger.orders_page(row.id, after, limit)
+    orders, cursor = await request.app[SERVICES].ledger.orders_page(row.id, after, limit)
     return reply(
         {
             "sale_id": row.id,
@@ -167,7 +167,7 @@ async def get_order(request: web.Request) -> web.Response:
     """An order from the ledger: for the room's hosts and moderators, and for its buyer."""
     who = identify(request)
     services = request.app[SERVICES]
-    order = await services.commerce.ledger.order(request.match_info["order_id"])
+    order = await services.ledger.order(request.match_info["order_id"])
     if order is None:
         raise ApiError(404, "order_not_found", "no such order in the ledger")
     row = await services.store.sale(order.sale_id)

@@ -23,33 +23,38 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from gateway import close_codes
+from gateway.close_codes import Close
 from gateway.front import FrontDoor, Gate
 from gateway.hub import Hub
 from inventory.inventory import Inventory
-from inventory.ledger import Ledger, LedgerConfig
+from inventory.ledger import Ledger, LedgerConfig, SchemaTooNew
 from inventory.payments import SimulatedPayments
 from live.app import build_app
 from live.auth import ANY_ROOM, Auth, Role
-from live.commerce import Commerce
+from live.buying import Buying
+from live.commands import register as register_commands
 from live.datadir import DataDir
 from live.directory import Directory
 from live.errors import StartupError
 from live.http_server import protocol_factory
 from live.logs import AccessLogger
 from live.metrics import GatewayMetrics, Metrics
+from live.notices import Notices
 from live.redis_client import check_server, connect, redact_url
 from live.redis_server import EmbeddedRedis, find_redis_server
 from live.rooms import Rooms
+from live.selling import Selling
 from live.services import Services
 from live.settings import Settings
+from live.settlement import Settlement
 from live.store import Store
-from shared.aio import Supervisor
+from live.supervisor import Supervisor
+from live.sweeper import Sweeper, Watermarks
 
 log = logging.getLogger(__name__)
 
-#: Close reason sent with 1001 at shutdown: when to reconnect.
-SHUTDOWN_HINT = '{"code":"shutdown","retry_ms":1000}'
+#: Sent with the shutdown close (1001, gateway.close_codes.Close.SHUTDOWN): when to reconnect.
+SHUTDOWN_RETRY_MS = 1000
 
 
 def load_auth(settings: Settings, data_dir: DataDir, private_key: bytes | None = None) -> Auth:
@@ -152,18 +157,50 @@ async def _listening(
     restored = await rooms.restore()
     directory = Directory(auth, rooms)
     hub = Hub(settings.gateway_config(), redis, directory, GatewayMetrics(metrics), supervisor=supervisor)
-    ledger = await Ledger.open(
-        redis,
-        data_dir.sqlite_path,
-        LedgerConfig(key_prefix=settings.key_prefix, consumer=f"ledger-{hub.node_id}"),
-        supervisor,
-    )
+    try:
+        ledger = await Ledger.open(
+            redis,
+            data_dir.sqlite_path,
+            LedgerConfig(key_prefix=settings.key_prefix, consumer=f"ledger-{hub.node_id}"),
+            supervisor,
+        )
+    except (SchemaTooNew, sqlite3.Error) as exc:  # as the store's own schema check does
+        raise StartupError(f"cannot open the ledger in {data_dir.sqlite_path}: {exc}") from exc
     payments = SimulatedPayments(fail_rate=settings.payment_fail_rate, delay_ms=settings.payment_delay_ms)
     inventory = Inventory(redis, settings.inventory_config(), supervisor)
-    commerce = directory.commerce = Commerce(
-        settings, store, rooms, inventory, ledger, payments, hub, metrics, supervisor
+    notices, watermarks = Notices(hub), Watermarks()
+    settlement = Settlement(inventory, payments, supervisor)
+    selling = Selling(settings.selling_config(), store, rooms, inventory, ledger, notices, watermarks)
+    buying = Buying(settings.buying_config(), inventory, ledger, settlement, notices, metrics)
+    sweeper = Sweeper(
+        settings.sweeper_config(),
+        store,
+        inventory,
+        ledger,
+        settlement,
+        notices,
+        metrics,
+        watermarks,
+        supervisor,
     )
-    services = Services(settings, redis, store, rooms, auth, metrics, hub, commerce, supervisor)
+    directory.selling = selling  # the sales a new viewer's welcome shows
+    register_commands(hub.commands, buying)  # before any connection: the app's WebSocket commands
+    services = Services(
+        settings=settings,
+        redis=redis,
+        store=store,
+        rooms=rooms,
+        auth=auth,
+        metrics=metrics,
+        hub=hub,
+        inventory=inventory,
+        ledger=ledger,
+        selling=selling,
+        buying=buying,
+        settlement=settlement,
+        sweeper=sweeper,
+        supervisor=supervisor,
+    )
     runner = web.AppRunner(
         build_app(services),
         handle_signals=False,
@@ -174,7 +211,9 @@ async def _listening(
     await hub.start()
     server: asyncio.Server | None = None
     try:
-        await commerce.start()
+        await inventory.start()
+        await ledger.start(consume=settings.ledger_consumer)
+        sweeper.start()
         assert runner.server is not None
         http = protocol_factory(
             runner.server,
@@ -203,9 +242,13 @@ async def _listening(
     finally:
         if server is not None:
             server.close()
-        await hub.close_all(close_codes.GOING_AWAY, SHUTDOWN_HINT)
+        await hub.close_all(Close.SHUTDOWN, retry_ms=SHUTDOWN_RETRY_MS)
         await runner.cleanup()
-        await commerce.stop()  # after the connections: no purchase is cut half way
+        # after the connections: no purchase is cut half way
+        await settlement.stop()
+        await sweeper.stop()
+        await inventory.stop()
+        await ledger.close()
         await hub.stop()
 
 

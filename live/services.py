@@ -8,13 +8,18 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from gateway.hub import Hub
+from inventory.inventory import Inventory
+from inventory.ledger import Ledger
 from live.auth import Auth
-from live.commerce import Commerce
+from live.buying import Buying
 from live.metrics import Metrics
 from live.rooms import Rooms
+from live.selling import Selling
 from live.settings import Settings
+from live.settlement import Settlement
 from live.store import Store
-from shared.aio import Supervisor
+from live.supervisor import Supervisor
+from live.sweeper import Sweeper
 
 
 @dataclass
@@ -28,7 +33,13 @@ class Services:
     auth: Auth
     metrics: Metrics
     hub: Hub
-    commerce: Commerce
+    inventory: Inventory
+    ledger: Ledger
+    #: The sales: host operations, buyer commands, payments kept or given back, the sweeper.
+    selling: Selling
+    buying: Buying
+    settlement: Settlement
+    sweeper: Sweeper
     #: The background loops; a loop that failed and awaits its restart makes /readyz unready.
     supervisor: Supervisor
 

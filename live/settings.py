@@ -20,7 +20,10 @@ from urllib.parse import urlsplit
 from gateway.config import GatewayConfig
 from gateway.front import FrontLimits
 from inventory.inventory import InventoryConfig
+from live.buying import BuyingConfig
 from live.errors import UsageError
+from live.selling import SellingConfig
+from live.sweeper import SweeperConfig
 
 ENV_PREFIX = "LIVE_"
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -29,13 +32,16 @@ JWT_ALGORITHMS = ("HS256", "RS256", "ES256")
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 _KEY_PREFIX = re.compile(r"[A-Za-z0-9_.:-]{1,32}")
 _TEN_YEARS_S = 10 * 365 * 86_400
-_LONGEST_MUTE_S = 30 * 86_400  # gateway.hub.MAX_MUTE_S (a test checks they agree)
+_LONGEST_MUTE_S = 30 * 86_400  # gateway.moderation.MAX_MUTE_S (a test checks they agree)
 
 
 #: The gateway's defaults are the defaults of the settings that configure it (one source).
 _GATEWAY = GatewayConfig()
 _INVENTORY = InventoryConfig()
 _FRONT = FrontLimits()
+_SELLING = SellingConfig()
+_BUYING = BuyingConfig()
+_SWEEPER = SweeperConfig()
 
 
 class SettingsError(UsageError):
@@ -116,7 +122,7 @@ class Settings:
     #: open and not over (scheduled ones count). Past them, 409 limit_exceeded.
     max_rooms_per_host: int = 1000
     max_products_per_room: int = 500
-    max_active_sales_per_room: int = 50
+    max_active_sales_per_room: int = _SELLING.max_active_sales_per_room
     #: A UTF-8 file with one banned word or phrase per line (# starts a comment).
     banned_words_file: Path | None = None
     shutdown_timeout_s: float = 10.0
@@ -126,21 +132,21 @@ class Settings:
     reserve_batch_window_ms: float = _INVENTORY.batch_window_ms
     #: How often each process sweeps the active sales that are due (expired holds, late
     #: teams, phases, stock updates) or that it changed.
-    sweep_interval_ms: int = 100
+    sweep_interval_ms: int = _SWEEPER.interval_ms
     #: An active sale with nothing due is still swept this often (a safety net).
     sweep_idle_ms: int = _INVENTORY.sweep_idle_ms
     #: Stock-left updates to a room: at most one per this many ms.
     stock_update_ms: int = _INVENTORY.stock_update_ms
     #: An ended sale's Redis keys expire this long after it is settled (no holds left, every
     #: order in the ledger); the SQLite ledger is its record from then on.
-    sale_retention_s: int = 3 * 86_400
+    sale_retention_s: int = _SWEEPER.sale_retention_s
     #: Per user (per process): buy actions (reserve, confirm, cancel, teams, coupons) burst
     #: and rate; past it, a rate_limited error.
-    buy_burst: int = 10
-    buy_rate_per_s: float = 5.0
+    buy_burst: int = _BUYING.burst
+    buy_rate_per_s: float = _BUYING.rate_per_s
     #: The same per client address (many buyers can share one, behind a NAT).
-    buy_ip_burst: int = 20_000
-    buy_ip_rate_per_s: float = 10_000.0
+    buy_ip_burst: int = _BUYING.ip_burst
+    buy_ip_rate_per_s: float = _BUYING.ip_rate_per_s
     #: The simulated payment provider: share of charges that fail, and latency.
     payment_fail_rate: float = 0.0
     payment_delay_ms: int = 0
@@ -266,6 +272,20 @@ class Settings:
             wait_replicas=self.wait_replicas,
             wait_timeout_ms=self.wait_timeout_ms,
         )
+
+    def selling_config(self) -> SellingConfig:
+        return SellingConfig(max_active_sales_per_room=self.max_active_sales_per_room)
+
+    def buying_config(self) -> BuyingConfig:
+        return BuyingConfig(
+            burst=self.buy_burst,
+            rate_per_s=self.buy_rate_per_s,
+            ip_burst=self.buy_ip_burst,
+            ip_rate_per_s=self.buy_ip_rate_per_s,
+        )
+
+    def sweeper_config(self) -> SweeperConfig:
+        return SweeperConfig(interval_ms=self.sweep_interval_ms, sale_retention_s=self.sale_retention_s)
 
     def banned_words(self) -> tuple[str, ...]:
         if self.banned_words_file is None:

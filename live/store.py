@@ -4,6 +4,10 @@ Redis holds the live state every gateway node reads; this file is what survives.
 versions are the list ``MIGRATIONS``: version N is reached by running ``MIGRATIONS[N-1]``, and
 ``PRAGMA user_version`` records where a database stands. Never edit a released migration:
 append a new one.
+
+The orders table is the ledger's (inventory.ledger keeps its schema and migrations). Until it
+was, migrations 1 and 2 here made it too; they no longer do, and a database they made keeps
+its table, which the ledger adopts as it is.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from inventory.model import SaleSpec
 from live.errors import StartupError
 
 MIGRATIONS: tuple[str, ...] = (
-    # 1: rooms and their products, sales and orders (later issues fill the last two in).
+    # 1: rooms and their products, and sales (a later issue fills those in).
     """
     CREATE TABLE rooms (
         id              TEXT PRIMARY KEY,
@@ -50,29 +54,13 @@ MIGRATIONS: tuple[str, ...] = (
         state          TEXT NOT NULL,
         created_at_ms  INTEGER NOT NULL
     );
-    CREATE TABLE orders (
-        id              TEXT PRIMARY KEY,
-        sale_id         TEXT NOT NULL REFERENCES sales(id),
-        user_id         TEXT NOT NULL,
-        quantity        INTEGER NOT NULL CHECK (quantity > 0),
-        amount_cents    INTEGER NOT NULL CHECK (amount_cents >= 0),
-        idempotency_key TEXT NOT NULL,
-        state           TEXT NOT NULL,
-        created_at_ms   INTEGER NOT NULL,
-        UNIQUE (sale_id, user_id, idempotency_key)
-    );
     """,
-    # 2: flash sales in full: group buying settings; what an order was made of.
+    # 2: flash sales in full: group buying settings.
     """
     ALTER TABLE sales ADD COLUMN group_size INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE sales ADD COLUMN group_price_cents INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE sales ADD COLUMN team_ms INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX sales_by_room ON sales(room_id, created_at_ms);
-    ALTER TABLE orders ADD COLUMN unit_price_cents INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE orders ADD COLUMN discount_cents INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE orders ADD COLUMN coupon_id TEXT;
-    ALTER TABLE orders ADD COLUMN team_code TEXT;
-    CREATE INDEX orders_by_sale ON orders(sale_id);
     """,
 )
 
@@ -104,6 +92,11 @@ class SaleRow(SaleSpec):
 
     state: str = "open"
     created_at_ms: int = 0
+
+    def over(self, now_ms: int) -> bool:
+        """Whether the record says the sale is over at ``now_ms``: ended, or stopped (a stop
+        moves its end)."""
+        return self.ends_at_ms <= now_ms
 
 
 #: The sales table's columns, in SaleRow's field order.

@@ -19,6 +19,7 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import aiohttp
@@ -37,16 +38,47 @@ def _free_port() -> int:
         return port
 
 
+#: The server's limits raised for load (every harness connection comes from one or a few
+#: addresses, all at once in the ramp).
+LOAD_SETTINGS = {
+    "LIVE_MAX_CONNECTIONS": "15000",
+    "LIVE_MAX_CONNECTIONS_PER_IP": "15000",
+    "LIVE_MAX_PENDING_CONNECTIONS_PER_IP": "15000",
+    "LIVE_BUY_IP_BURST": "1000000",
+    "LIVE_BUY_IP_RATE_PER_S": "1000000",
+}
+
+
 class LocalServer:
-    def __init__(self, connections: int, workers: int | None = None, keep_data: bool = False) -> None:
+    """``live serve`` on a fresh data dir. The benchmarks (bench/) start theirs with this too:
+    ``python`` is the interpreter that has the project (the harness's by default), ``settings``
+    the LIVE_* variables instead of LOAD_SETTINGS, ``args`` more ``live serve`` options, and
+    ``in_data_dir`` runs the server in its data dir, so that ``python -m live`` imports the
+    package its interpreter (or PYTHONPATH) has rather than one in the caller's directory."""
+
+    def __init__(
+        self,
+        connections: int,
+        workers: int | None = None,
+        keep_data: bool = False,
+        *,
+        python: str = sys.executable,
+        settings: Mapping[str, str] = LOAD_SETTINGS,
+        args: Sequence[str] = (),
+        in_data_dir: bool = False,
+    ) -> None:
         self.workers = workers or max(1, math.ceil(connections / CONNECTIONS_PER_SERVER_WORKER))
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.secret = secrets.token_urlsafe(48)
         self.data_dir = Path(tempfile.mkdtemp(prefix="live-loadtest-"))
         self.keep_data = keep_data
+        self.python = python
+        self.settings = dict(settings)
+        self.args = list(args)
+        self.in_data_dir = in_data_dir
         self.process: asyncio.subprocess.Process | None = None
-        self._log = self.data_dir / "server.log"
+        self.log_path = self.data_dir / "server.log"
 
     @property
     def pid(self) -> int:
@@ -59,20 +91,16 @@ class LocalServer:
             "LIVE_SECRET": self.secret,
             "LIVE_WORKERS": str(self.workers),
             "LIVE_LOG_LEVEL": "warning",
-            "LIVE_MAX_CONNECTIONS": "15000",
-            "LIVE_MAX_CONNECTIONS_PER_IP": "15000",
-            # Every harness connection comes from one or a few addresses, all at once in the ramp.
-            "LIVE_MAX_PENDING_CONNECTIONS_PER_IP": "15000",
-            "LIVE_BUY_IP_BURST": "1000000",
-            "LIVE_BUY_IP_RATE_PER_S": "1000000",
+            **self.settings,
         }
-        log = self._log.open("wb")
+        log = self.log_path.open("wb")
         self.process = await asyncio.create_subprocess_exec(
             # live.parent_death: the kernel stops the server if the harness dies unexpectedly.
-            sys.executable, "-m", "live.parent_death", str(os.getpid()),
-            sys.executable, "-m", "live", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-            "--data-dir", str(self.data_dir),
+            self.python, "-m", "live.parent_death", str(os.getpid()),
+            self.python, "-m", "live", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+            "--data-dir", str(self.data_dir), *self.args,
             env=env, stdout=log, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
+            cwd=self.data_dir if self.in_data_dir else None,
         )  # fmt: skip
         log.close()
         await self._wait_ready()
@@ -93,11 +121,12 @@ class LocalServer:
 
     def log_tail(self, lines: int = 20) -> str:
         try:
-            return "\n".join(self._log.read_text(errors="replace").splitlines()[-lines:])
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no server log)"
 
-    async def stop(self) -> None:
+    async def stop(self) -> int | None:
+        """Stop the server (SIGTERM, then SIGKILL after 20 s); its exit code."""
         process = self.process
         if process is not None and process.returncode is None:
             process.send_signal(signal.SIGTERM)
@@ -109,3 +138,4 @@ class LocalServer:
                 await process.wait()
         if not self.keep_data:
             shutil.rmtree(self.data_dir, ignore_errors=True)
+        return None if process is None else process.returncode

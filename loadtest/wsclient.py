@@ -64,11 +64,14 @@ def client_frame(opcode: int, payload: bytes) -> bytes:
 
 class WsConnection(asyncio.Protocol):
     """One client connection. ``on_frame`` gets every text/binary payload; pings are answered
-    here; a close frame is echoed and records ``close_code``."""
+    here; a close frame is echoed and records ``close_code``. With ``discard`` an open
+    connection does not even cut frames: it only keeps the socket drained (so the server never
+    sees a slow consumer) and counts bytes, for the benchmarks' 10,000 passive viewers."""
 
-    def __init__(self, on_frame: OnFrame, binary: bool) -> None:
+    def __init__(self, on_frame: OnFrame, binary: bool, discard: bool = False) -> None:
         loop = asyncio.get_running_loop()
         self.on_frame = on_frame
+        self.discard = discard
         self.opcode = OP_BINARY if binary else OP_TEXT
         self.transport: asyncio.Transport | None = None
         self.opened: asyncio.Future[None] = loop.create_future()
@@ -86,7 +89,7 @@ class WsConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.bytes_in += len(data)
-        if self.is_open and not self._buf and self._one_frame(data):
+        if self.is_open and (self.discard or (not self._buf and self._one_frame(data))):
             return
         self._buf += data
         if not self.is_open and not self._handshake():
@@ -119,6 +122,9 @@ class WsConnection(asyncio.Protocol):
             return False
         self.is_open = True
         self.opened.set_result(None)
+        if self.discard:
+            self._buf.clear()
+            return False
         return True
 
     def _one_frame(self, data: bytes) -> bool:
@@ -216,28 +222,31 @@ async def connect(
     endpoint: Endpoint,
     on_frame: OnFrame,
     *,
-    subprotocol: str,
+    subprotocol: str | None,
     token: str | None = None,
     timeout_s: float = 30.0,
+    discard: bool = False,
 ) -> WsConnection:
     """Open a WebSocket; returns once the server answered 101 (raises HandshakeError, OSError
-    or TimeoutError otherwise)."""
+    or TimeoutError otherwise). ``subprotocol`` None offers none (the server's default
+    framing); ``discard``: see WsConnection."""
     loop = asyncio.get_running_loop()
-    binary = subprotocol.endswith("msgpack")
+    binary = subprotocol is not None and subprotocol.endswith("msgpack")
     local = (endpoint.source, 0) if endpoint.source else None
     transport, conn = await asyncio.wait_for(
         loop.create_connection(
-            lambda: WsConnection(on_frame, binary), endpoint.host, endpoint.port, local_addr=local
+            lambda: WsConnection(on_frame, binary, discard), endpoint.host, endpoint.port, local_addr=local
         ),
         timeout_s,
     )
     key = base64.b64encode(os.urandom(16)).decode()
     auth = f"Authorization: Bearer {token}\r\n" if token else ""
+    offer = f"Sec-WebSocket-Protocol: {subprotocol}\r\n" if subprotocol else ""
     transport.write(
         (
             f"GET {endpoint.path} HTTP/1.1\r\nHost: {endpoint.host}:{endpoint.port}\r\nUpgrade: websocket\r\n"
             f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-            f"Sec-WebSocket-Protocol: {subprotocol}\r\n{auth}\r\n"
+            f"{offer}{auth}\r\n"
         ).encode()
     )
     try:

@@ -20,6 +20,7 @@ from live.redis_client import connect
 from live.redis_server import EmbeddedRedis, find_redis_server
 from live.server import Running, running
 from live.settings import Settings
+from live.supervisor import Supervisor
 
 #: Browser-test fixtures (Chromium through Playwright), for every test module.
 pytest_plugins = ["browser"]
@@ -78,7 +79,7 @@ def bearer(token: str) -> dict[str, str]:
 async def inventory(redis_url: str) -> AsyncIterator[Inventory]:
     """An Inventory on the session's Redis, under a key prefix of its own."""
     client = connect(redis_url)
-    inv = Inventory(client, InventoryConfig(key_prefix=f"t{uuid.uuid4().hex[:12]}"))
+    inv = Inventory(client, InventoryConfig(key_prefix=f"t{uuid.uuid4().hex[:12]}"), Supervisor())
     await inv.start()
     yield inv
     await inv.stop()

@@ -34,6 +34,7 @@ import msgpack
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from registry import MODERATION, every_command
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Close
 from websockets.sync.client import ClientConnection, connect
@@ -41,7 +42,7 @@ from websockets.typing import Subprotocol
 
 from gateway import messages
 from gateway.frames import OP_BINARY, OP_TEXT
-from gateway.messages import MODERATION, Command, Framing, ProtocolError
+from gateway.messages import Command, Framing, ProtocolError
 from live.auth import Role
 from live.server import Running, running
 from live.settings import Settings
@@ -101,8 +102,9 @@ MSGPACK_VALUES = _values(
     texts(12) | st.binary(max_size=8),
 )
 
-#: Every client message type, with its fields (gateway/messages.py's schemas).
-TYPES = sorted(messages._SCHEMAS)
+#: Every client message type, with its fields (the registry a server's hub holds).
+COMMANDS = every_command()
+TYPES = sorted(COMMANDS)
 
 
 @dataclass
@@ -149,7 +151,7 @@ def client_messages(
         st.one_of(st.dictionaries(texts(12), values, max_size=2), none, none, none)
     )
     message["type"] = kind
-    for name in messages._SCHEMAS[kind]:
+    for name in COMMANDS[kind].fields:
         how = draw(st.sampled_from(["plausible"] * 6 + ["arbitrary", "absent"]))
         if how == "plausible":
             message[name] = draw(good[name])
@@ -378,7 +380,7 @@ def exchange(peer: Peer, payload: bytes, is_staff: bool) -> None:
     """Send one client frame, then a ping; check the frame's answer and that the ping's comes."""
     framing = peer.framing
     try:
-        expected: Command | ProtocolError = messages.decode(framing, framing.opcode, payload)
+        expected: Command | ProtocolError = messages.decode(framing, framing.opcode, payload, COMMANDS)
     except ProtocolError as exc:
         expected = exc
     sentinel = f"sentinel-{next(_counter)}"
@@ -487,7 +489,7 @@ def test_decode_lets_no_unencodable_text_through(case: tuple[Framing, Any]) -> N
     framing, value = case
     payload = encode(framing, value)
     try:
-        command = messages.decode(framing, framing.opcode, payload)
+        command = messages.decode(framing, framing.opcode, payload, COMMANDS)
     except ProtocolError as exc:
         assert exc.code in {
             "bad_json",
@@ -516,7 +518,7 @@ def test_decode_lets_no_unencodable_text_through(case: tuple[Framing, Any]) -> N
 def test_decode_names_the_field_and_echoes_only_a_good_rid() -> None:
     def refusal(payload: bytes, framing: Framing = Framing.JSON) -> ProtocolError:
         with pytest.raises(ProtocolError) as info:
-            messages.decode(framing, framing.opcode, payload)
+            messages.decode(framing, framing.opcode, payload, COMMANDS)
         assert info.value.code == "invalid_field"
         return info.value
 
@@ -832,7 +834,7 @@ def check_raw_answer(client: RawClient, case: RawCase, answers: list[tuple[int, 
     for message in decoded:
         check_typed(message)
     try:
-        command = messages.decode(case.framing, case.opcode, case.payload)
+        command = messages.decode(case.framing, case.opcode, case.payload, COMMANDS)
     except ProtocolError as exc:
         assert any(m["type"] == "error" and m["code"] == exc.code for m in decoded), (exc.code, decoded)
         return

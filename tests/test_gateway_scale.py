@@ -16,7 +16,11 @@ from test_cli import ENV, free_port, wait_gone
 from test_gateway import raw_upgrade, token
 from wsclient import JSON, MSGPACK, Client
 
+from gateway.keys import RoomKeys
+from inventory.keys import as_text
 from live.auth import Role
+from live.redis_client import connect
+from live.redis_server import url_file
 from live.server import Running, running
 from live.settings import Settings
 
@@ -112,12 +116,12 @@ async def test_a_lagging_viewer_loses_chat_first_and_is_told(settings: Settings)
             await host.send({"type": "host_message", "text": f"{i}:" + "y" * 1900})
         (conn,) = [c for c in srv.services.hub.connections if c.user_id == "lagging"]
         deadline = time.monotonic() + 10
-        while conn.transport.get_write_buffer_size() < 1024 * 1024:  # type: ignore[union-attr]
+        while conn.buffered < 1024 * 1024:
             assert time.monotonic() < deadline, "the server never got ahead of the lagging viewer"
             await asyncio.sleep(0.01)
         for i in range(200):  # ...so the chat batches meanwhile are skipped for it
             await chatter.send({"type": "comment", "text": f"c{i}"})
-            await asyncio.sleep(0.002)
+            await asyncio.sleep(0.002)  # pacing, not a wait: the comments span many 20 ms ticks
         data = bytearray()
 
         async def read_all() -> None:  # one reader that is never cancelled mid-read
@@ -172,12 +176,12 @@ def test_workers_share_one_port(tmp_path: Path) -> None:
         text=True,
     )
     try:
-        workers = wait_for_workers(proc.pid, 2)
+        workers = wait_for_workers(proc.pid, 2, port)
         mint = ["token", "--room", "*", "--role", "host", "--data-dir", str(data_dir)]
         host_token = subprocess.run(
             [sys.executable, "-m", "live", *mint], capture_output=True, text=True, check=True, env=ENV
         ).stdout.strip()
-        asyncio.run(_everyone_hears_the_host(f"http://127.0.0.1:{port}", host_token))
+        asyncio.run(_everyone_hears_the_host(f"http://127.0.0.1:{port}", host_token, data_dir))
         redis_pid = int((data_dir / "redis" / "redis.pid").read_text())
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
@@ -189,7 +193,7 @@ def test_workers_share_one_port(tmp_path: Path) -> None:
             proc.communicate()
 
 
-async def _everyone_hears_the_host(url: str, host_token: str) -> None:
+async def _everyone_hears_the_host(url: str, host_token: str, data_dir: Path) -> None:
     auth = {"Authorization": f"Bearer {host_token}"}
     # force_close: every client gets its own TCP connection, which the kernel spreads over workers
     async with aiohttp.ClientSession(url, connector=aiohttp.TCPConnector(force_close=True)) as http:
@@ -200,10 +204,31 @@ async def _everyone_hears_the_host(url: str, host_token: str) -> None:
         await host.send({"type": "host_message", "text": "to every worker"})
         for v in viewers:
             assert (await v.recv_type("host_message"))["text"] == "to every worker"
+        counts = await _connections_per_worker(data_dir, "shop", 1 + len(viewers))
+        # 17 connections all on one of two workers: 1 in 65,536 (the kernel hashes each 4-tuple)
+        assert len(counts) == 2 and all(counts.values()), counts  # both workers served some
 
 
-def wait_for_workers(parent: int, count: int, timeout: float = 15.0) -> list[int]:
-    """The pids of ``parent``'s worker children once they answer on the port."""
+async def _connections_per_worker(data_dir: Path, room: str, total: int) -> dict[str, int]:
+    """Each worker's connections in ``room``, by node id, once they add up to ``total``: every
+    worker reports its own to the room's presence hash (node id -> "count|ms") every second."""
+    redis = connect(url_file(data_dir / "redis").read_text().strip())
+    presence = RoomKeys(Settings.key_prefix, room).presence
+    deadline = time.monotonic() + 30
+    try:
+        while True:
+            entries = await redis.hgetall(presence)
+            counts = {as_text(node): int(as_text(value).split("|")[0]) for node, value in entries.items()}
+            if sum(counts.values()) == total:
+                return counts
+            assert time.monotonic() < deadline, f"presence never added up to {total}: {counts}"
+            await asyncio.sleep(0.1)
+    finally:
+        await redis.aclose()
+
+
+def wait_for_workers(parent: int, count: int, port: int, timeout: float = 60.0) -> list[int]:
+    """The pids of ``parent``'s worker children once each of them listens on ``port``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         children = [
@@ -211,11 +236,41 @@ def wait_for_workers(parent: int, count: int, timeout: float = 15.0) -> list[int
             for pid in os.listdir("/proc")
             if pid.isdigit() and _ppid(int(pid)) == parent and _is_worker(int(pid))
         ]
-        if len(children) == count:
-            time.sleep(1.0)  # let them bind
+        listening = _listening_sockets(port)
+        if len(children) == count and all(_holds_socket(pid, listening) for pid in children):
             return children
         time.sleep(0.1)
-    raise AssertionError("workers did not start")
+    raise AssertionError("workers did not start listening")
+
+
+def _listening_sockets(port: int) -> set[str]:
+    """The inodes of the TCP sockets listening on ``port`` (state 0A in /proc/net/tcp*)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if fields[1].rsplit(":", 1)[1] == f"{port:04X}" and fields[3] == "0A":
+                inodes.add(fields[9])
+    return inodes
+
+
+def _holds_socket(pid: int, inodes: set[str]) -> bool:
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:  # closed meanwhile
+            continue
+        if link.startswith("socket:[") and link[8:-1] in inodes:
+            return True
+    return False
 
 
 def _ppid(pid: int) -> int:

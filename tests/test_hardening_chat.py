@@ -74,16 +74,18 @@ class _Transport:
 
 
 class _Member:
-    """Just what Room's write path reads of a Connection."""
+    """Just what Room's write path uses of a Connection."""
 
     def __init__(self, n: int, stall: list[float]) -> None:
         self.user_id = f"u{n}"
         self.is_staff = False
         self.framing = Framing.JSON
-        self.open = True
-        self.behind_since = None
         self.writes: list[float] = []
         self.transport = _Transport(self.writes, stall)
+
+    def send_batch(self, data: bytes, comments: int, now: float) -> bool:
+        self.transport.write(data)
+        return True
 
 
 async def test_a_member_written_late_in_a_round_waits_a_tick_in_the_next() -> None:

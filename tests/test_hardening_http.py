@@ -342,12 +342,12 @@ async def test_active_sales_per_room_are_capped_and_a_refusal_changes_nothing(se
         sale = {"product_id": product["id"], "stock": 5}
         opened = [await _post(http, "/api/rooms/r/sales", host, sale) for _ in range(2)]
         assert [status for status, _ in opened] == [201, 201]
-        active_key = server.services.commerce._active_key
-        active_before = await server.services.redis.smembers(active_key)
+        inventory = server.services.inventory
+        active_before = set(await inventory.active_sales())
         status, body = await _post(http, "/api/rooms/r/sales", host, {**sale, "starts_in_s": 3600})
         assert status == 409 and body["error"]["code"] == "limit_exceeded"  # type: ignore[index]
         assert len(await server.services.store.sales("r")) == 2
-        assert await server.services.redis.smembers(active_key) == active_before
+        assert set(await inventory.active_sales()) == active_before
         # a stopped sale no longer counts
         assert (await _post(http, f"/api/sales/{opened[0][1]['id']}/stop", host, {}))[0] == 200
         assert (await _post(http, "/api/rooms/r/sales", host, sale))[0] == 201

@@ -60,7 +60,7 @@ def settings(settings: Settings) -> Settings:
 @pytest.fixture
 def payments(server: Running) -> HookedPayments:
     hooked = HookedPayments()
-    server.services.commerce.payments = hooked
+    server.services.settlement.payments = hooked
     return hooked
 
 
@@ -81,7 +81,7 @@ async def eventually(check: Callable[[], bool], timeout: float = 15.0) -> None:
 
 
 async def counters(server: Running, sale_id: str) -> tuple[int, int, int]:
-    status = (await server.services.commerce.sale(sale_id))[1]
+    status = (await server.services.selling.sale(sale_id))[1]
     assert status is not None
     return status.available, status.held, status.sold
 
@@ -224,7 +224,7 @@ async def test_a_refused_join_refunds_no_paid_member(
     assert payments.movements == before
     assert payments.charged == {ref(sale, team["code"], "ann"): 1000, ref(sale, team["code"], "bob"): 1000}
     assert payments.refunded == {}
-    orders = await server.services.commerce.ledger.orders(sale["id"])
+    orders = await server.services.ledger.orders(sale["id"])
     assert sorted(o.user_id for o in orders) == ["ann", "bob"]
 
 
@@ -248,7 +248,7 @@ async def test_rejoining_ones_own_team_refunds_nothing_and_the_team_still_comple
     done = await ask(cat, {**join, "rid": "t5"})
     assert done["completed"] is True
     assert payments.refunded == {} and len(payments.charged) == 3
-    assert len(await server.services.commerce.ledger.orders(sale["id"])) == 3
+    assert len(await server.services.ledger.orders(sale["id"])) == 3
 
 
 async def test_group_refusals_decided_before_the_payment_take_nothing(
@@ -359,7 +359,7 @@ async def test_a_join_refused_as_duplicate_after_paying_is_given_back(
     assert refused["code"] == "duplicate"
     assert kinds(payments, ref(sale, a, "bob")) == ["charge", "refund"]
     assert kinds(payments, ref(sale, b, "bob")) == ["charge"]
-    assert (await server.services.commerce.inventory.team_status(sale["id"], a))["members"] == 1
+    assert (await server.services.inventory.team_status(sale["id"], a))["members"] == 1
 
 
 async def test_two_devices_joining_at_once_pay_once(
@@ -384,7 +384,7 @@ async def test_two_devices_joining_at_once_pay_once(
     payments.hooks.append(phone_joins)
     assert (await ask(bob, {**join, "rid": "j1"}))["code"] == "already_in_team"
     assert kinds(payments, ref(sale, code, "bob")) == ["charge"]
-    assert (await server.services.commerce.inventory.team_status(sale["id"], code))["members"] == 2
+    assert (await server.services.inventory.team_status(sale["id"], code))["members"] == 2
 
 
 async def test_a_team_refused_while_redis_refuses_writes_is_refunded_once_redis_is_back(
@@ -449,7 +449,7 @@ async def test_a_hold_that_expires_while_paying_is_refunded(
     refused = await ask(ann, {"type": "confirm", "rid": "c", "hold_id": held["hold_id"]})
     assert refused["code"] in ("hold_expired", "hold_not_found")  # the sweep may release it first
     assert kinds(payments, held["hold_id"]) == ["charge", "refund"]
-    assert await server.services.commerce.ledger.orders(sale["id"]) == []
+    assert await server.services.ledger.orders(sale["id"]) == []
 
 
 async def test_confirm_refusals_after_the_payment_give_back_exactly_that_payment(
@@ -536,7 +536,7 @@ async def test_confirm_refusals_after_the_payment_give_back_exactly_that_payment
     for hold in (repriced, frozen, first):
         assert (await confirm(hold))["type"] == "ack"
         assert kinds(payments, hold["hold_id"]) == ["charge", "refund", "charge"]
-    orders = await server.services.commerce.ledger.orders(sale["id"])
+    orders = await server.services.ledger.orders(sale["id"])
     assert sorted(o.id for o in orders) == sorted(h["hold_id"] for h in (repriced, frozen, first, second))
     assert payments.charged == {o.id: o.amount_cents for o in orders}
 
@@ -601,7 +601,7 @@ async def test_a_confirm_that_ran_though_its_call_failed_keeps_its_payment(
     sale = await open_sale(http, host_token, shop)
     ann = await Client.connect(http, "shop", token(server, "ann"))
     held = await ask(ann, {"type": "reserve", "rid": "r", "sale_id": sale["id"], "quantity": 1})
-    inventory, redis = server.services.commerce.inventory, server.services.redis
+    inventory, redis = server.services.inventory, server.services.redis
     assert "+@all" in str(await redis.acl_getuser("default"))
 
     async def made_then_refused(charge: Charge) -> None:
@@ -615,7 +615,7 @@ async def test_a_confirm_that_ran_though_its_call_failed_keeps_its_payment(
         await redis.acl_setuser("default", enabled=True, commands=["+@all"])
     assert failed["code"] == "unavailable"
     assert kinds(payments, held["hold_id"]) == ["charge"]  # kept: it paid for the order
-    assert not server.services.commerce._settling
+    assert not server.services.settlement._settling
     done = await ask(ann, {"type": "confirm", "rid": "c2", "hold_id": held["hold_id"]})
     assert done["order"]["order_id"] == held["hold_id"]
     assert kinds(payments, held["hold_id"]) == ["charge"]
@@ -633,7 +633,7 @@ async def test_a_confirm_refused_after_a_copy_spent_its_payment_keeps_it(
     sale = await open_sale(http, host_token, shop)
     ann = await Client.connect(http, "shop", token(server, "ann"))
     held = await ask(ann, {"type": "reserve", "rid": "r", "sale_id": sale["id"], "quantity": 1})
-    inventory, redis = server.services.commerce.inventory, server.services.redis
+    inventory, redis = server.services.inventory, server.services.redis
     sale_key = SaleKeys(server.services.settings.key_prefix, sale["id"]).sale
 
     async def copy_confirms_then_freeze(charge: Charge) -> None:
@@ -661,7 +661,7 @@ async def test_a_failed_team_is_refunded_once_however_many_processes_sweep(
     second = dataclasses.replace(settings, data_dir=tmp_path / "second")
     async with running(settings) as one, running(second) as two:
         for server in (one, two):
-            server.services.commerce.payments = shared
+            server.services.settlement.payments = shared
         async with aiohttp.ClientSession(base_url=one.url) as http:
             await one.services.rooms.create("shop", host_id="host1", room_id="shop")
             product = await one.services.rooms.add_product("shop", "tea", 1500, None)
@@ -676,14 +676,14 @@ async def test_a_failed_team_is_refunded_once_however_many_processes_sweep(
             while time.time() * 1000 <= team["deadline_ms"]:
                 await asyncio.sleep(0.02)
             # both processes' sweepers run too; these race with them and with each other
-            sweeps = [s.services.commerce.sweep(sale["id"]) for s in (one, two) for _ in range(4)]
+            sweeps = [s.services.sweeper.sweep(sale["id"]) for s in (one, two) for _ in range(4)]
             await asyncio.gather(*sweeps)
             for member in (ann, bob):
                 failed = await member.recv_until(
                     lambda m: m["type"] == "order_status" and m["status"] == "team_failed", 10
                 )
                 assert failed["refunded_cents"] == 1000
-            await asyncio.gather(*(s.services.commerce.sweep(sale["id"]) for s in (one, two)))
+            await asyncio.gather(*(s.services.sweeper.sweep(sale["id"]) for s in (one, two)))
             refunds = sorted(m.reference for m in shared.movements if m.kind == "refund")
             assert refunds == [ref(sale, team["code"], "ann"), ref(sale, team["code"], "bob")]
             assert shared.charged == {}
@@ -752,7 +752,7 @@ async def test_open_team_retried_on_a_new_socket_while_the_first_is_paying(
     assert kinds(payments, reference) == ["charge"] and len(payments.movements) == 1
     assert await ask(retry, opening) == answer
     assert await counters(server, sale["id"]) == (4, 1, 0)
-    assert (await server.services.commerce.inventory.team_status(sale["id"], answer["code"]))["members"] == 1
+    assert (await server.services.inventory.team_status(sale["id"], answer["code"]))["members"] == 1
 
 
 async def outcomes(http: aiohttp.ClientSession, action: str, count: int) -> bool:

@@ -25,6 +25,7 @@ from inventory.inventory import Inventory, InventoryConfig
 from inventory.keys import SaleKeys
 from inventory.model import InventoryError, Reserved
 from live.redis_client import connect
+from live.supervisor import Supervisor
 
 Outcome = tuple[Any, ...]
 
@@ -45,7 +46,7 @@ async def two(
     prefix = f"t{uuid.uuid4().hex[:12]}"
     clients = [connect(redis_url), connect(redis_url)]
     pair = [
-        Inventory(c, InventoryConfig(key_prefix=prefix, **cfg))
+        Inventory(c, InventoryConfig(key_prefix=prefix, **cfg), Supervisor())
         for c, cfg in zip(clients, (a, b), strict=True)
     ]
     for inv in pair:
@@ -307,7 +308,9 @@ async def test_made_up_sale_ids_are_unknown_and_not_kept(inventory: Inventory) -
 
 async def test_the_sales_kept_are_bounded_and_evicted_ones_still_work(redis_url: str) -> None:
     client = connect(redis_url)
-    inv = Inventory(client, InventoryConfig(key_prefix=f"t{uuid.uuid4().hex[:12]}", sale_cache_size=4))
+    inv = Inventory(
+        client, InventoryConfig(key_prefix=f"t{uuid.uuid4().hex[:12]}", sale_cache_size=4), Supervisor()
+    )
     await inv.start()
     try:
         for i in range(10):

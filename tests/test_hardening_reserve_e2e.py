@@ -23,7 +23,7 @@ from test_cli import ENV, free_port
 from test_gateway import token
 from wsclient import Client
 
-from gateway.hub import Caller
+from gateway.commands import Caller
 from gateway.messages import Command, ProtocolError
 from inventory.keys import SaleKeys
 from live.auth import ANY_ROOM, Auth, Role
@@ -274,14 +274,12 @@ async def test_made_up_sale_ids_sent_to_the_app_are_unknown_and_cost_no_memory(s
     )
     async with running(roomy) as srv:
         await srv.services.rooms.create("shop", host_id="host1", room_id="shop")
-        commerce = srv.services.commerce
+        buying = srv.services.buying
         caller = Caller(room_id="shop", user_id="fan", role="viewer", remote_ip="127.0.0.1", anonymous=False)
 
         async def reserve(sale_id: str, n: int) -> str:
             try:
-                await commerce.command(
-                    caller, Command("reserve", f"r{n}", {"sale_id": sale_id, "quantity": 1})
-                )
+                await buying.command(caller, Command("reserve", f"r{n}", {"sale_id": sale_id, "quantity": 1}))
             except ProtocolError as exc:
                 return exc.code
             return "ok"
@@ -291,6 +289,9 @@ async def test_made_up_sale_ids_sent_to_the_app_are_unknown_and_cost_no_memory(s
                 *(reserve(f"s_{secrets.token_hex(8)}", n) for n in range(start, start + 250))
             )
             assert set(codes) == {"unknown_sale"}
-        for obj in (commerce, commerce.inventory):
+        # (what the app keeps per sale or per request: the buyer commands, the inventory,
+        # the sweeper's watermarks, the payments being settled)
+        services = srv.services
+        for obj in (buying, buying.inventory, services.sweeper.watermarks, services.settlement):
             sizes = container_sizes(obj)
             assert max(sizes.values(), default=0) <= 16, (type(obj).__name__, sizes)

@@ -14,6 +14,7 @@ from conftest import sale_spec
 from inventory import model
 from inventory.inventory import Inventory, InventoryConfig
 from live.redis_client import connect
+from live.supervisor import Supervisor
 
 
 class CountingScripts:
@@ -124,7 +125,7 @@ async def test_after_a_sell_out_a_retry_still_gets_its_hold(inventory: Inventory
 async def test_sold_out_flag_follows_other_processes(inventory: Inventory, redis_url: str) -> None:
     """Another process sells out and restocks; this one's flag follows through pub/sub."""
     client = connect(redis_url)
-    other = Inventory(client, InventoryConfig(key_prefix=inventory.config.key_prefix))
+    other = Inventory(client, InventoryConfig(key_prefix=inventory.config.key_prefix), Supervisor())
     await other.start()
     try:
         await inventory.open_sale(sale_spec(stock=1))
@@ -237,7 +238,7 @@ async def test_confirm_waits_for_replicas_and_stands_without_them(
     replica, so WAIT times out (after wait_timeout_ms): the order stands, and it is logged."""
     client = connect(redis_url)
     config = InventoryConfig(key_prefix=f"w{time.time_ns()}", wait_replicas=1, wait_timeout_ms=50)
-    inv = Inventory(client, config)
+    inv = Inventory(client, config, Supervisor())
     try:
         await inv.open_sale(sale_spec())
         held = await inv.reserve("s1", "ann", 1)

@@ -28,6 +28,7 @@ from inventory.ledger import Ledger, LedgerConfig
 from inventory.model import InventoryError, Reserved
 from live.redis_client import connect
 from live.store import Store
+from live.supervisor import Supervisor
 
 # -- helpers ----------------------------------------------------------------------------------
 
@@ -112,7 +113,7 @@ def new_key(rng: random.Random) -> str:
 async def other_process(redis_url: str, like: Inventory) -> AsyncIterator[Inventory]:
     """Another process's Inventory: its own Redis connections and sold-out flags."""
     client = connect(redis_url)
-    inv = Inventory(client, InventoryConfig(key_prefix=like.config.key_prefix))
+    inv = Inventory(client, InventoryConfig(key_prefix=like.config.key_prefix), Supervisor())
     await inv.start()
     try:
         yield inv
@@ -313,11 +314,12 @@ import asyncio, json, random, sys
 from inventory.inventory import Inventory, InventoryConfig
 from inventory.model import InventoryError
 from live.redis_client import connect
+from live.supervisor import Supervisor
 
 
 async def main(url: str, prefix: str, sale_id: str, name: str, users: int, go_key: str) -> None:
     client = connect(url)
-    inv = Inventory(client, InventoryConfig(key_prefix=prefix))
+    inv = Inventory(client, InventoryConfig(key_prefix=prefix), Supervisor())
     await inv.start()
     print("ready", flush=True)
     await client.blpop([go_key], timeout=60)
@@ -436,7 +438,9 @@ async def test_a_worker_killed_mid_sale_loses_nothing(
     # the ledger reads every order from the stream (the victim's confirmed ones too): it agrees
     path = tmp_path / "live.db"
     await (await Store.open(path)).close()
-    ledger = await Ledger.open(inventory.redis, path, LedgerConfig(key_prefix=prefix, consumer="c1"))
+    ledger = await Ledger.open(
+        inventory.redis, path, LedgerConfig(key_prefix=prefix, consumer="c1"), Supervisor()
+    )
     try:
         report = await reconcile.check(inventory, ledger, "kill")
     finally:

@@ -25,6 +25,7 @@ from inventory.keys import SaleKeys, active_sales_key, as_text
 from inventory.ledger import GROUP, Ledger, LedgerConfig
 from inventory.model import Order, SaleSpec
 from live.store import Store
+from live.supervisor import Supervisor
 
 CLAIM_IDLE_MS = 300
 
@@ -49,7 +50,7 @@ def ledger_config(inventory: Inventory, consumer: str = "c1") -> LedgerConfig:
 @pytest.fixture
 async def ledger(inventory: Inventory, db_path: Path) -> AsyncIterator[Ledger]:
     """The ledger with its writer running (record() works); each test drives the consumer."""
-    led = await Ledger.open(inventory.redis, db_path, ledger_config(inventory))
+    led = await Ledger.open(inventory.redis, db_path, ledger_config(inventory), Supervisor())
     await led.start(consume=False)
     yield led
     await led.close()
@@ -212,7 +213,7 @@ async def test_close_stops_the_consumer_whenever_it_comes(inventory: Inventory, 
         await open_active(inventory, f"s{i}")
     config = dataclasses.replace(ledger_config(inventory), claim_idle_ms=0)
     for attempt in range(6):
-        ledger = await Ledger.open(inventory.redis, db_path, config)
+        ledger = await Ledger.open(inventory.redis, db_path, config, Supervisor())
         await ledger.start()  # the writer and the consumer
         await asyncio.sleep(0.05 + 0.01 * attempt)  # at another point of its cycle each time
         assert await ledger.drained("s0")

@@ -6,6 +6,7 @@ import json
 
 import msgpack
 import pytest
+from registry import every_command
 from websockets.frames import Frame
 from websockets.streams import StreamReader
 
@@ -14,14 +15,19 @@ from gateway.frames import OP_BINARY, OP_TEXT, close_frame, encode_frame
 from gateway.messages import Framing, ProtocolError
 from gateway.words import BannedWords
 
+#: What decode checks commands against (a server's hub registry holds the same commands).
+COMMANDS = every_command()
+
 
 def test_decode_both_framings_to_one_model() -> None:
-    as_json = messages.decode(Framing.JSON, OP_TEXT, b'{"type":"comment","text":"hi","rid":"r1","extra":1}')
+    as_json = messages.decode(
+        Framing.JSON, OP_TEXT, b'{"type":"comment","text":"hi","rid":"r1","extra":1}', COMMANDS
+    )
     as_msgpack = messages.decode(
-        Framing.MSGPACK, OP_BINARY, msgpack.packb({"type": "comment", "text": "hi", "rid": "r1"})
+        Framing.MSGPACK, OP_BINARY, msgpack.packb({"type": "comment", "text": "hi", "rid": "r1"}), COMMANDS
     )
     assert as_json == as_msgpack == messages.Command("comment", "r1", {"text": "hi"})
-    assert messages.decode(Framing.JSON, OP_TEXT, b'{"type":"like"}').fields == {}
+    assert messages.decode(Framing.JSON, OP_TEXT, b'{"type":"like"}', COMMANDS).fields == {}
 
 
 @pytest.mark.parametrize(
@@ -43,13 +49,13 @@ def test_decode_both_framings_to_one_model() -> None:
 )
 def test_decode_refusals(framing: Framing, opcode: int, payload: bytes, code: str) -> None:
     with pytest.raises(ProtocolError) as info:
-        messages.decode(framing, opcode, payload)
+        messages.decode(framing, opcode, payload, COMMANDS)
     assert info.value.code == code
 
 
 def test_errors_keep_the_request_id() -> None:
     with pytest.raises(ProtocolError) as info:
-        messages.decode(Framing.JSON, OP_TEXT, b'{"type":"comment","rid":"x1"}')
+        messages.decode(Framing.JSON, OP_TEXT, b'{"type":"comment","rid":"x1"}', COMMANDS)
     assert info.value.rid == "x1"
     assert messages.error("c", "m", "x1") == {"type": "error", "code": "c", "message": "m", "rid": "x1"}
 

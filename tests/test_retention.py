@@ -17,7 +17,7 @@ from test_gateway import token
 from test_sales import ask, open_sale
 from wsclient import Client
 
-from gateway.hub import MAX_MUTE_S
+from gateway.moderation import MAX_MUTE_S
 from inventory.keys import SaleKeys, active_sales_key
 from live import reconcile
 from live.auth import ANY_ROOM, Role

@@ -88,7 +88,7 @@ async def test_a_purchase_from_reserve_to_the_ledger(
         assert (await resp.json())["amount_cents"] == 3000
     async with http.get(f"/api/orders/{order['order_id']}", headers=bearer(token(server, "bob"))) as resp:
         assert resp.status == 403
-    payments = server.services.commerce.payments
+    payments = server.services.settlement.payments
     assert isinstance(payments, SimulatedPayments) and payments.charged[held["hold_id"]] == 3000
     async with http.get("/metrics") as resp:
         text = await resp.text()
@@ -119,7 +119,7 @@ async def test_cancel_expiry_and_their_pushes(
     assert expired["hold_id"] == second["hold_id"]
     late = await ask(ann, {"type": "confirm", "rid": "d", "hold_id": second["hold_id"]})
     assert late["code"] == "hold_not_found"
-    status = (await server.services.commerce.sale(sale["id"]))[1]
+    status = (await server.services.selling.sale(sale["id"]))[1]
     assert status is not None and (status.available, status.held, status.sold) == (5, 0, 0)
 
 
@@ -233,7 +233,7 @@ async def test_bad_reserves_are_refused_with_a_code_and_change_nothing(
     else:
         refused = await ask(ann, message)
     assert (refused["type"], refused["code"]) == ("error", code)
-    status = (await server.services.commerce.sale(sale["id"]))[1]
+    status = (await server.services.selling.sale(sale["id"]))[1]
     assert status is not None and status.available == 5 and status.held == 0
 
 
@@ -245,7 +245,7 @@ async def test_replayed_request_id_with_other_parameters(
     await ask(ann, {"type": "reserve", "rid": "same", "sale_id": sale["id"], "quantity": 1})
     replay = await ask(ann, {"type": "reserve", "rid": "same", "sale_id": sale["id"], "quantity": 2})
     assert replay["code"] == "duplicate"
-    status = (await server.services.commerce.sale(sale["id"]))[1]
+    status = (await server.services.selling.sale(sale["id"]))[1]
     assert status is not None and status.held == 1
 
 
@@ -375,7 +375,7 @@ async def test_a_sales_orders_page_through_the_ledger(
 
 
 async def test_the_orders_page_reads_an_index_not_a_sort(server: Running) -> None:
-    ledger = server.services.commerce.ledger
+    ledger = server.services.ledger
     async with ledger.db.execute(
         "EXPLAIN QUERY PLAN SELECT id FROM orders WHERE sale_id = ? AND rowid > ? ORDER BY rowid LIMIT ?",
         ("s", 0, 10),
@@ -433,7 +433,7 @@ async def test_buy_actions_are_rate_limited_per_user(settings: Settings, redis_u
 async def test_payment_failure_leaves_the_hold_and_charges_nothing(
     server: Running, http: aiohttp.ClientSession, host_token: str, shop: dict[str, str]
 ) -> None:
-    payments = server.services.commerce.payments
+    payments = server.services.settlement.payments
     assert isinstance(payments, SimulatedPayments)
     sale = await open_sale(http, host_token, shop)
     ann = await Client.connect(http, "shop", token(server, "ann"))
@@ -455,7 +455,7 @@ async def test_the_server_heals_a_sale_when_redis_loses_writes(
     """A failover to a lagging replica, played by hand: the sale's keys vanish, or its counters
     go back. Every process sweeps; one freezes the sale and rebuilds it from the ledger."""
     sale = await open_sale(http, host_token, shop, per_user_limit=1)
-    commerce = server.services.commerce
+    selling = server.services.selling
     fan = await Client.connect(http, "shop", token(server, "fan"))
     for user in ("ann", "bob"):
         buyer = await Client.connect(http, "shop", token(server, user))
@@ -463,12 +463,12 @@ async def test_the_server_heals_a_sale_when_redis_loses_writes(
         assert (await ask(buyer, {"type": "confirm", "rid": "c", "hold_id": held["hold_id"]}))[
             "type"
         ] == "ack"
-    redis, keys = commerce.redis, commerce.inventory.keys(sale["id"])
+    redis, keys = server.services.redis, selling.inventory.keys(sale["id"])
 
     async def healed(sold: int) -> None:
         deadline = time.monotonic() + 5
         while True:
-            _, status = await commerce.sale(sale["id"])
+            _, status = await selling.sale(sale["id"])
             if status is not None and status.sold == sold and status.phase == "live":
                 assert status.total == status.available + status.held + status.sold == 5
                 return

@@ -4,6 +4,7 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
+from inventory.ledger import ensure_schema
 from live.errors import StartupError
 from live.store import MIGRATIONS, RoomRow, Store, migrate
 
@@ -16,6 +17,8 @@ async def test_schema_is_versioned_and_migrations_run_once(tmp_path: Path) -> No
     store = await Store.open(path)  # reopening runs nothing twice and keeps the data
     assert [r.id for r in await store.rooms()] == ["r1"]
     await store.close()
+    async with aiosqlite.connect(path) as db:  # the orders table is the ledger's to make
+        await ensure_schema(db)
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

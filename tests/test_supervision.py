@@ -17,7 +17,7 @@ from test_sales import open_sale, shop  # noqa: F401  (shop is a fixture)
 from wsclient import Client
 
 from live.server import Running
-from shared.aio import Supervisor
+from live.supervisor import Supervisor
 
 
 async def until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
@@ -105,12 +105,12 @@ async def test_a_crashed_sweeper_makes_the_server_unready_until_it_runs_again(
     async with http.get("/readyz") as resp:
         assert resp.status == 200 and (await resp.json())["tasks"] == "ok"
     sale = await open_sale(http, host_token, shop)
-    commerce = server.services.commerce
+    sweeper = server.services.sweeper
 
     async def broken_sweep(sale_id: str) -> None:
         raise RuntimeError("a bug in the sweeper")
 
-    monkeypatch.setattr(commerce, "sweep", broken_sweep)
+    monkeypatch.setattr(sweeper, "sweep", broken_sweep)
     # it fails at every start now, and waits longer each time: /readyz says so
     deadline = time.monotonic() + 15
     while True:

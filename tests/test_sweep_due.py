@@ -26,6 +26,7 @@ from live.auth import ANY_ROOM, Role
 from live.redis_client import connect
 from live.server import Running, running
 from live.settings import Settings
+from live.supervisor import Supervisor
 
 HOUR_MS = 3_600_000
 
@@ -108,7 +109,7 @@ async def test_a_hold_expires_and_a_team_fails_when_due(quiet: Running) -> None:
             lambda m: m["type"] == "order_status" and m["status"] == "team_failed", timeout=20
         )
         assert failed["hold_id"] == team["hold_id"] and failed["code"] == team["code"]
-        status = await quiet.services.commerce.inventory.status(sale["id"])
+        status = await quiet.services.inventory.status(sale["id"])
         assert (status.available, status.held) == (5, 0)
 
 
@@ -144,7 +145,7 @@ async def pair(redis_url: str) -> AsyncIterator[tuple[Inventory, Inventory]]:
     prefix = f"t{uuid.uuid4().hex[:12]}"
     config = InventoryConfig(key_prefix=prefix, sweep_idle_ms=HOUR_MS)
     clients = [connect(redis_url), connect(redis_url)]
-    inventories = (Inventory(clients[0], config), Inventory(clients[1], config))
+    inventories = (Inventory(clients[0], config, Supervisor()), Inventory(clients[1], config, Supervisor()))
     for inv in inventories:
         await inv.start()
     yield inventories

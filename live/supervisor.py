@@ -1,4 +1,10 @@
-"""asyncio helpers: stopping tasks for good, and supervising the long-running ones."""
+"""The process's supervisor: it keeps the long-running loops running and stops tasks for good.
+
+One per process, made by ``live.server`` and passed down to the gateway's hub and bus, the
+inventory, the ledger and the sweeper. gateway/ and inventory/ do not import it: each declares
+the small ``Supervisor`` protocol it needs (gateway/ports.py, inventory/ports.py), and this
+class is what the app hands them.
+"""
 
 from __future__ import annotations
 
@@ -9,22 +15,6 @@ from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
 log = logging.getLogger(__name__)
-
-
-async def stop_tasks(tasks: Iterable[asyncio.Task[Any]], attempts: int = 5) -> None:
-    """Cancel tasks and wait until they end, cancelling again those that do not.
-
-    A cancellation can be lost inside a client library (seen with redis-py: cancelled while a
-    command runs, the command returned normally), and a background loop then goes on as if
-    nothing happened. Cancelling again at its next await ends it.
-    """
-    pending = {t for t in tasks if not t.done()}
-    for _ in range(attempts):
-        if not pending:
-            return
-        for task in pending:
-            task.cancel()
-        _, pending = await asyncio.wait(pending, timeout=0.5)
 
 
 #: Restart delays of a supervised task that keeps failing: doubling from the first to the last.
@@ -71,7 +61,11 @@ class Supervisor:
         tasks = [self._tasks.pop(n) for n in chosen]
         for name in chosen:
             self._down.discard(name)
-        await stop_tasks(tasks)
+        await _stop_tasks(tasks)
+
+    async def cancel(self, tasks: Iterable[asyncio.Task[Any]]) -> None:
+        """Cancel short-lived tasks (not supervised loops) and wait until they have ended."""
+        await _stop_tasks(tasks)
 
     async def _keep(self, name: str, loop: Callable[[], Coroutine[Any, Any, None]]) -> None:
         delay = RESTART_FIRST_S
@@ -99,3 +93,19 @@ class Supervisor:
             finally:
                 self._down.discard(name)
             delay = min(RESTART_MAX_S, delay * 2)
+
+
+async def _stop_tasks(tasks: Iterable[asyncio.Task[Any]], attempts: int = 5) -> None:
+    """Cancel tasks and wait until they end, cancelling again those that do not.
+
+    A cancellation can be lost inside a client library (seen with redis-py: cancelled while a
+    command runs, the command returned normally), and a background loop then goes on as if
+    nothing happened. Cancelling again at its next await ends it.
+    """
+    pending = {t for t in tasks if not t.done()}
+    for _ in range(attempts):
+        if not pending:
+            return
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.5)

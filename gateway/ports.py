@@ -1,0 +1,21 @@
+"""What the gateway needs from the process it runs in, as protocols the app (live/) fulfils."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any, Protocol
+
+
+class Supervisor(Protocol):
+    """Runs the gateway's long-lived loops and restarts them when they fail (the app's
+    ``live.supervisor.Supervisor``: one per process, which /readyz asks what is down)."""
+
+    def start(self, name: str, loop: Callable[[], Coroutine[Any, Any, None]]) -> asyncio.Task[None]:
+        """Run ``loop()`` under supervision."""
+
+    async def stop(self, names: Iterable[str] | None = None) -> None:
+        """Stop the named loops and wait until they have ended."""
+
+    async def cancel(self, tasks: Iterable[asyncio.Task[Any]]) -> None:
+        """Cancel short-lived tasks and wait until they have ended."""

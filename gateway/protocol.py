@@ -1,0 +1,486 @@
+"""The sans-I/O core of one client's WebSocket: bytes and events in, bytes and actions out.
+
+Like websockets' own ``protocol.py`` (whose ``ServerProtocol`` parses the handshake and whose
+``Protocol`` parses the frames after it), this does no I/O and reads no clock. The asyncio
+adapter (``gateway/connection.py``) feeds it what the socket reads and the time, tells it the
+bytes its transport holds where a decision depends on them (the send-buffer limits), and
+carries out the actions it hands back, in order, through ``next_action()``.
+
+It decides: frames held until the welcome, rate limits and flood strikes, what a fragmented,
+non-UTF-8 or too-fast frame costs, the backpressure state (behind since when, what was
+dropped, the ``lagged`` message once caught up, the soft and hard limits), closing, failing and
+half-closing, and when a silent client is idle.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from websockets.datastructures import Headers
+from websockets.exceptions import NegotiationError
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request, Response
+from websockets.protocol import Event, Protocol, Side, State
+from websockets.server import ServerProtocol
+from websockets.typing import Subprotocol
+
+from gateway import messages
+from gateway.admission import Admission
+from gateway.close_codes import Close
+from gateway.commands import STAFF
+from gateway.config import GatewayConfig
+from gateway.frames import PING, close_frame
+from gateway.limits import TokenBucket
+from gateway.messages import Command, Framing, ProtocolError
+
+#: Frames kept from a client that talks before its welcome (the rest are dropped).
+MAX_HELD_FRAMES = 16
+
+_STATUS_PHRASES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    429: "Too Many Requests",
+    503: "Service Unavailable",
+}
+
+
+class Signal(enum.Enum):
+    """The actions that carry nothing but themselves."""
+
+    #: Half-close the transport (or close it, where it cannot half-close).
+    WRITE_EOF = enum.auto()
+    CLOSE = enum.auto()
+    #: Cut the connection now, whatever is still buffered.
+    ABORT = enum.auto()
+    PAUSE_READING = enum.auto()
+    RESUME_READING = enum.auto()
+    #: A close was sent or answered: abort if the client has not ended it in CLOSE_TIMEOUT_S.
+    START_CLOSE_TIMER = enum.auto()
+    #: The connection is no longer open: the hub takes it out of its room (once).
+    LEFT = enum.auto()
+    #: A client message frame arrived (for the metrics).
+    FRAME_IN = enum.auto()
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """Bytes for the transport."""
+
+    data: bytes
+    #: A server message (counted as a frame out); protocol frames (pongs, closes) are not.
+    message: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Handshake:
+    """A complete upgrade request: the hub admits (``accept``) or refuses (``refuse``) it."""
+
+    request: Request
+
+
+@dataclass(frozen=True, slots=True)
+class Handle:
+    """A decoded client command, for the hub."""
+
+    command: Command
+
+
+@dataclass(frozen=True, slots=True)
+class CountError:
+    """Something went wrong with this client (a metrics label)."""
+
+    kind: str
+
+
+Action = Signal | Write | Handshake | Handle | CountError
+
+
+def select_subprotocol(_: ServerProtocol, offered: Sequence[Subprotocol]) -> Subprotocol | None:
+    """Our preferred framing among those offered; none offered means JSON (browsers often
+    offer none); only unknown ones offered fails the handshake (400)."""
+    for name in messages.SUBPROTOCOLS:
+        if name in offered:
+            return Subprotocol(name)
+    if offered:
+        raise NegotiationError(
+            f"unsupported subprotocol; this server speaks {', '.join(messages.SUBPROTOCOLS)}"
+        )
+    return None
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+class ConnectionCore:
+    """One connection's protocol state. ``now`` is always ``time.monotonic()`` as the adapter
+    read it."""
+
+    def __init__(self, config: GatewayConfig, now: float) -> None:
+        self.config = config
+        self.soft_bytes = config.send_buffer_soft_bytes
+        self.hard_bytes = config.send_buffer_hard_bytes
+        self._handshake: ServerProtocol | None = ServerProtocol(
+            subprotocols=[Subprotocol(s) for s in messages.SUBPROTOCOLS],
+            select_subprotocol=select_subprotocol,
+            max_size=config.max_frame_bytes,
+        )
+        #: The protocol in use: the handshake's until the upgrade, then a lighter one for frames.
+        self.ws: Protocol = self._handshake
+        self.framing = Framing.JSON
+        self.room_id = ""
+        self.admission: Admission | None = None
+        self.is_staff = False
+        #: Upgraded and not closing: room frames and messages go out.
+        self.open = False
+        #: The welcome is out: frames are handled (before it, they are held).
+        self.is_joined = False
+        self.last_seen = now
+        self.dropped_comments = 0
+        self.dropped_frames = 0
+        self.behind_since: float | None = None
+        self.messages = TokenBucket(config.message_burst, config.message_rate_per_s, now)
+        self.comments = TokenBucket(config.comment_burst, config.comment_rate_per_s, now)
+        self.likes = TokenBucket(config.likes_per_s, config.likes_per_s, now)
+        #: Refusals for flooding a client may have before it is closed (1008); they are
+        #: forgiven over flood_window_s, so a client that is only now and then too fast stays.
+        self.strikes = TokenBucket(config.message_burst, config.message_burst / config.flood_window_s, now)
+        #: The write side is (to be) half-closed: nothing more is written after what is queued.
+        self.eof_written = False
+        #: We closed or aborted the transport (or it is lost): nothing more goes out.
+        self.transport_closing = False
+        self._cutoff = False
+        self._now = now
+        self._held: list[Frame] = []
+        #: Before the upgrade: the last bytes of the request head read so far (its end may be
+        #: split across reads), then, once the head is complete, everything behind it, kept raw
+        #: for the frame-level protocol (see ``receive_data``).
+        self._head_tail = b""
+        self._behind_request: bytearray | None = None
+        #: Events parsed but not yet handled: handled one at a time as actions are taken, so
+        #: whatever the hub does for one command (replies, a close) comes before the next.
+        self._events: deque[Event | Signal] = deque()
+        self._flush_due = False
+        self._actions: deque[Action] = deque()
+
+    # -- the adapter's side ---------------------------------------------------------------------
+
+    def next_action(self) -> Action | None:
+        """The next thing to do, or None when there is nothing more for now."""
+        while not self._actions:
+            if self._events:
+                self._on_event(self._events.popleft())
+            elif self._flush_due:
+                self._flush_due = False
+                self._flush()
+            else:
+                return None
+        return self._actions.popleft()
+
+    def actions(self) -> list[Action]:
+        """Every action due now, without carrying out any in between (tests, mostly)."""
+        out = []
+        while (action := self.next_action()) is not None:
+            out.append(action)
+        return out
+
+    def receive_data(self, data: bytes, now: float) -> None:
+        self.last_seen = self._now = now
+        if self._handshake is not None:
+            data = self._request_part(data)
+            if not data:
+                return
+        self.ws.receive_data(data)
+        self._events.extend(self.ws.events_received())
+        self._flush_due = True
+
+    def receive_eof(self) -> None:
+        self.ws.receive_eof()
+        self._flush_due = True
+
+    def _request_part(self, data: bytes) -> bytes:
+        """Of bytes read before the upgrade, the part that belongs to the request head; the
+        rest is kept raw until ``accept``. The handshake protocol must not parse what follows
+        the head: it would take the frames it finds there, and a frame split across the
+        upgrade would reach the frame-level protocol without the header it already parsed."""
+        if self._behind_request is not None:
+            self._behind_request += data
+            if len(self._behind_request) > self.config.max_frame_bytes:
+                # Enough kept for now: the kernel's buffers hold the rest until the welcome.
+                self._actions.append(Signal.PAUSE_READING)
+            return b""
+        seen = self._head_tail + data
+        end = seen.find(b"\r\n\r\n")
+        if end < 0:
+            self._head_tail = seen[-3:]
+            return data
+        cut = end + 4 - len(self._head_tail)
+        self._head_tail = b""
+        self._behind_request = bytearray(data[cut:])
+        return data[:cut]
+
+    def connection_lost(self) -> None:
+        self.transport_closing = True
+        self._leave()
+
+    def handshake_timeout(self) -> None:
+        """The handshake took too long (the adapter's timer, cancelled on upgrade)."""
+        if not self.open and not self.transport_closing:
+            self._actions.append(CountError("handshake_timeout"))
+            self._abort()
+
+    # -- the hub's side -------------------------------------------------------------------------
+
+    @property
+    def user_id(self) -> str:
+        return "" if self.admission is None else self.admission.user_id
+
+    @property
+    def role(self) -> str:
+        return "" if self.admission is None else self.admission.role
+
+    def admit(self, room_id: str, admission: Admission) -> None:
+        """Who this is (before ``accept``: frames pipelined behind the request are its)."""
+        self.room_id = room_id
+        self.admission = admission
+        self.is_staff = admission.role in STAFF
+
+    def accept(self, request: Request, now: float) -> bool:
+        """Complete the upgrade; False if the request is not a valid WebSocket handshake, or
+        the client broke the protocol while it waited (a frame too big before the upgrade)."""
+        handshake = self._handshake
+        if handshake is None or self.eof_written or self.transport_closing:
+            return False
+        response = handshake.accept(request)
+        handshake.send_response(response)
+        self._flush()
+        if response.status_code != 101:
+            return False
+        if handshake.subprotocol == Framing.MSGPACK.value:
+            self.framing = Framing.MSGPACK
+        # The handshake protocol keeps the request and response (headers: a few KiB) for the
+        # life of the connection; a fresh frame-level protocol keeps nothing of them, and
+        # parses what the client sent behind its request from the first byte.
+        leftover = bytes(self._behind_request or b"")
+        self._behind_request = None
+        self.ws = Protocol(Side.SERVER, state=State.OPEN, max_size=self.config.max_frame_bytes)
+        self._handshake = None
+        self.open = True
+        # Nothing the client sends is handled before its welcome is out: frames that came
+        # right behind the request are held, and reading pauses until joined().
+        self._actions.append(Signal.PAUSE_READING)
+        if leftover:
+            self.receive_data(leftover, now)
+        return True
+
+    def joined(self, now: float) -> None:
+        """The welcome is sent: handle the client's messages from now on, held ones first."""
+        self._now = now
+        self.is_joined = True
+        held, self._held = self._held, []
+        self._events.extend(held)
+        self._events.append(Signal.RESUME_READING)  # once they are handled
+
+    def refuse(self, status: int, body: bytes) -> None:
+        """Answer the handshake with an HTTP error and a JSON body, then close."""
+        if self._handshake is None:
+            return
+        headers = Headers(
+            [
+                ("Content-Type", "application/json"),
+                ("Content-Length", str(len(body))),
+                ("Connection", "close"),
+            ]
+        )
+        self._handshake.send_response(Response(status, _STATUS_PHRASES.get(status, "Error"), headers, body))
+        self._flush()
+        self._close_transport()
+
+    def send(self, message: dict[str, Any]) -> None:
+        if self.open:
+            self._actions.append(Write(messages.frame(self.framing, message), message=True))
+
+    def send_error(self, exc: ProtocolError) -> None:
+        self._actions.append(CountError(exc.code))
+        self.send(messages.error(exc.code, exc.message, exc.rid, exc.data))
+
+    def batch_allowed(self, buffered: int, comments: int, now: float) -> bool:
+        """Whether a droppable chat/likes batch may go out, the transport holding ``buffered``
+        bytes. Past the soft limit it is dropped (and counted), and a client behind for longer
+        than slow_grace_s is cut; one that caught up is told first what it missed."""
+        if buffered > self.soft_bytes:
+            self.dropped_comments += comments
+            self.dropped_frames += 1
+            if self.behind_since is None:
+                self.behind_since = now
+            elif now - self.behind_since > self.config.slow_grace_s:
+                self.slow_consumer()
+            return False
+        if self.behind_since is not None:
+            self.behind_since = None
+            lagged = messages.lagged(self.dropped_frames, self.dropped_comments)
+            self.dropped_comments = self.dropped_frames = 0
+            self.send(lagged)
+        return True
+
+    def wrote(self, buffered: int) -> bool:
+        """A write left ``buffered`` bytes in the transport: past the hard limit the client is
+        cut (4409). Whether the connection may go on."""
+        if buffered > self.hard_bytes:
+            self.slow_consumer()
+            return False
+        return True
+
+    def ping(self, now: float) -> None:
+        """Send a keep-alive ping; close a client that has been silent for two intervals."""
+        if not self.open:
+            return
+        if now - self.last_seen > 2 * self.config.ping_interval_s:
+            self._actions.append(CountError("idle_timeout"))
+            self.close(Close.IDLE_TIMEOUT)
+        else:
+            self._actions.append(Write(PING))
+
+    def close(self, kind: Close, **fields: int) -> None:
+        """Start the closing handshake; the connection ends when the client answers, or is cut
+        after CLOSE_TIMEOUT_S."""
+        if self.transport_closing:
+            return
+        self._leave()
+        if self.ws.state is State.OPEN:
+            self.ws.send_close(kind.code, kind.reason(**fields))
+            self._flush()
+        else:
+            self._close_transport()
+
+    def slow_consumer(self) -> None:
+        """The client reads too slowly: cut it (4409). The buffer is full, so a close frame
+        would wait behind it: it is written last, and the connection aborted."""
+        if self.transport_closing:
+            return  # cut already (the close frame's own write may be past the limit too)
+        self._actions.append(CountError("slow_consumer"))
+        self._leave()
+        if not self.eof_written:
+            kind = Close.SLOW_CONSUMER
+            self._actions.append(Write(close_frame(kind.code, kind.reason())))
+        self._abort()
+
+    # -- frames in ------------------------------------------------------------------------------
+
+    def _on_event(self, event: Event | Signal) -> None:
+        if event is Signal.RESUME_READING:
+            if not self.transport_closing:
+                self._actions.append(event)
+        elif isinstance(event, Request):
+            self._actions.append(Handshake(event))
+        elif not isinstance(event, Frame):
+            return  # (a Response: only a client's protocol parses those)
+        elif self.is_joined:
+            self._on_frame(event)
+        elif len(self._held) < MAX_HELD_FRAMES:
+            self._held.append(event)  # sent before its welcome: handled once joined
+
+    def _on_frame(self, frame: Frame) -> None:
+        if frame.opcode is Opcode.PING or frame.opcode is Opcode.PONG:
+            # websockets has queued the pong already (its bytes count toward the send buffer);
+            # control frames share the message rate, so a ping flood is a flood like any
+            # other, also while the connection is closing.
+            if not self.messages.take(now=self._now):
+                self._too_fast(None)
+            return
+        if not self.open or frame.opcode is Opcode.CLOSE:
+            return  # websockets answers a close; the connection is ending
+        self._actions.append(Signal.FRAME_IN)
+        if frame.opcode is Opcode.CONT or not frame.fin:
+            self.close(Close.FRAGMENTED)
+            return
+        data = bytes(frame.data)
+        if frame.opcode is Opcode.TEXT and not _is_utf8(data):
+            # RFC 6455 8.1: a text frame that is not UTF-8 fails the connection (1007).
+            self._actions.append(CountError("invalid_utf8"))
+            self._fail(Close.INVALID_UTF8)
+            return
+        if not self.messages.take(now=self._now):
+            self._too_fast(ProtocolError("rate_limited", "too many messages; slow down"))
+            return
+        try:
+            command = messages.decode(self.framing, int(frame.opcode), data)
+        except ProtocolError as exc:
+            self.send_error(exc)
+            return
+        self._actions.append(Handle(command))
+
+    def _too_fast(self, refusal: ProtocolError | None) -> None:
+        """A frame over the message rate: refused (told with ``refusal``, for a message), or,
+        past the flood tolerance, the connection is failed (1008)."""
+        if self.strikes.take(now=self._now):
+            if refusal is not None:
+                self.send_error(refusal)
+            return
+        if self.ws.state is State.CLOSED or self.eof_written:
+            return  # failed already
+        self._actions.append(CountError("flood"))
+        # Fail rather than close: nothing more the client sends is read or answered (no
+        # pongs for the rest of a ping flood), and the close frame still goes out.
+        self._fail(Close.FLOOD)
+
+    # -- closing --------------------------------------------------------------------------------
+
+    def _fail(self, kind: Close) -> None:
+        """Fail the connection (RFC 6455 7.1.7): send a close frame, half-close, and discard
+        whatever else the client sends until it closes (or CLOSE_TIMEOUT_S)."""
+        self._leave()
+        if self.ws.state is State.OPEN or self.ws.state is State.CLOSING:
+            self.ws.fail(kind.code, kind.reason())  # closing already: no second close frame
+        self._flush()
+
+    def _leave(self) -> None:
+        if self.open:
+            self.open = False
+            self._actions.append(Signal.LEFT)
+
+    def _close_transport(self) -> None:
+        self.transport_closing = True
+        self._actions.append(Signal.CLOSE)
+
+    def _abort(self) -> None:
+        self.transport_closing = True
+        self._actions.append(Signal.ABORT)
+
+    def _flush(self) -> None:
+        """Queue what the websockets protocol has to send, and end the connection when it is
+        done."""
+        if self.open and self.ws.state is not State.OPEN:
+            # closing (either side, or a protocol failure): no more room frames after this
+            self._leave()
+        for chunk in self.ws.data_to_send():
+            if self.transport_closing or self.eof_written:
+                break
+            if chunk:
+                self._actions.append(Write(chunk))
+            else:
+                # The protocol is done sending. Half-close rather than close: closing a socket
+                # with unread input sends a TCP reset, which can destroy the close frame before
+                # the client reads it (a 1009 for a frame too big arrives with the frame's rest
+                # still unread). The protocol discards what comes in until the client's EOF.
+                self.eof_written = True
+                self._actions.append(Signal.WRITE_EOF)
+        if self.ws.state is State.CLOSED and not self.transport_closing:
+            self._close_transport()
+        elif self.ws.close_expected() and not self._cutoff:
+            # We sent (or answered) a close: give the client CLOSE_TIMEOUT_S to end it, and
+            # read meanwhile even before the welcome (the protocol discards or holds it).
+            self._cutoff = True
+            self._actions.append(Signal.START_CLOSE_TIMER)
+            if not self.transport_closing:
+                self._actions.append(Signal.RESUME_READING)
