@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import statistics
 import sys
@@ -242,6 +243,20 @@ def test_a_toml_plan_is_read_and_flags_win(tmp_path: Path, capsys: pytest.Captur
 # -- end to end ---------------------------------------------------------------------------------
 
 
+def unmeasured_env() -> dict[str, str]:
+    """This process's environment without coverage.py's hand-down to child processes.
+
+    The end-to-end run below asserts that the whole planned load went out on time, which
+    holds for the server at its own speed: under coverage's tracer (.ci/run measures the
+    processes tests start) it is two to three times slower, its 319 connects alone then
+    outlast the second the harness has for shifting a late host stream, and the run would
+    report a shortfall that says nothing of the harness. The harness's modules are measured
+    by the other spawned runs here (the MessagePack one) and by their unit tests.
+    """
+    handed_down = ("COVERAGE_PROCESS_CONFIG", "COVERAGE_PROCESS_START")
+    return {k: v for k, v in os.environ.items() if k not in handed_down}
+
+
 @pytest.mark.timeout(180)
 async def test_a_big_night_against_a_spawned_server_passes_its_audit(tmp_path: Path) -> None:
     result_file, report_dir = tmp_path / "night.json", tmp_path / "report"
@@ -250,7 +265,7 @@ async def test_a_big_night_against_a_spawned_server_passes_its_audit(tmp_path: P
         "--chat-rate", "40", "--like-rate", "100", "--host-rate", "4", "--buyers", "150", "--stock", "60",
         "--rush-rate", "300", "--hold", "3", "--teams", "6", "--team-deadline", "4", "--ramp", "2",
         "--workers", "2", "--json", str(result_file), "--report", str(report_dir), "--quiet",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=unmeasured_env(),
     )  # fmt: skip
     output, _ = await process.communicate()
     assert process.returncode == 0, output.decode()
