@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from gateway.messages import Command, Field, ProtocolError
+
+if TYPE_CHECKING:
+    from gateway.connection import Connection
 
 #: The roles that may moderate a room (and see every comment).
 STAFF = frozenset({"host", "moderator"})
@@ -27,6 +30,13 @@ class Caller:
     role: str
     remote_ip: str
     anonymous: bool
+
+
+@dataclass(frozen=True)
+class Sender(Caller):
+    """A command's sender as the gateway's own handlers see it: with its connection."""
+
+    conn: Connection
 
 
 #: What a handler is given: a Caller, or (for the gateway's own commands) a subclass of it.

@@ -1,7 +1,7 @@
 """The gateway of one process: admits connections, runs the rooms, talks to Redis.
 
 Journey of a comment: client frame -> ``handle`` (the registry's field and role checks:
-gateway/commands.py) -> ``_comment`` (text checks, rate limit) -> outbox -> one
+gateway/commands.py) -> ``Chat.comment`` (text checks, rate limit) -> outbox -> one
 ``publish.lua`` call per room for everything that queued meanwhile -> Redis pub/sub -> every
 process's ``on_events`` -> the room's pending chat -> the next tick's batch frame.
 A host message takes the same path to Redis, and is written to members as soon as it arrives.
@@ -26,35 +26,20 @@ from websockets.http11 import Request
 from gateway import messages
 from gateway.admission import Admission, Admissions, Refused
 from gateway.bus import DIRECT, GAUGE, Bus, now_ms
+from gateway.chat import Chat
 from gateway.close_codes import Close
-from gateway.commands import Caller, Registry, Reply
+from gateway.commands import Registry, Reply, Sender
 from gateway.config import GatewayConfig
 from gateway.connection import Connection
-from gateway.messages import Command, Field, ProtocolError
+from gateway.messages import Command, ProtocolError
 from gateway.moderation import Moderation
 from gateway.ports import Supervisor
 from gateway.room import WRITE_CHUNK, Room
-from gateway.words import BannedWords
 
 log = logging.getLogger(__name__)
 
 #: An empty room stays subscribed this long, so a reconnect storm does not churn Redis.
 EMPTY_ROOM_LINGER_S = 5.0
-
-
-@dataclass(frozen=True)
-class Sender(Caller):
-    """A command's sender as the gateway's own handlers see it: with its connection."""
-
-    conn: Connection
-
-
-#: The gateway's own commands besides moderation's (gateway/moderation.py), and their fields.
-OWN_COMMANDS: dict[str, dict[str, Field]] = {
-    "ping": {},
-    "comment": {"text": Field(str)},
-    "like": {"count": Field(int, required=False)},
-}
 
 
 class Directory(Protocol):
@@ -79,14 +64,6 @@ class Metrics(Protocol):
 
 
 @dataclass
-class _Queued:
-    conn: Connection
-    rid: str | None
-    user_id: str
-    message: dict[str, Any]
-
-
-@dataclass
 class Hub:
     config: GatewayConfig
     redis: aioredis.Redis
@@ -98,13 +75,12 @@ class Hub:
 
     def __post_init__(self) -> None:
         self.bus = Bus(self.redis, self.config, self.on_events, self.supervisor)
-        self.words = BannedWords(self.config.banned_words)
         self.rooms: dict[str, Room] = {}
         self.connections: set[Connection] = set()
         #: The handshakes, and the connections counted against the limits.
         self.admissions = Admissions(self.config, self.directory, self.bus)
-        self._outbox: dict[str, list[_Queued]] = {}
-        self._outbox_ready = asyncio.Event()
+        #: Comments and likes: checked, queued, published per room.
+        self.chat = Chat(self.bus, self.config, self.rooms)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loops = ["gateway-tick", "gateway-publish", "gateway-presence", "gateway-ping"]
         self._linger: dict[str, asyncio.TimerHandle] = {}
@@ -113,7 +89,7 @@ class Hub:
 
     async def start(self) -> None:
         await self.bus.start()
-        loops = (self._tick_loop, self._publish_loop, self._presence_loop, self._ping_loop)
+        loops = (self._tick_loop, self.chat.publish_loop, self._presence_loop, self._ping_loop)
         for name, loop in zip(self._loops, loops, strict=True):
             self.supervisor.start(name, loop)
 
@@ -244,9 +220,8 @@ class Hub:
         """What clients may send: the gateway's own commands, and the app's (which it
         registers before the hub starts: live/commands.py)."""
         commands: Registry[Sender] = Registry()
-        own = {"ping": self._ping, "comment": self._comment, "like": self._like}
-        for name, handler in own.items():
-            commands.register(name, handler, OWN_COMMANDS[name])
+        commands.register("ping", self._ping)
+        self.chat.register(commands)
         Moderation(self.bus, self.directory, self.config).register(commands)
         return commands
 
@@ -309,38 +284,6 @@ class Hub:
 
     def _ping(self, sender: Sender, command: Command) -> None:
         sender.conn.send(messages.pong(now_ms(), command.rid))
-
-    def _comment(self, sender: Sender, command: Command) -> None:
-        conn = sender.conn
-        text = command.fields["text"].strip()
-        limit = self.config.max_comment_chars
-        error = None
-        if not text:
-            error = ProtocolError("invalid_field", "a comment needs some text", command.rid)
-        elif len(text) > limit:
-            error = ProtocolError(
-                "comment_too_long", f"a comment has at most {limit} characters", command.rid
-            )
-        elif self.words.found_in(text):
-            error = ProtocolError("banned_words", "the comment contains words not allowed here", command.rid)
-        elif not conn.comments.take():
-            error = ProtocolError("rate_limited", "too many comments; wait a moment", command.rid)
-        if error is not None:
-            conn.send_error(error)
-            return
-        message = messages.comment(sender.user_id, sender.role, text, now_ms())
-        queued = _Queued(conn, command.rid, sender.user_id, message)
-        self._outbox.setdefault(sender.room_id, []).append(queued)
-        self._outbox_ready.set()
-
-    def _like(self, sender: Sender, command: Command) -> None:
-        count = command.fields.get("count", 1)
-        if not 1 <= count <= 1000:
-            sender.conn.send_error(ProtocolError("invalid_field", "'count' must be 1 to 1000", command.rid))
-            return
-        room = self.rooms.get(sender.room_id)
-        if room is not None:
-            room.local_likes += sender.conn.likes.take_up_to(count)
 
     # -- events from Redis --------------------------------------------------------------------
 
@@ -418,67 +361,7 @@ class Hub:
                 except Exception:  # one room's bad round must not stop every room's chat
                     log.exception("tick failed for a room", extra={"room": room.id})
             if likes:
-                self._spawn(self._publish_likes(likes))
-
-    async def _publish_likes(self, likes: dict[str, int]) -> None:
-        for room_id, count in likes.items():
-            try:
-                await self.bus.add_likes(room_id, count)
-            except (RedisError, OSError) as exc:
-                log.warning("likes lost on Redis", extra={"room": room_id, "error": repr(exc)})
-            except Exception:  # a bug: this room's likes are lost, not the other rooms'
-                log.exception("likes not published", extra={"room": room_id})
-
-    async def _publish_loop(self) -> None:
-        """Publish queued comments: whatever queued while the last call ran goes in the next."""
-        while True:
-            if not self._outbox:  # (a restarted loop may find comments queued already)
-                self._outbox_ready.clear()
-                await self._outbox_ready.wait()
-            self._outbox_ready.clear()
-            outbox, self._outbox = self._outbox, {}
-            rooms = list(outbox)
-            done = await asyncio.gather(
-                *(self._publish_comments(r, outbox[r]) for r in rooms), return_exceptions=True
-            )
-            for room_id, result in zip(rooms, done, strict=True):
-                if isinstance(result, Exception):  # a bug answering them: this room's, not the loop's
-                    log.error("comments not answered", extra={"room": room_id}, exc_info=result)
-
-    async def _publish_comments(self, room_id: str, queued: list[_Queued]) -> None:
-        """Publish a room's queued comments in one call and answer each sender. One comment's
-        failure is its own refusal, never its batch-mates': on an unexpected error (a bug, a
-        message that cannot be encoded) the comments are tried again one at a time, and only
-        the one that fails alone is refused (``internal``). Bus.publish encodes everything
-        before it calls Redis, so such an error means nothing of the batch was published."""
-        try:
-            results = await self._publish_batch(room_id, queued)
-        except Exception:
-            log.exception("comments not published", extra={"room": room_id, "comments": len(queued)})
-            results = ["internal"]
-            if len(queued) > 1:
-                results = [await self._publish_alone(room_id, q) for q in queued]
-        for q, result in zip(queued, results, strict=True):
-            if isinstance(result, int):
-                if q.rid is not None:
-                    q.conn.send(messages.ack("comment", q.rid, {"seq": result}))
-            else:
-                q.conn.send_error(ProtocolError(result, _REFUSALS.get(result, result), q.rid))
-
-    async def _publish_batch(self, room_id: str, queued: list[_Queued]) -> list[int | str]:
-        try:
-            return await self.bus.publish(room_id, [(q.user_id, q.message) for q in queued])
-        except (RedisError, OSError) as exc:
-            log.warning("comments not published", extra={"room": room_id, "error": repr(exc)})
-            return ["unavailable"] * len(queued)
-
-    async def _publish_alone(self, room_id: str, q: _Queued) -> int | str:
-        try:
-            (result,) = await self._publish_batch(room_id, [q])
-        except Exception:
-            log.exception("comment not published", extra={"room": room_id, "user": q.user_id})
-            return "internal"
-        return result
+                self._spawn(self.chat.publish_likes(likes))
 
     async def _presence_loop(self) -> None:
         while True:
@@ -527,12 +410,3 @@ class Hub:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("gateway task failed", exc_info=task.exception())
-
-
-_REFUSALS = {
-    "banned": "you are banned from this room",
-    "muted": "you are muted in this room for now",
-    "slow_mode": "slow mode is on: wait before commenting again",
-    "unavailable": "the room store is unavailable; retry",
-    "internal": "internal server error",
-}

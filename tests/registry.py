@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.chat import CHAT_COMMANDS
 from gateway.commands import STAFF, Caller, Registry, Reply
-from gateway.hub import OWN_COMMANDS
 from gateway.messages import Command
 from gateway.moderation import RULES
 from live.commands import register
@@ -24,7 +24,8 @@ class _NoBuyer:
 def every_command() -> Registry[Caller]:
     """The gateway's commands, moderation's and the app's, with their fields and roles."""
     registry: Registry[Caller] = Registry()
-    for name, fields in OWN_COMMANDS.items():
+    registry.register("ping", _refuse)
+    for name, fields in CHAT_COMMANDS.items():
         registry.register(name, _refuse, fields)
     for name, rule in RULES.items():
         registry.register(name, _refuse, rule.fields, roles=STAFF)

@@ -130,7 +130,7 @@ async def test_a_comment_that_cannot_be_published_is_refused_alone(
     hub.handle(_conn_of(server, room, "h1"), Command("comment", "a1", {"text": "two"}))
     hub.handle(_conn_of(server, room, "bad"), Command("comment", "x", {"text": "bad \ud800 text"}))
     hub.handle(_conn_of(server, room, "h2"), Command("comment", "a2", {"text": "three"}))
-    assert len(hub._outbox[room]) == 4
+    assert len(hub.chat._outbox[room]) == 4
 
     for i, client in enumerate(honest):
         rid = f"a{i}"

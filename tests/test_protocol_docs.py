@@ -21,8 +21,8 @@ from websockets.frames import CloseCode
 
 import inventory.model
 from gateway import messages
+from gateway.chat import REFUSALS
 from gateway.close_codes import Close
-from gateway.hub import _REFUSALS
 from live import events
 from live.auth import AuthError
 from live.server import Running
@@ -163,7 +163,7 @@ def test_every_error_code_is_documented_and_every_documented_one_is_raised() -> 
     http_doc = (ROOT / "docs" / "http-api.md").read_text()
     assert all(f"`{code}`" in http_doc for code in HOST_ONLY_INVENTORY - {"inventory_error"})
     raised = {code for _, code in raised_codes("ProtocolError")}
-    raised |= set(_REFUSALS)  # a comment the bus refuses
+    raised |= set(REFUSALS)  # a comment the bus refuses
     raised |= inventory_codes() - HOST_ONLY_INVENTORY  # a buyer's command the inventory refuses
     assert raised - documented == set(), "raised but not in docs/protocol.md's error codes"
     assert documented - raised == set(), "in docs/protocol.md's error codes but raised nowhere"
