@@ -44,8 +44,6 @@ class Connection(asyncio.Protocol):
         self._open = False
         self._behind = False
         self.transport: asyncio.Transport | None = None
-        #: The last of this client's commands that run asynchronously (see Hub.handle).
-        self.last_command: asyncio.Task[None] | None = None
         self._timers: list[asyncio.TimerHandle] = []
         self._handshake_timer: asyncio.TimerHandle | None = None
         #: The transport is half-closed: nothing more can be written.

@@ -82,6 +82,8 @@ class Hub:
         #: Comments and likes: checked, queued, published per room.
         self.chat = Chat(self.bus, self.config, self.rooms)
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: Each connection's last command that runs as a task: the next waits for it.
+        self._last_command: dict[Connection, asyncio.Task[None]] = {}
         self._loops = ["gateway-tick", "gateway-publish", "gateway-presence", "gateway-ping"]
         self._linger: dict[str, asyncio.TimerHandle] = {}
 
@@ -120,6 +122,7 @@ class Hub:
         """The connection is gone (called once, from connection_lost)."""
         self.admissions.release(conn)
         self.connections.discard(conn)
+        self._last_command.pop(conn, None)
 
     @property
     def open_count(self) -> int:
@@ -245,14 +248,14 @@ class Hub:
     def _in_order(self, conn: Connection, command: Command, work: Coroutine[Any, Any, Reply]) -> None:
         """Run a client's command after its previous one: its commands take effect in order."""
         answer = self._answer(conn, command, work)
-        previous = conn.last_command
+        previous = self._last_command.get(conn)
         if previous is None or previous.done():
             task = self._spawn(answer)  # the common case: nothing to wait for
         else:
             task = self._spawn(self._after(previous, answer))
         # a task cancelled before it ran (the hub stopping) never awaited ``work``
         task.add_done_callback(lambda _: work.close())
-        conn.last_command = task
+        self._last_command[conn] = task
 
     async def _answer(self, conn: Connection, command: Command, work: Coroutine[Any, Any, Reply]) -> None:
         """Await a command's handler and answer the sender: its ack, or its refusal."""

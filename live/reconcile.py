@@ -20,7 +20,7 @@ from live.datadir import DataDir, DataDirError
 from live.errors import StartupError, UsageError
 from live.redis_client import check_server, connect
 from live.redis_server import url_file
-from live.server import redis_for
+from live.server import open_ledger, redis_for
 from live.settings import Settings
 from live.store import SaleRow, Store
 from live.supervisor import Supervisor
@@ -86,7 +86,7 @@ async def run(settings: Settings, sale_id: str | None, repair: bool, out: TextIO
                     raise UsageError(f"no sale {sale_id!r} in the ledger")
             supervisor = Supervisor()  # (nothing is started: the check runs no loops)
             inventory = Inventory(redis, settings.inventory_config(), supervisor)
-            ledger = await Ledger.open(
+            ledger = await open_ledger(
                 redis,
                 data_dir.sqlite_path,
                 LedgerConfig(key_prefix=settings.key_prefix, consumer="reconcile"),

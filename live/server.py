@@ -19,6 +19,7 @@ import sqlite3
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import redis.asyncio as aioredis
 from aiohttp import web
@@ -67,6 +68,17 @@ def load_auth(settings: Settings, data_dir: DataDir, private_key: bytes | None =
     except OSError as exc:
         raise StartupError(f"cannot read jwt_public_key {settings.jwt_public_key}: {exc}") from exc
     return Auth(settings.jwt_algorithm, public_key, private_key)
+
+
+async def open_ledger(
+    redis: aioredis.Redis, path: Path, config: LedgerConfig, supervisor: Supervisor
+) -> Ledger:
+    """The ledger in the data dir's SQLite file; a file it cannot open (its schema newer than
+    this live, say) stops the start with the reason, as the store's own schema check does."""
+    try:
+        return await Ledger.open(redis, path, config, supervisor)
+    except (SchemaTooNew, sqlite3.Error) as exc:
+        raise StartupError(f"cannot open the ledger in {path}: {exc}") from exc
 
 
 @contextlib.asynccontextmanager
@@ -157,15 +169,12 @@ async def _listening(
     restored = await rooms.restore()
     directory = Directory(auth, rooms)
     hub = Hub(settings.gateway_config(), redis, directory, GatewayMetrics(metrics), supervisor=supervisor)
-    try:
-        ledger = await Ledger.open(
-            redis,
-            data_dir.sqlite_path,
-            LedgerConfig(key_prefix=settings.key_prefix, consumer=f"ledger-{hub.node_id}"),
-            supervisor,
-        )
-    except (SchemaTooNew, sqlite3.Error) as exc:  # as the store's own schema check does
-        raise StartupError(f"cannot open the ledger in {data_dir.sqlite_path}: {exc}") from exc
+    ledger = await open_ledger(
+        redis,
+        data_dir.sqlite_path,
+        LedgerConfig(key_prefix=settings.key_prefix, consumer=f"ledger-{hub.node_id}"),
+        supervisor,
+    )
     payments = SimulatedPayments(fail_rate=settings.payment_fail_rate, delay_ms=settings.payment_delay_ms)
     inventory = Inventory(redis, settings.inventory_config(), supervisor)
     notices, watermarks = Notices(hub), Watermarks()

@@ -19,6 +19,7 @@ from conftest import sale_spec
 from inventory.inventory import Inventory
 from inventory.ledger import MIGRATIONS, Ledger, LedgerConfig, SchemaTooNew, ensure_schema
 from inventory.model import Order
+from live import reconcile as live_reconcile
 from live.datadir import DataDir
 from live.errors import StartupError
 from live.selling import SaleRequest
@@ -317,3 +318,17 @@ async def test_a_server_refuses_to_start_on_a_ledger_schema_newer_than_its_own(s
     with pytest.raises(StartupError, match="newer than this code"):
         async with running(settings):
             pass
+
+
+async def test_reconcile_refuses_a_ledger_schema_newer_than_its_own_with_the_reason(
+    settings: Settings,
+) -> None:
+    path = DataDir(settings.data_dir).sqlite_path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    await (await Store.open(path)).close()
+    async with aiosqlite.connect(path) as db:
+        await ensure_schema(db)
+        await db.execute("UPDATE ledger_schema SET version = ?", (len(MIGRATIONS) + 1,))
+        await db.commit()
+    with pytest.raises(StartupError, match=r"cannot open the ledger.*newer than this code"):
+        await live_reconcile.run(settings, None, repair=False)
