@@ -73,6 +73,17 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 )
 
 
+def _honour_lost_cancellation() -> None:
+    """Raise CancelledError if this task was cancelled and is still running: a client library
+    can lose a cancellation (redis-py, cancelled while a command runs, may return the reply),
+    and a loop of quick commands would then lose every one the supervisor sends. The request
+    is still counted on the task (``Task.cancelling()``), so the loop honours it here, between
+    commands."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class SchemaTooNew(Exception):
     """The database's ledger schema is newer than this code's: upgrade it."""
 
@@ -197,6 +208,7 @@ class Ledger:
 
     async def run(self) -> None:
         while True:
+            _honour_lost_cancellation()
             try:
                 if not await self.step():
                     await asyncio.sleep(self.config.block_ms / 1000)
@@ -220,6 +232,7 @@ class Ledger:
         if time.monotonic() - self._last_claim >= self.config.claim_idle_ms / 1000 / 2:
             self._last_claim = time.monotonic()
             for stream in streams:
+                _honour_lost_cancellation()
                 await self._claim(stream)
         reply: Any = await self.redis.xreadgroup(
             GROUP,

@@ -7,6 +7,7 @@ counter or a lost row is reported in words, and repair makes the sale clean agai
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import random
@@ -363,3 +364,24 @@ async def test_reconcile_is_clean_after_a_rush_and_repair_fixes_what_breaks(
     await inventory.add_stock("s1", 1)
     await buy(inventory, "s1", "after-repair")
     assert (await check(inventory, ledger, "s1")).clean
+
+
+async def test_the_consumer_honours_a_cancellation_a_library_lost(ledger: Ledger) -> None:
+    """A cancellation swallowed inside a step (as redis-py can, mid-command) still ends the
+    consumer at its next step: it is not lost, and no second cancellation is needed."""
+    steps = 0
+
+    async def swallowing_step() -> bool:
+        nonlocal steps
+        steps += 1
+        with contextlib.suppress(asyncio.CancelledError):  # what the library did: it "returned"
+            await asyncio.sleep(10)
+        return True
+
+    ledger.step = swallowing_step  # type: ignore[method-assign]
+    consumer = asyncio.create_task(ledger.run())
+    while steps == 0:
+        await asyncio.sleep(0.01)
+    consumer.cancel()
+    done, _ = await asyncio.wait({consumer}, timeout=5)
+    assert consumer in done and consumer.cancelled() and steps == 1
