@@ -5,11 +5,13 @@ lost, an unreadable event, presence entries of dead or foreign writers)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
+import polling
 import pytest
 
 from gateway.bus import PRESENCE_STALE_MS, Bus, now_ms
@@ -38,11 +40,7 @@ async def bus(redis_url: str, heard: Events) -> AsyncIterator[Bus]:
     await redis.aclose()
 
 
-async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "the condition never held"
-        await asyncio.sleep(0.02)
+until = functools.partial(polling.until, timeout_s=10.0, every_s=0.02)
 
 
 def texts(heard: Events) -> list[str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import itertools
 import time
 from collections.abc import Awaitable, Callable
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import polling
 import pytest
 from conftest import bearer, sale_spec
 from test_gateway import token
@@ -73,11 +75,7 @@ def ref(sale: dict[str, Any], code: str, user: str) -> str:
     return f"team:{sale['id']}:{code}:{user}"
 
 
-async def eventually(check: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached"
-        await asyncio.sleep(0.05)
+eventually = functools.partial(polling.until, timeout_s=15.0, every_s=0.05)
 
 
 async def counters(server: Running, sale_id: str) -> tuple[int, int, int]:

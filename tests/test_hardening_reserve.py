@@ -7,6 +7,7 @@ batch queues."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import random
 import secrets
@@ -17,6 +18,7 @@ from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import polling
 import pytest
 from conftest import sale_spec
 
@@ -89,11 +91,7 @@ async def invariant(inv: Inventory, sale_id: str) -> model.SaleStatus:
     return status
 
 
-async def until(condition: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.005)
+until = functools.partial(polling.until, timeout_s=10.0, every_s=0.005)
 
 
 # -- 4. one request id, one decision, across processes -----------------------------------------

@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 import logging
 import sqlite3
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import polling
 import pytest
 from conftest import sale_spec
 
@@ -157,11 +159,7 @@ async def test_arguments_refused_before_redis_changes_anything(inventory: Invent
     assert (after.held, after.sold) == (1, 0)  # only the reservation took anything
 
 
-async def until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "the condition never held"
-        await asyncio.sleep(0.02)
+until = functools.partial(polling.until, timeout_s=20.0, every_s=0.02)
 
 
 async def test_the_availability_listener_survives_a_lost_connection(inventory: Inventory) -> None:

@@ -4,13 +4,14 @@ last one; none of it is kept in Redis for ever."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
+import functools
 import io
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import aiohttp
+import polling
 import pytest
 from conftest import bearer
 from test_gateway import token
@@ -27,11 +28,7 @@ from live.settings import Settings, SettingsError
 DAY_S = 86_400
 
 
-async def until(condition: Callable[[], Awaitable[bool]], timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not await condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
+until = functools.partial(polling.until, timeout_s=30.0, every_s=0.05)
 
 
 @pytest.fixture

@@ -4,12 +4,13 @@ restarts with backoff, and /readyz says not ready while it is down."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import time
-from collections.abc import Callable
 
 import aiohttp
+import polling
 import pytest
 from conftest import bearer
 from test_gateway import token
@@ -19,12 +20,7 @@ from wsclient import Client
 from live.server import Running
 from live.supervisor import Supervisor
 
-
-async def until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
+until = functools.partial(polling.until, timeout_s=10.0, every_s=0.01)
 
 
 async def test_a_failing_loop_is_logged_counted_and_restarted(caplog: pytest.LogCaptureFixture) -> None:
