@@ -9,7 +9,6 @@ that owns the room.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -18,12 +17,13 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.asyncio.cluster import RedisCluster
 
+from gateway.commands import STAFF
 from gateway.config import GatewayConfig
 from gateway.keys import RoomKeys
 from gateway.ports import Supervisor
+from gateway.shards import RedisClient, Subscriptions
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,7 @@ DIRECT = -1
 #: a latest value, not numbered, written at the next tick.
 GAUGE = 0
 
+Event = tuple[int, dict[str, Any]]
 EventHandler = Callable[[str, list[tuple[int, dict[str, Any]]]], None]
 
 
@@ -48,6 +49,17 @@ def _script(name: str) -> str:
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+async def server_major(redis: RedisClient) -> int:
+    """The Redis major version (of any one node, on a cluster: they run one version)."""
+    if isinstance(redis, RedisCluster):
+        info = await redis.info("server", target_nodes=RedisCluster.RANDOM)
+    else:
+        info = await redis.info("server")
+    if "redis_version" not in info and info:  # a cluster's answer may be per node
+        info = next(iter(info.values()))
+    return int(str(info.get("redis_version", "0")).split(".")[0])
 
 
 @dataclass
@@ -65,89 +77,80 @@ class Snapshot:
 class Bus:
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         config: GatewayConfig,
         on_events: EventHandler,
         supervisor: Supervisor,
+        on_lost: Callable[[list[str]], None] | None = None,
+        on_resubscribed: Callable[[list[str]], None] | None = None,
     ):
         self.redis = redis
         self.config = config
         self.supervisor = supervisor
         self._on_events = on_events
+        self._on_lost = on_lost
+        self._on_resubscribed = on_resubscribed
         self._publish = redis.register_script(_script("publish.lua"))
         self._likes = redis.register_script(_script("likes.lua"))
-        self._pubsub = redis.pubsub()
-        self._sharded = False
         self._channels: dict[str, str] = {}  # channel -> room id
-        self._subscribed: dict[str, asyncio.Event] = {}
-        self._has_channels = asyncio.Event()
+        #: Comments past their room's fan-out budget, shown on this node only (since start).
+        self.kept_local = 0
+        self.subscriptions = Subscriptions(
+            redis, False, self._on_message, self._lost, self._resubscribed, supervisor, "gateway-bus-reader"
+        )
+
+    @property
+    def _sharded(self) -> bool:
+        """SSUBSCRIBE/SPUBLISH (Redis >= 7), or plain pub/sub (decided at start)."""
+        return self.subscriptions.sharded
+
+    @_sharded.setter
+    def _sharded(self, sharded: bool) -> None:
+        self.subscriptions.sharded = sharded
 
     def keys(self, room_id: str) -> RoomKeys:
         return RoomKeys(self.config.key_prefix, room_id)
 
     async def start(self) -> None:
-        info = await self.redis.info("server")
-        major = int(str(info.get("redis_version", "0")).split(".")[0])
-        self._sharded = major >= 7
-        self.supervisor.start("gateway-bus-reader", self._read)
+        self._sharded = await server_major(self.redis) >= 7
+        self.subscriptions.start()
 
     async def close(self) -> None:
-        await self.supervisor.stop(["gateway-bus-reader"])
-        await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+        await self.subscriptions.close()
 
     # -- subscriptions ------------------------------------------------------------------------
 
     async def subscribe(self, room_id: str) -> None:
-        """Subscribe to a room's events; returns once Redis has acknowledged it."""
+        """Subscribe to a room's events (on the node that owns the room's slot, on a cluster);
+        returns once Redis has acknowledged it. If the subscription is lost later (a failover,
+        a resharding, a dropped connection), it is made again on whichever node serves the room
+        then, and ``on_resubscribed`` is told, so the room can be caught up from its history."""
         channel = self.keys(room_id).channel
-        if channel not in self._subscribed:
-            self._subscribed[channel] = asyncio.Event()
-            self._channels[channel] = room_id
-            if self._sharded:
-                await self._pubsub.ssubscribe(channel)
-            else:
-                await self._pubsub.subscribe(channel)
-            self._has_channels.set()
-        await self._subscribed[channel].wait()
+        self._channels[channel] = room_id
+        await self.subscriptions.subscribe(channel)
 
     async def unsubscribe(self, room_id: str) -> None:
         channel = self.keys(room_id).channel
-        if self._subscribed.pop(channel, None) is None:
+        if self._channels.pop(channel, None) is None:
             return
-        self._channels.pop(channel, None)
-        if self._sharded:
-            await self._pubsub.sunsubscribe(channel)
-        else:
-            await self._pubsub.unsubscribe(channel)
+        await self.subscriptions.unsubscribe(channel)
 
-    async def _read(self) -> None:
-        while True:
-            if not self._channels:
-                self._has_channels.clear()
-                await self._has_channels.wait()
-            try:
-                message = await self._pubsub.get_message(timeout=1.0)
-            except (RedisError, OSError) as exc:
-                log.warning("pub/sub connection lost; reconnecting", extra={"error": repr(exc)})
-                await asyncio.sleep(0.5)
-                continue
-            if message is not None:
-                self._dispatch(message)
+    def _lost(self, channels: list[str]) -> None:
+        rooms = [self._channels[c] for c in channels if c in self._channels]
+        if rooms and self._on_lost is not None:
+            self._on_lost(rooms)
 
-    def _dispatch(self, message: dict[str, Any]) -> None:
-        kind = message["type"]
-        channel = message["channel"]
-        channel = channel.decode() if isinstance(channel, bytes) else channel
-        if kind in ("subscribe", "ssubscribe"):
-            subscribed = self._subscribed.get(channel)
-            if subscribed is not None:
-                subscribed.set()
-            return
+    def _resubscribed(self, channels: list[str]) -> None:
+        rooms = [self._channels[c] for c in channels if c in self._channels]
+        if rooms and self._on_resubscribed is not None:
+            self._on_resubscribed(rooms)
+
+    def _on_message(self, channel: str, data: bytes) -> None:
         room_id = self._channels.get(channel)
-        if kind not in ("message", "smessage") or room_id is None:
+        if room_id is None:
             return
         try:
-            events = parse_events(message["data"])
+            events = parse_events(data)
         except ValueError:
             log.error("unreadable event on the bus", extra={"channel": channel})
             return
@@ -157,7 +160,9 @@ class Bus:
 
     async def publish(self, room_id: str, events: list[tuple[str, dict[str, Any]]]) -> list[int | str]:
         """Append and publish events ``(user id or "", message)``; returns each one's seq, or
-        the reason it was refused ("banned", "muted", "slow_mode")."""
+        the reason it was refused ("banned", "muted", "slow_mode"). A viewer's comment past the
+        room's fan-out budget is admitted but not published: it is handed to this process's
+        own handler here (its sender's node shows it), and its seq returned like any other."""
         k = self.keys(room_id)
         args: list[Any] = [
             k.channel,
@@ -166,14 +171,29 @@ class Bus:
             self.config.chat_history_size,
             self.config.history_ttl_s * 1000,
             now_ms(),
+            self.config.comment_fanout_per_s,
         ]
         for user_id, message in events:
+            budgeted = bool(user_id) and message.get("role") not in STAFF
             # encoded here, before the call: a message that cannot be sent fails alone, and
             # nothing has reached Redis when it does
-            args += [user_id.encode(), _dumps(message).encode()]
-        keys = [k.seq, k.history, k.state, k.mutes, k.banned, k.slow, k.chat]
-        results = await self._publish(keys=keys, args=args)
-        return [r if isinstance(r, int) else r.decode() for r in results]
+            args += [user_id.encode(), b"1" if budgeted else b"", _dumps(message).encode()]
+        keys = [k.seq, k.history, k.state, k.mutes, k.banned, k.slow, k.chat, k.fanout]
+        replies = await self._publish(keys=keys, args=args)
+        results: list[int | str] = []
+        kept_here: list[tuple[int, dict[str, Any]]] = []
+        for (_, message), reply in zip(events, replies, strict=True):
+            if not isinstance(reply, int):
+                results.append(reply.decode())
+            elif reply < 0:  # past the budget: for this node's viewers only
+                kept_here.append((-reply, message))
+                results.append(-reply)
+            else:
+                results.append(reply)
+        if kept_here:
+            self.kept_local += len(kept_here)
+            self._on_events(room_id, kept_here)
+        return results
 
     async def publish_one(self, room_id: str, message: dict[str, Any]) -> int:
         (seq,) = await self.publish(room_id, [("", message)])
@@ -195,11 +215,17 @@ class Bus:
         else:
             await self.redis.publish(channel, payload)
 
-    async def add_likes(self, room_id: str, count: int) -> int:
+    async def add_likes(self, room_id: str, count: int, follow_up_of: int = 0) -> tuple[int, int]:
+        """Add ``count`` likes (>= 0) to the room's total; the total is published at most once
+        per ``likes_gauge_interval_ms`` room-wide (likes.lua). Returns the total and 0 if this
+        caller's likes are published, else the ms until a publish is due: then call again with
+        ``count=0, follow_up_of=total`` (it publishes unless another publish covered them)."""
         k = self.keys(room_id)
         channel_cmd = "SPUBLISH" if self._sharded else "PUBLISH"
-        total: int = await self._likes(keys=[k.state], args=[k.channel, channel_cmd, count])
-        return total
+        interval_ms = self.config.likes_gauge_interval_ms
+        args: list[str | int] = [k.channel, channel_cmd, count, interval_ms, follow_up_of]
+        total, wait_ms = await self._likes(keys=[k.state], args=args)
+        return int(total), int(wait_ms)
 
     async def set_state(self, room_id: str, **fields: str | int) -> None:
         mapping: dict[Any, Any] = dict(fields)
@@ -275,6 +301,21 @@ class Bus:
         if last_seq is not None and floor <= last_seq <= seq:
             snapshot.missed = [(_entry_seq(i), json.loads(f[b"e"])) for i, f in replies[3]]
         return snapshot
+
+    async def history_after(self, room_id: str, after: int) -> tuple[int, list[Event] | None]:
+        """The room's seq now, and its non-chat events after seq ``after``, oldest first (None
+        when the history no longer reaches back that far): what a process that may have
+        missed some (its subscription was lost and made again) replays."""
+        k = self.keys(room_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(k.seq)
+            pipe.hget(k.state, "history_floor")
+            pipe.xrange(k.history, f"{min(after, MAX_SEQ - 1) + 1}-0", "+")
+            seq_raw, floor_raw, entries = await pipe.execute()
+        seq, floor = int(seq_raw or 0), int(floor_raw or 0)
+        if after < floor:
+            return seq, None
+        return seq, [(_entry_seq(i), json.loads(f[b"e"])) for i, f in entries]
 
     async def report_presence(self, node_id: str, counts: dict[str, int]) -> dict[str, int]:
         """Record this process's viewers per room; returns each room's global count."""

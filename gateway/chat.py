@@ -3,14 +3,18 @@
 A comment is checked here (length, banned words, the sender's comment rate), queued in the
 process's outbox, and published with every other comment of its room that queued while the
 previous call ran: one ``publish.lua`` call per room, which refuses per comment (bans, mutes,
-slow mode). Each sender is answered, the ack carrying the comment's seq. Likes are only
-counted here, per room; the hub's tick hands the sums to ``publish_likes``.
+slow mode) and holds back what is past the room's fan-out budget (``comment_fanout_per_s``:
+those reach this process's members only, see ``Bus.publish``). Each sender is answered, the
+ack carrying the comment's seq. Likes are only counted here, per room; the hub's tick hands
+the sums to ``publish_likes``, which adds them and publishes the room's total at most once per
+``likes_gauge_interval_ms`` room-wide (with a follow-up for a total held back).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +66,9 @@ class Chat:
         self._rooms = rooms
         self._outbox: dict[str, list[_Queued]] = {}
         self._outbox_ready = asyncio.Event()
+        #: Per room: (when, by time.monotonic(), the total this process added is due to be
+        #: published, that total): its add was held back by likes.lua's interval.
+        self._likes_follow_ups: dict[str, tuple[float, int]] = {}
 
     def register(self, commands: Registry[Sender]) -> None:
         commands.register("comment", self.comment, CHAT_COMMANDS["comment"])
@@ -120,15 +127,46 @@ class Chat:
                 if isinstance(result, Exception):  # a bug answering them: this room's, not the loop's
                     log.error("comments not answered", extra={"room": room_id}, exc_info=result)
 
+    def likes_follow_ups_due(self) -> bool:
+        """Whether a room's total this process added waits for its follow-up publish."""
+        now = time.monotonic()
+        return any(due <= now for due, _ in self._likes_follow_ups.values())
+
     async def publish_likes(self, likes: dict[str, int]) -> None:
-        """Add each room's likes of the last tick (one likes.lua call per room)."""
-        for room_id, count in likes.items():
+        """Add each room's likes of the last tick (one likes.lua call per room), and make the
+        follow-ups that are due. likes.lua publishes a room's total at most once per
+        ``likes_gauge_interval_ms`` room-wide; when this process's add was not published, it
+        keeps a follow-up (the total it got, and when a publish is due) and calls again then,
+        from the first tick past it: the last likes of a burst reach every node at most
+        ``likes_gauge_interval_ms`` + ``tick_ms`` (+ a Redis round trip) after they were added,
+        unless another add or publish covered them sooner. A new add of the room replaces
+        the follow-up (its total is larger: publishing it covers the earlier one too)."""
+        now = time.monotonic()
+        due = [r for r, (at, _) in self._likes_follow_ups.items() if at <= now and r not in likes]
+        for room_id in [*likes, *due]:
+            count = likes.get(room_id, 0)
+            pending = self._likes_follow_ups.pop(room_id, None)
             try:
-                await self.bus.add_likes(room_id, count)
+                total, wait_ms = await self.bus.add_likes(
+                    room_id, count, follow_up_of=pending[1] if pending and not count else 0
+                )
             except (RedisError, OSError) as exc:
                 log.warning("likes lost on Redis", extra={"room": room_id, "error": repr(exc)})
+                if pending is not None:  # the earlier total is still added: publish it later
+                    self._follow_up(room_id, self.config.likes_gauge_interval_ms, pending[1])
+                continue
             except Exception:  # a bug: this room's likes are lost, not the other rooms'
                 log.exception("likes not published", extra={"room": room_id})
+                continue
+            if wait_ms > 0:
+                self._follow_up(room_id, wait_ms, total)
+
+    def _follow_up(self, room_id: str, wait_ms: int, total: int) -> None:
+        # A concurrent round (a slow Redis: rounds overlap) may have left one: keep the larger
+        # total, whose publish covers both.
+        current = self._likes_follow_ups.get(room_id)
+        if current is None or current[1] < total:
+            self._likes_follow_ups[room_id] = (time.monotonic() + wait_ms / 1000, total)
 
     async def _publish_comments(self, room_id: str, queued: list[_Queued]) -> None:
         """Publish a room's queued comments in one call and answer each sender. One comment's

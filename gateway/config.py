@@ -14,6 +14,16 @@ class GatewayConfig:
     #: Comments a viewer gets per tick at most; the rest are counted as skipped. Hosts and
     #: moderators get every comment.
     comments_per_tick: int = 10
+    #: A room's viewer comments published to every node per second at most, room-wide (counted
+    #: in publish.lua, in the room's Redis slot): what a node receives from a room's chat does
+    #: not grow with the room's chatters on all nodes. A comment past it is still accepted and
+    #: shown on its sender's node; elsewhere it is as if sampled away. 0: no budget.
+    comment_fanout_per_s: int = 100
+    #: A room's likes total is published to every node at most once per this many ms,
+    #: room-wide (judged in likes.lua by the room's shard clock): what a node receives from a
+    #: room's likes does not grow with the number of nodes. No like is lost: a total held back
+    #: is published by a follow-up within about one interval. 0: published every tick.
+    likes_gauge_interval_ms: int = 100
     max_comment_chars: int = 200
     max_host_message_chars: int = 2000
     #: Per connection: a burst of this many comments, refilled at comment_rate_per_s.

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Protocol
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 from websockets.http11 import Request
 
@@ -35,11 +34,14 @@ from gateway.messages import Command, ProtocolError
 from gateway.moderation import Moderation
 from gateway.ports import Supervisor
 from gateway.room import WRITE_CHUNK, Room
+from gateway.shards import RedisClient
 
 log = logging.getLogger(__name__)
 
 #: An empty room stays subscribed this long, so a reconnect storm does not churn Redis.
 EMPTY_ROOM_LINGER_S = 5.0
+#: Reads of a room's history a catch-up tries before it gives up and has members resume.
+CATCH_UP_TRIES = 5
 
 
 class Directory(Protocol):
@@ -66,7 +68,7 @@ class Metrics(Protocol):
 @dataclass
 class Hub:
     config: GatewayConfig
-    redis: aioredis.Redis
+    redis: RedisClient
     directory: Directory
     metrics: Metrics
     #: Keeps the hub's loops (and its bus reader) running; /readyz asks it what is down.
@@ -74,7 +76,9 @@ class Hub:
     node_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
     def __post_init__(self) -> None:
-        self.bus = Bus(self.redis, self.config, self.on_events, self.supervisor)
+        self.bus = Bus(
+            self.redis, self.config, self.on_events, self.supervisor, self._lost, self._resubscribed
+        )
         self.rooms: dict[str, Room] = {}
         self.connections: set[Connection] = set()
         #: The handshakes, and the connections counted against the limits.
@@ -165,6 +169,8 @@ class Hub:
             log.warning("join failed on Redis", extra={"room": room.id, "error": repr(exc)})
             conn.close(Close.UNAVAILABLE, retry_ms=1000)
             return
+        if room.joined_seq is None:
+            room.joined_seq = snap.seq
         if not conn.is_open:
             return
         state = snap.state
@@ -294,11 +300,17 @@ class Hub:
         room = self.rooms.get(room_id)
         if room is None:
             return
+        if room.held is not None:  # a catch-up is reading the history: these go after it
+            room.held.extend(events)
+            return
+        self._apply(room, events)
+
+    def _apply(self, room: Room, events: list[tuple[int, dict[str, Any]]]) -> None:
         for seq, message in events:
             try:
                 self._on_event(room, seq, message)
             except Exception:  # one bad event (a bug upstream) must not cost the others, or the reader
-                log.exception("room event not delivered", extra={"room": room_id, "seq": seq})
+                log.exception("room event not delivered", extra={"room": room.id, "seq": seq})
 
     def _on_event(self, room: Room, seq: int, message: dict[str, Any]) -> None:
         if seq == DIRECT:
@@ -315,6 +327,8 @@ class Hub:
         if kind == "likes":
             room.set_likes(int(message["total"]))
             return
+        if room.delivered_seq is not None and seq <= room.delivered_seq:
+            return  # delivered already (heard on pub/sub and read back by a catch-up)
         if kind == "comment_deleted":
             room.forget_comment(int(message["comment_id"]))
         elif kind == "chat_cleared":
@@ -326,6 +340,82 @@ class Hub:
     def _kick(self, room: Room, user_id: str) -> None:
         for conn in list(room.of_user(user_id)):
             conn.close(Close.BANNED)
+
+    # -- catching up after a lost subscription -----------------------------------------------
+
+    def _lost(self, room_ids: list[str]) -> None:
+        """The bus lost these rooms' subscriptions: from now on, until the catch-up, what pub/sub
+        brings is held (it follows a gap)."""
+        for room_id in room_ids:
+            room = self.rooms.get(room_id)
+            if room is not None:
+                room.subscription_lost = True
+                if room.held is None:
+                    room.held = []
+
+    def _resubscribed(self, room_ids: list[str]) -> None:
+        """The bus subscribed these rooms again (a failover, a resharding, a lost connection):
+        what was published meanwhile never reached this process over pub/sub."""
+        for room_id in room_ids:
+            room = self.rooms.get(room_id)
+            if room is None:
+                continue
+            room.subscription_lost = False
+            if room.held is None:
+                room.held = []
+            if room.catching_up:
+                room.catch_up_again = True
+            else:
+                room.catching_up = True
+                self._spawn(self._catch_up(room))
+
+    async def _catch_up(self, room: Room) -> None:
+        """Replay the room's history after the last event delivered here, then what pub/sub
+        brought meanwhile (held), in seq order, each event once: members see no gap and no
+        duplicate. If the history no longer reaches back (or Redis will not answer), members
+        are closed with ``unavailable``: they reconnect and resume with their ``last_seq``."""
+        try:
+            while True:
+                room.catch_up_again = False
+                after = room.delivered_seq if room.delivered_seq is not None else room.joined_seq
+                if after is None:  # never joined: nothing delivered, nothing to make up for
+                    break
+                replay = await self._read_history(room, after)
+                if replay is None:
+                    log.warning("room not caught up: history gone; members resume", extra={"room": room.id})
+                    for conn in list(room.members()):
+                        conn.close(Close.UNAVAILABLE, retry_ms=1000)
+                    room.delivered_seq = None
+                    room.joined_seq = None
+                    break
+                self._apply(room, replay)
+                if not room.catch_up_again:
+                    break
+        finally:
+            room.catching_up = False
+            if not room.subscription_lost:  # (lost again: the next catch-up applies them)
+                held, room.held = room.held or [], None
+                self._apply(room, held)
+
+    async def _read_history(self, room: Room, after: int) -> list[tuple[int, dict[str, Any]]] | None:
+        delay = 0.1
+        for attempt in range(CATCH_UP_TRIES):
+            try:
+                seq, events = await self.bus.history_after(room.id, after)
+            except (RedisError, OSError) as exc:
+                log.warning("catch-up read failed", extra={"room": room.id, "error": repr(exc)})
+                if attempt == CATCH_UP_TRIES - 1:
+                    return None
+                await asyncio.sleep(delay)
+                delay *= 2
+                continue
+            if seq < after:
+                # The room's counter went back: a promoted replica had not received the last
+                # writes of its failed master. Later events reuse those seqs; let them through.
+                log.warning("room seq went back after a failover", extra={"room": room.id, "seq": seq})
+                room.delivered_seq = seq
+            return events
+        return None
 
     async def publish_event(self, room_id: str, message: dict[str, Any]) -> int:
         """Send an application event (a sale starting, say) to a room's priority lane."""
@@ -363,7 +453,7 @@ class Hub:
                     self.metrics.frames_out(await room.flush())
                 except Exception:  # one room's bad round must not stop every room's chat
                     log.exception("tick failed for a room", extra={"room": room.id})
-            if likes:
+            if likes or self.chat.likes_follow_ups_due():
                 self._spawn(self.chat.publish_likes(likes))
 
     async def _presence_loop(self) -> None:

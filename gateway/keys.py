@@ -17,5 +17,6 @@ class RoomKeys:
         self.mutes = f"{base}:mutes"  #: hash: user id -> muted until (ms)
         self.banned = f"{base}:banned"  #: set of user ids
         self.slow = f"{base}:slow"  #: hash: user id -> last comment time (ms), for slow mode
+        self.fanout = f"{base}:fanout"  #: hash: w = second, n = comments published in it (budget)
         self.presence = f"{base}:presence"  #: hash: node id -> "count|updated ms"
         self.channel = f"{base}:events"  #: pub/sub channel of the room's events

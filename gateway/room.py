@@ -48,6 +48,19 @@ class Room:
         #: When each member's last batch frame was written (time.monotonic(), taken just after
         #: the write): no member gets two batches less than a tick apart, whatever the rounds do.
         self._batch_at: dict[Connection, float] = {}
+        #: The highest seq of a priority event delivered here (None: none yet), and the room's
+        #: seq when this process first joined it: a catch-up after a lost subscription replays
+        #: the history after the first (else the second), and drops what was delivered already.
+        self.delivered_seq: int | None = None
+        self.joined_seq: int | None = None
+        #: From a lost subscription to the end of its catch-up: the events heard on pub/sub
+        #: meanwhile (on the new subscription), applied after what the history gives back.
+        self.held: list[tuple[int, dict[str, Any]]] | None = None
+        #: The subscription is lost (not made again yet); a catch-up is running; it was made
+        #: again while a catch-up ran (which then goes round once more).
+        self.subscription_lost = False
+        self.catching_up = False
+        self.catch_up_again = False
 
     def __len__(self) -> int:
         return sum(len(s) for s in self.viewers.values()) + sum(len(s) for s in self.staff.values())
@@ -80,6 +93,7 @@ class Room:
         """Write a priority event to every member now; returns frames written."""
         message = {**message, "seq": seq}
         self.recent.append((seq, message))
+        self.delivered_seq = seq if self.delivered_seq is None else max(self.delivered_seq, seq)
         written = 0
         for framing in Framing:
             members = [*self.viewers[framing], *self.staff[framing]]

@@ -21,8 +21,19 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.exceptions import DataError, RedisError
+from redis.asyncio.cluster import ClusterNode, PipelineCommand, RedisCluster
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    DataError,
+    MovedError,
+    NoScriptError,
+    ReadOnlyError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
 
 from inventory.keys import (
     SaleKeys,
@@ -53,7 +64,7 @@ from inventory.model import (
     refusal,
     sale_id_of,
 )
-from inventory.ports import Supervisor
+from inventory.ports import RedisClient, Supervisor
 from inventory.scripts import Scripts
 
 log = logging.getLogger(__name__)
@@ -89,6 +100,12 @@ class InventoryConfig:
     #: used first out. Only sales that exist are kept: made-up sale ids cost a read, not memory.
     sale_cache_size: int = 4096
 
+    def __post_init__(self) -> None:
+        if "{" in self.key_prefix or "}" in self.key_prefix:
+            # a brace would become the hash tag of every key: a Redis Cluster would put all the
+            # sales in one slot, or split a sale's keys over slots (and its scripts fail)
+            raise ValueError(f"a key prefix cannot contain '{{' or '}}': {self.key_prefix!r}")
+
 
 @dataclass(frozen=True)
 class SaleFacts:
@@ -115,7 +132,7 @@ class _SaleQueue:
 
 
 class Inventory:
-    def __init__(self, redis: aioredis.Redis, config: InventoryConfig, supervisor: Supervisor) -> None:
+    def __init__(self, redis: RedisClient, config: InventoryConfig, supervisor: Supervisor) -> None:
         self.redis = redis
         self.config = config
         self.supervisor = supervisor
@@ -130,6 +147,9 @@ class Inventory:
         self._queues: dict[str, _SaleQueue] = {}
         self._facts: OrderedDict[str, SaleFacts] = OrderedDict()
         self._pubsub: Any = None
+        self._subscriptions = 0  # how many availability subscribers this process made
+        #: On a Redis Cluster, the node ("host:port") the availability subscriber is on now.
+        self.availability_node: str | None = None
         self._batches: set[asyncio.Task[None]] = set()
 
     def keys(self, sale_id: str) -> list[str]:
@@ -169,10 +189,30 @@ class Inventory:
 
     async def start(self) -> None:
         await self.scripts.load()
-        pubsub = self.redis.pubsub()
-        await pubsub.subscribe(self.channel)
-        self._pubsub = pubsub
+        self._pubsub = await self._subscribe()
         self.supervisor.start("inventory-availability", self._listen)
+
+    async def _subscribe(self) -> Any:
+        """A subscriber of the availability channel. On a Redis Cluster a (classic) PUBLISH
+        reaches every node, so any node will do: each subscriber goes to the next node of the
+        client's list, as the one before may be gone (a failover)."""
+        self._subscriptions += 1
+        if isinstance(self.redis, RedisCluster):
+            try:
+                nodes = self.redis.get_nodes()
+            except RedisClusterException as exc:
+                raise RedisError(f"Redis Cluster unavailable: {exc}") from exc
+            node = nodes[self._subscriptions % len(nodes)]
+            pubsub: Any = self.redis.pubsub(node=node)
+            self.availability_node = node.name
+        else:
+            pubsub = self.redis.pubsub()
+        try:
+            await pubsub.subscribe(self.channel)
+        except BaseException:
+            await pubsub.aclose()
+            raise
+        return pubsub
 
     async def stop(self) -> None:
         await self.supervisor.stop(["inventory-availability"])
@@ -182,8 +222,7 @@ class Inventory:
         # subscribed by start() the first time (so start returns listening); anew on a restart
         pubsub, self._pubsub = self._pubsub, None
         if pubsub is None:
-            pubsub = self.redis.pubsub()
-            await pubsub.subscribe(self.channel)
+            pubsub = await self._subscribe()
         # announcements may have been missed while nobody listened: the flags start afresh
         # (each next call for a sale learns its flag again)
         self.sold_out.clear()
@@ -192,15 +231,25 @@ class Inventory:
                 try:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                 except (RedisError, OSError) as exc:
-                    log.warning("availability channel lost; reconnecting", extra={"error": repr(exc)})
+                    log.warning(
+                        "availability channel lost; reconnecting",
+                        extra={"error": repr(exc), "node": self.availability_node},
+                    )
                     self.sold_out.clear()
                     await asyncio.sleep(0.5)
+                    if isinstance(self.redis, RedisCluster):
+                        # its node may be gone for good: subscribe anew, on the next node (if
+                        # that fails too, the supervisor restarts this loop, which subscribes)
+                        old, pubsub = pubsub, None
+                        await old.aclose()
+                        pubsub = await self._subscribe()
                     continue
                 if message is not None:
                     sale_id, _, left = message["data"].decode().rpartition("|")
                     self._note_available(sale_id, int(left))
         finally:
-            await pubsub.aclose()
+            if pubsub is not None:
+                await pubsub.aclose()
 
     def _note_available(self, sale_id: str, available: int) -> None:
         if available > 0:
@@ -438,22 +487,73 @@ class Inventory:
 
     async def _replicated(self, name: str, keys: list[str], args: list[Any]) -> Any:
         """Run a script that makes orders; with ``wait_replicas``, WAIT on the same connection
-        until replicas have it too."""
+        until replicas have it too (on a Redis Cluster: the replicas of the sale's master)."""
         wanted = self.config.wait_replicas
         if not wanted:
             return await self.scripts.call(name, keys, args)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            await self.scripts.queue(pipe, name, keys, args)
-            pipe.wait(wanted, self.config.wait_timeout_ms)
-            try:
-                result, replicas = await pipe.execute()
-            finally:
-                self.scripts.ran(name, keys)
+        if isinstance(self.redis, RedisCluster):
+            result, replicas = await self._replicated_on_cluster(self.redis, name, keys, args, wanted)
+        else:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                await self.scripts.queue(pipe, name, keys, args)
+                pipe.wait(wanted, self.config.wait_timeout_ms)
+                try:
+                    result, replicas = await pipe.execute()
+                finally:
+                    self.scripts.ran(name, keys)
         if replicas < wanted:
             # the order stands (it is in Redis, and the caller writes it to the ledger next);
             # a failover now could lose its counters: reconcile would heal them
             log.warning("orders not yet on enough replicas", extra={"replicas": replicas, "wanted": wanted})
         return result
+
+    async def _replicated_on_cluster(
+        self, cluster: RedisCluster, name: str, keys: list[str], args: list[Any], wanted: int
+    ) -> tuple[Any, int]:
+        """The script and WAIT on a Redis Cluster: WAIT counts the replicas that have what its
+        own connection wrote, so both go to the master of the sale's slot, on one connection
+        (the sale's shard: its replicas are the ones that count). Returns the script's answer
+        and the replicas WAIT saw (-1: WAIT could not run)."""
+        try:
+            node: ClusterNode | None = cluster.get_node_from_key(keys[0])
+        except RedisClusterException:  # the slot's master is unknown for now
+            node = None
+        loaded = False
+        for _ in range(3):  # (a MOVED and a NOSCRIPT at most, after a failover)
+            if node is None:
+                break
+            script = PipelineCommand(0, *self.scripts.evalsha(name, keys, args))
+            wait = PipelineCommand(1, "WAIT", wanted, self.config.wait_timeout_ms)
+            try:
+                await node.execute_pipeline([script, wait])
+            except (RedisError, OSError) as exc:  # it may have run: the call below answers again
+                log.warning("script and WAIT failed on the sale's master", extra={"error": repr(exc)})
+                break
+            finally:
+                self.scripts.ran(name, keys)
+            if isinstance(script.result, NoScriptError) and not loaded:
+                await self.scripts.load()  # a promoted replica never loaded them (nothing ran)
+                loaded = True
+                continue
+            if isinstance(script.result, MovedError):
+                # the client's slot map is older than a failover (nothing ran): it learns the
+                # slot's master as redis-py does on a MOVED (and who the masters are now, for
+                # the scripts' SCRIPT LOAD), and the call goes there
+                await cluster.nodes_manager.move_slot(script.result)
+                node = cluster.get_node_from_key(keys[0])
+                continue
+            if isinstance(script.result, ResponseError) and not _redirected(script.result):
+                raise script.result  # the script's own error (not a moved slot, nor a failover)
+            if isinstance(script.result, Exception):
+                break  # a failover under way: the cluster client retries it
+            if isinstance(wait.result, Exception):
+                log.warning("WAIT failed on the sale's master", extra={"error": repr(wait.result)})
+                return script.result, -1
+            return script.result, int(wait.result)
+        # Run the script through the cluster client, which follows the slot to its master now
+        # (a second run of a call that ran gives its first answer: confirm and team are
+        # idempotent). Its replicas cannot be counted: WAIT would be on another connection.
+        return await self.scripts.call(name, keys, args), -1
 
     # -- group buying and coupons ---------------------------------------------------------------
 
@@ -688,6 +788,12 @@ class Inventory:
         """The lock of a repair of the sale (one process rebuilds it); it expires after
         ``timeout_ms`` should its holder die, and is released only by its holder."""
         return RepairLock(self.redis, SaleKeys(self.config.key_prefix, sale_id).repairing, timeout_ms)
+
+
+def _redirected(error: ResponseError) -> bool:
+    """An error that says the slot is served elsewhere, or not now (MOVED, ASK, TRYAGAIN,
+    CLUSTERDOWN; READONLY from a demoted master): the command did not run."""
+    return isinstance(error, AskError | TryAgainError | ClusterDownError | ReadOnlyError)  # MOVED is an ASK
 
 
 def _fail(batch: list[_Request], error: BaseException) -> None:

@@ -1,39 +1,61 @@
-"""The durable order ledger: confirmed orders from Redis into SQLite, none lost, none twice.
+"""The durable order ledger: confirmed orders from Redis into the store of record (SQLite, or a
+PostgreSQL every node shares), none lost, none twice.
 
 Two paths lead in, and both are idempotent (the order id is the primary key):
 - ``record``: the process that confirmed an order writes it before the buyer hears
   "confirmed" (group commit: concurrent confirms share one transaction).
 - ``run``: a consumer in the group ``ledger`` of every active sale's orders stream. It picks
   up what a process confirmed in Redis but died before writing, and claims (XAUTOCLAIM) the
-  entries another consumer read but never acknowledged.
+  entries another consumer read but never acknowledged. On a Redis Cluster the sales'
+  streams live in different slots, so it reads them per slot (one XREADGROUP may not span
+  slots).
+
+Every order gets a ``position`` in the ledger, growing in commit order, which the orders
+listing's cursor uses (``orders_page``): see ``_NEXT_POSITION``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import time
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
-import redis.asyncio as aioredis
+from redis.crc import key_slot
 from redis.exceptions import RedisError, ResponseError
 
 from inventory.keys import SaleKeys, active_sales_key, as_text
 from inventory.model import Order
-from inventory.ports import Supervisor
+from inventory.ports import RedisClient, Supervisor
+from storage import Database, DatabaseError, Transaction, UniqueViolation, open_database, parse_database_url
+from storage.migrations import Component, SchemaTooNew, Step, VersionRecord
+from storage.migrations import migrate as run_migrations
+from storage.sqlite import SqliteDatabase
 
 log = logging.getLogger(__name__)
 
 GROUP = "ledger"
 
+#: The next order's position: one past the largest. Positions must grow in COMMIT order, so
+#: that a poller holding the cursor of the last order it saw never skips one committed later
+#: with a smaller position. A PostgreSQL sequence would not do: two transactions take 5 and 6,
+#: 6 commits first, a poller reads up to 6 and never sees 5. So every transaction that writes
+#: orders first takes the lock ``_POSITION_LOCK`` (storage's Transaction.lock: PostgreSQL's
+#: ``pg_advisory_xact_lock``, held until the commit is visible; SQLite's one writer), and
+#: positions are taken under it: the writers take turns, each commits before the next numbers.
+#: (SQLite files made before step 3 had positions from their rowids, which the cursor handed
+#: out: the backfill keeps those cursors valid.)
+_NEXT_POSITION = "(SELECT COALESCE(MAX(position), 0) + 1 FROM orders)"
+_POSITION_LOCK = "live.ledger.positions"
+
 _INSERT = (
     "INSERT INTO orders (id, sale_id, user_id, quantity, amount_cents, idempotency_key, state,"
-    " created_at_ms, unit_price_cents, discount_cents, coupon_id, team_code)"
-    " VALUES (?, ?, ?, ?, ?, ?, 'confirmed', ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING"
+    " created_at_ms, unit_price_cents, discount_cents, coupon_id, team_code, position)"
+    f" VALUES (?, ?, ?, ?, ?, ?, 'confirmed', ?, ?, ?, ?, ?, {_NEXT_POSITION}) ON CONFLICT(id) DO NOTHING"
 )
 _COLUMNS = (
     "id, sale_id, user_id, quantity, unit_price_cents, discount_cents, amount_cents, coupon_id,"
@@ -41,11 +63,13 @@ _COLUMNS = (
 )
 
 #: The ledger's table, version by version: version N is reached by running ``MIGRATIONS[N-1]``
-#: (its statements in one transaction), and the table ``ledger_schema`` records where a
-#: database stands. Never edit a released step: append one. (Until the ledger kept its own
-#: schema, live.store's migrations 1 and 2 made this table: ``_adopted_version`` reads where
-#: such a database stands.)
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
+#: (its statements in one transaction; storage.migrations runs them, on either engine), and the
+#: table ``ledger_schema`` records where a database stands. Never edit a released step: append
+#: one. (Until the ledger kept its own schema, live.store's migrations 1 and 2 made this table:
+#: ``_adopted_version`` reads where such a database stands.) Cents and ms columns are BIGINT:
+#: released as INTEGER, the same to SQLite (BIGINT has INTEGER affinity, so files made before
+#: are what these steps make), while PostgreSQL's INTEGER is 32 bits, too small for ms.
+MIGRATIONS: tuple[Step, ...] = (
     # 1: one row per order; a request id makes at most one order per buyer and sale
     (
         """
@@ -54,21 +78,30 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             sale_id         TEXT NOT NULL,
             user_id         TEXT NOT NULL,
             quantity        INTEGER NOT NULL CHECK (quantity > 0),
-            amount_cents    INTEGER NOT NULL CHECK (amount_cents >= 0),
+            amount_cents    BIGINT NOT NULL CHECK (amount_cents >= 0),
             idempotency_key TEXT NOT NULL,
             state           TEXT NOT NULL,
-            created_at_ms   INTEGER NOT NULL,
+            created_at_ms   BIGINT NOT NULL,
             UNIQUE (sale_id, user_id, idempotency_key)
         )
         """,
     ),
     # 2: what an order was made of (unit price, discount, coupon, team); orders by sale
     (
-        "ALTER TABLE orders ADD COLUMN unit_price_cents INTEGER NOT NULL DEFAULT 0",
-        "ALTER TABLE orders ADD COLUMN discount_cents INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE orders ADD COLUMN unit_price_cents BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE orders ADD COLUMN discount_cents BIGINT NOT NULL DEFAULT 0",
         "ALTER TABLE orders ADD COLUMN coupon_id TEXT",
         "ALTER TABLE orders ADD COLUMN team_code TEXT",
         "CREATE INDEX IF NOT EXISTS orders_by_sale ON orders(sale_id)",
+    ),
+    # 3: each order's position in commit order, for the listing cursor (see _NEXT_POSITION).
+    # Orders already there take theirs in the order they were recorded: on SQLite their rowid,
+    # which is what the cursor handed out until now (PostgreSQL had no ledger before this).
+    (
+        "ALTER TABLE orders ADD COLUMN position BIGINT",
+        {"sqlite": "UPDATE orders SET position = rowid"},
+        "CREATE UNIQUE INDEX IF NOT EXISTS orders_by_position ON orders(position)",
+        "CREATE INDEX IF NOT EXISTS orders_by_sale_position ON orders(sale_id, position)",
     ),
 )
 
@@ -82,10 +115,6 @@ def _honour_lost_cancellation() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
-
-
-class SchemaTooNew(Exception):
-    """The database's ledger schema is newer than this code's: upgrade it."""
 
 
 @dataclass(frozen=True)
@@ -103,8 +132,8 @@ class LedgerConfig:
 class Ledger:
     def __init__(
         self,
-        redis: aioredis.Redis,
-        db: aiosqlite.Connection,
+        redis: RedisClient,
+        db: Database,
         config: LedgerConfig,
         supervisor: Supervisor,
     ) -> None:
@@ -118,20 +147,26 @@ class Ledger:
         self._grouped: set[str] = set()
         self._tasks: list[str] = []
         self._last_claim = 0.0
-        #: One transaction at a time on the connection (the writer and the consumer share it).
-        self._sqlite = asyncio.Lock()
 
     @classmethod
     async def open(
-        cls, redis: aioredis.Redis, path: Path, config: LedgerConfig, supervisor: Supervisor
+        cls,
+        redis: RedisClient,
+        path: Path | None,
+        config: LedgerConfig,
+        supervisor: Supervisor,
+        *,
+        database_url: str | None = None,
     ) -> Ledger:
-        """Its own SQLite connection, synchronous=FULL (a committed order survives a power
-        cut, not only a crash), with its table brought to the newest schema."""
-        db = await aiosqlite.connect(path)
+        """The ledger in the SQLite file ``path`` (its own connection, synchronous=FULL: a
+        committed order survives a power cut, not only a crash), or in the PostgreSQL that
+        ``database_url`` names (then no file is needed); its table brought to the newest schema.
+        Raises storage's DatabaseError (SchemaTooNew among them) if it cannot."""
+        target = parse_database_url(database_url)
+        if target.engine == "sqlite" and target.path is None and path is None:
+            raise DatabaseError("no ledger: give an SQLite file or a database URL")
+        db = await open_database(target, path, synchronous="FULL")
         try:
-            await db.execute("PRAGMA journal_mode=WAL")
-            await db.execute("PRAGMA synchronous=FULL")
-            await db.execute("PRAGMA busy_timeout=5000")
             await ensure_schema(db)
         except BaseException:
             await db.close()
@@ -154,7 +189,7 @@ class Ledger:
     # -- the confirming process's own write ---------------------------------------------------
 
     async def record(self, orders: list[Order]) -> None:
-        """Return once ``orders`` are committed to SQLite."""
+        """Return once ``orders`` are committed to the ledger."""
         if not orders:
             return
         future = asyncio.get_running_loop().create_future()
@@ -184,25 +219,31 @@ class Ledger:
                     waiter.set_result(None)
 
     async def _insert(self, orders: list[Order]) -> None:
+        """One transaction for the batch (group commit)."""
         rows = [_row(o) for o in orders]
-        async with self._sqlite:
-            try:
-                await self.db.executemany(_INSERT, rows)
-            except sqlite3.IntegrityError:
-                await self.db.rollback()
-                await self._insert_one_by_one(rows)
-            await self.db.commit()
+        try:
+            async with self.db.transaction() as tx:
+                await tx.lock(_POSITION_LOCK)
+                await tx.executemany(_INSERT, rows)
+        except UniqueViolation:  # (rolled back: nothing of the batch was written)
+            await self._insert_one_by_one(rows)
 
     async def _insert_one_by_one(self, rows: list[tuple[Any, ...]]) -> None:
         """A row broke UNIQUE (sale, user, key) with a new order id: Redis lost the request's
         idempotency record (a failover) and a retry made a second order. It is a real order
-        (its units were sold): keep it, under a key that says so, and tell the operator."""
+        (its units were sold): keep it, under a key that says so, and tell the operator.
+        (A transaction per row: on PostgreSQL a failed statement spoils its transaction.)"""
         for row in rows:
             try:
-                await self.db.execute(_INSERT, row)
-            except sqlite3.IntegrityError:
+                await self._insert_rows([row])
+            except UniqueViolation:
                 log.error("second order for one request id", extra={"order": row[0], "sale": row[1]})
-                await self.db.execute(_INSERT, (*row[:5], f"{row[5]}#{row[0]}", *row[6:]))
+                await self._insert_rows([(*row[:5], f"{row[5]}#{row[0]}", *row[6:])])
+
+    async def _insert_rows(self, rows: list[tuple[Any, ...]]) -> None:
+        async with self.db.transaction() as tx:
+            await tx.lock(_POSITION_LOCK)
+            await tx.executemany(_INSERT, rows)
 
     # -- the consumer group -------------------------------------------------------------------
 
@@ -212,7 +253,7 @@ class Ledger:
             try:
                 if not await self.step():
                     await asyncio.sleep(self.config.block_ms / 1000)
-            except (RedisError, OSError, sqlite3.Error) as exc:
+            except (RedisError, OSError, DatabaseError) as exc:
                 if "NOGROUP" in str(exc):
                     self._grouped.clear()  # a stream was lost with its group (Redis lost data)
                 log.warning("ledger consumer failed; retrying", extra={"error": repr(exc)})
@@ -228,21 +269,34 @@ class Ledger:
         for sale_id in sales:
             if sale_id not in self._grouped:
                 await self.ensure_group(sale_id)
-        streams = {SaleKeys(self.config.key_prefix, s).stream: s for s in sales}
+        streams = [SaleKeys(self.config.key_prefix, s).stream for s in sales]
         if time.monotonic() - self._last_claim >= self.config.claim_idle_ms / 1000 / 2:
             self._last_claim = time.monotonic()
             for stream in streams:
                 _honour_lost_cancellation()
                 await self._claim(stream)
-        reply: Any = await self.redis.xreadgroup(
-            GROUP,
-            self.config.consumer,
-            dict.fromkeys(streams, ">"),
-            count=self.config.read_count,
-            block=self.config.block_ms,
-        )
-        for stream, entries in reply or ():
-            await self._take(as_text(stream), entries)
+        groups = streams_by_slot(streams)
+        # One XREADGROUP may name streams of one slot only (on a Redis Cluster another slot may
+        # be on another node; a single Redis does not mind, and reads the same way). It may
+        # block only when it is the only read: a read blocked on one slot would leave the
+        # others unread meanwhile. With several, read each without blocking, and wait when
+        # none had anything.
+        block = self.config.block_ms if len(groups) == 1 else None
+        taken = 0
+        for group in groups:
+            _honour_lost_cancellation()
+            reply: Any = await self.redis.xreadgroup(
+                GROUP,
+                self.config.consumer,
+                dict.fromkeys(group, ">"),
+                count=self.config.read_count,
+                block=block,
+            )
+            for stream, entries in reply or ():
+                taken += len(entries)
+                await self._take(as_text(stream), entries)
+        if block is None and not taken:
+            await asyncio.sleep(self.config.block_ms / 1000)
         return True
 
     async def ensure_group(self, sale_id: str) -> None:
@@ -294,7 +348,7 @@ class Ledger:
         return length == 0
 
     async def drain(self, sale_id: str, timeout_s: float = 30.0) -> None:
-        """Read the sale's stream to its end into SQLite (reconcile and repair use this)."""
+        """Read the sale's stream to its end into the ledger (reconcile and repair use this)."""
         await self.ensure_group(sale_id)
         stream = SaleKeys(self.config.key_prefix, sale_id).stream
         deadline = time.monotonic() + timeout_s
@@ -324,22 +378,24 @@ class Ledger:
     # -- reads --------------------------------------------------------------------------------
 
     async def orders(self, sale_id: str) -> list[Order]:
-        async with self.db.execute(
-            f"SELECT {_COLUMNS} FROM orders WHERE sale_id = ? ORDER BY id", (sale_id,)
-        ) as cursor:
-            rows = await cursor.fetchall()
+        rows = await self.db.fetch(
+            f"SELECT {_COLUMNS} FROM orders WHERE sale_id = ? ORDER BY {self.db.bytewise('id')}", (sale_id,)
+        )
         return [Order(*r) for r in rows]
 
     async def orders_page(self, sale_id: str, after: int, limit: int) -> tuple[list[Order], int]:
         """At most ``limit`` orders of the sale in the order the ledger recorded them, past the
         position ``after`` (0: from the start); and the position after the last one returned.
 
-        Positions are SQLite rowids: they only grow, so whoever polls with the position it was
-        given sees every order recorded since, once (an order id would not do: ids do not
-        arrive in id order)."""
-        sql = f"SELECT rowid, {_COLUMNS} FROM orders WHERE sale_id = ? AND rowid > ? ORDER BY rowid LIMIT ?"
-        async with self.db.execute(sql, (sale_id, after, limit)) as cursor:
-            rows = list(await cursor.fetchall())
+        Positions only grow, in commit order (see ``_NEXT_POSITION``), so whoever polls with
+        the position it was given sees every order recorded since, once (an order id would not
+        do: ids do not arrive in id order). On SQLite files from before positions, a position is
+        the order's rowid, as the cursor always was."""
+        rows = await self.db.fetch(
+            f"SELECT position, {_COLUMNS} FROM orders WHERE sale_id = ? AND position > ?"
+            " ORDER BY position LIMIT ?",
+            (sale_id, after, limit),
+        )
         return [Order(*r[1:]) for r in rows], (int(rows[-1][0]) if rows else after)
 
     async def units_sold(self, sale_ids: list[str]) -> dict[str, int]:
@@ -351,16 +407,21 @@ class Ledger:
                 "SELECT sale_id, SUM(quantity) FROM orders"
                 f" WHERE sale_id IN ({', '.join('?' * len(part))}) GROUP BY sale_id"
             )
-            async with self.db.execute(sql, part) as cursor:
-                sold.update({str(sale): int(units) for sale, units in await cursor.fetchall()})
+            sold.update({str(sale): int(units) for sale, units in await self.db.fetch(sql, part)})
         return sold
 
     async def order(self, order_id: str) -> Order | None:
-        async with self.db.execute(f"SELECT {_COLUMNS} FROM orders WHERE id = ?", (order_id,)) as cursor:
-            r = await cursor.fetchone()
-        if r is None:
-            return None
-        return Order(*r)
+        r = await self.db.fetchone(f"SELECT {_COLUMNS} FROM orders WHERE id = ?", (order_id,))
+        return None if r is None else Order(*r)
+
+
+def streams_by_slot(streams: list[str]) -> list[list[str]]:
+    """``streams`` grouped by their Redis Cluster hash slot, in the order of first appearance
+    (each group may be read with one command)."""
+    groups: dict[int, list[str]] = defaultdict(list)
+    for stream in streams:
+        groups[key_slot(stream.encode())].append(stream)
+    return list(groups.values())
 
 
 def _row(o: Order) -> tuple[Any, ...]:
@@ -379,48 +440,35 @@ def _row(o: Order) -> tuple[Any, ...]:
     )
 
 
-async def ensure_schema(db: aiosqlite.Connection) -> int:
-    """Bring the ledger's table to the newest schema; returns its version. Processes that
-    open one database at once may all run it: each step takes SQLite's write lock (BEGIN
-    IMMEDIATE) and reads the version under it, so a step runs once."""
-    while True:
-        await db.execute("BEGIN IMMEDIATE")
-        try:
-            version = await _version(db)
-            if version > len(MIGRATIONS):
-                raise SchemaTooNew(
-                    f"the ledger's schema is at version {version}, newer than this code's"
-                    f" ({len(MIGRATIONS)}): upgrade live"
-                )
-            if version == len(MIGRATIONS):
-                await db.commit()  # (the version row, if this call wrote it)
-                return version
-            for statement in MIGRATIONS[version]:
-                await db.execute(statement)
-            await db.execute("UPDATE ledger_schema SET version = ?", (version + 1,))
-            await db.commit()
-        except BaseException:
-            await db.rollback()
-            raise
+SCHEMA = Component("ledger", MIGRATIONS)
 
 
-async def _version(db: aiosqlite.Connection) -> int:
-    await db.execute("CREATE TABLE IF NOT EXISTS ledger_schema (version INTEGER NOT NULL)")
-    async with db.execute("SELECT version FROM ledger_schema") as cursor:
-        row = await cursor.fetchone()
-    if row is not None:
-        return int(row[0])
-    version = await _adopted_version(db)
-    await db.execute("INSERT INTO ledger_schema (version) VALUES (?)", (version,))
-    return version
+async def ensure_schema(db: Database | aiosqlite.Connection) -> int:
+    """Bring the ledger's table to the newest schema; returns its version. Processes (and
+    nodes) that open one database at once may all run it: storage.migrations takes a lock per
+    step (SQLite's write lock, PostgreSQL's advisory lock) and reads the version under it, so
+    a step runs once. Raises SchemaTooNew if the database is further on than this code.
+    (An aiosqlite connection, as earlier versions took, is used as it is.)"""
+    database = db if isinstance(db, Database) else SqliteDatabase(db, Path("(connection)"))
+    return await run_migrations(database, SCHEMA, VersionRecord("ledger_schema", _adopted_version))
 
 
-async def _adopted_version(db: aiosqlite.Connection) -> int:
+async def _adopted_version(tx: Transaction) -> int:
     """Where a database with no ledger version stands: a new one (0), or one whose orders
     table live.store's migrations made before the ledger owned it (its schema 1, or 2 with
     the columns of what an order was made of): the same tables as the ledger's steps make."""
-    async with db.execute("SELECT name FROM pragma_table_info('orders')") as cursor:
-        columns = {str(r[0]) for r in await cursor.fetchall()}
+    columns = await tx.columns("orders")
     if not columns:
         return 0
     return 2 if "team_code" in columns else 1
+
+
+__all__ = [
+    "GROUP",
+    "MIGRATIONS",
+    "Ledger",
+    "LedgerConfig",
+    "SchemaTooNew",
+    "ensure_schema",
+    "streams_by_slot",
+]

@@ -8,15 +8,16 @@ process, so never releases the other's lock: ``release`` says False, and leaves 
 
 from __future__ import annotations
 
-import redis.asyncio as aioredis
 from redis.asyncio.lock import Lock
 from redis.exceptions import LockError
+
+from inventory.ports import RedisClient
 
 
 class RepairLock:
     """A non-blocking lock with an expiry; one object per attempt to take it."""
 
-    def __init__(self, redis: aioredis.Redis, name: str, timeout_ms: int) -> None:
+    def __init__(self, redis: RedisClient, name: str, timeout_ms: int) -> None:
         # thread_local=False: the token lives on this object, which one task uses (the
         # thread-local default would be shared by every task of the event loop's thread)
         self._lock = Lock(redis, name, timeout=timeout_ms / 1000, blocking=False, thread_local=False)

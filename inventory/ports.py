@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine, Iterable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+
+#: The Redis client the inventory runs on: one server, or a Redis Cluster (every script call is
+#: single-slot: inventory/keys.py). The same union as live's ``RedisClient``, declared here so
+#: the inventory never imports live/.
+RedisClient: TypeAlias = aioredis.Redis | RedisCluster
 
 
 class Supervisor(Protocol):

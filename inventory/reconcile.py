@@ -4,11 +4,11 @@
   - the invariant: total = available + held + sold, and held/sold equal the sums of the
     holds and orders Redis has; each user's count equals their holds plus orders, within
     the limit;
-  - every order Redis counts as sold is in SQLite exactly once, with the same buyer, units
-    and amount, and SQLite has no order Redis does not count.
+  - every order Redis counts as sold is in the ledger exactly once, with the same buyer, units
+    and amount, and the ledger has no order Redis does not count.
 ``repair`` rebuilds the sale's counters from the ledger (after Redis lost writes: a failover,
 a restore from an old snapshot): it freezes the sale, moves any order still in the stream
-into SQLite, adds to SQLite any order only Redis has (it was confirmed, so it is real),
+into the ledger, adds to the ledger any order only Redis has (it was confirmed, so it is real),
 then runs repair.lua, which recomputes every counter atomically and unfreezes the sale.
 """
 
@@ -131,7 +131,7 @@ async def repair(inventory: Inventory, ledger: Ledger, spec: SaleSpec, stopped: 
     await inventory.redis.hset(keys.sale, "state", "frozen")
     await ledger.drain(spec.id)
     only_in_redis = [Order.from_json(v) for v in (await inventory.redis.hgetall(keys.orders)).values()]
-    await ledger.record(only_in_redis)  # idempotent: those already in SQLite are skipped
+    await ledger.record(only_in_redis)  # idempotent: those already in the ledger are skipped
     orders = await ledger.orders(spec.id)
     hold_ids = [as_text(k) for k in await inventory.redis.hkeys(keys.holds)]
     seq = max([_seq_of(i) for i in [*(o.id for o in orders), *hold_ids]], default=0)

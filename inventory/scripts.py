@@ -2,7 +2,10 @@
 
 Each script in ``inventory/lua`` gets ``lib.lua`` (shared helpers and the KEYS layout) put in
 front of it. redis-py's ``Script`` calls EVALSHA and, on NOSCRIPT (a restarted or failed-over
-Redis), loads the script again and retries.
+Redis), loads the script again and retries. On a Redis Cluster, EVALSHA goes to the master of
+the slot of its keys (every call's keys share one hash tag), and SCRIPT LOAD to every master: a
+replica promoted by a failover never loaded them (SCRIPT LOAD is not replicated), so its first
+EVALSHA answers NOSCRIPT and the script is loaded again, on every master.
 """
 
 from __future__ import annotations
@@ -11,9 +14,10 @@ from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
+
+from inventory.ports import RedisClient
 
 NAMES = (
     "reserve",
@@ -43,7 +47,7 @@ def source(name: str) -> str:
 
 
 class Scripts:
-    def __init__(self, redis: aioredis.Redis, on_change: Callable[[str], None] | None = None) -> None:
+    def __init__(self, redis: RedisClient, on_change: Callable[[str], None] | None = None) -> None:
         self._redis = redis
         self._scripts: dict[str, AsyncScript] = {name: redis.register_script(source(name)) for name in NAMES}
         #: Called with the sale hash key (KEYS[1]) after a script of CHANGES ran, or may have.
@@ -69,3 +73,8 @@ class Scripts:
     async def queue(self, pipe: Pipeline, name: str, keys: list[str], args: list[Any]) -> None:
         """Add a call to a pipeline (which loads the script first if Redis lacks it)."""
         await self._scripts[name](keys=keys, args=args, client=pipe)
+
+    def evalsha(self, name: str, keys: list[str], args: list[Any]) -> tuple[Any, ...]:
+        """The EVALSHA command of a call, for a caller that sends it itself (to one Cluster node,
+        beside a WAIT): it loads the scripts (``load``) on NOSCRIPT, and sends it again."""
+        return ("EVALSHA", self._scripts[name].sha, len(keys), *keys, *args)

@@ -22,7 +22,16 @@ from gateway.limits import TokenBucket
 from gateway.messages import Command, ProtocolError
 from inventory.inventory import Inventory, team_code
 from inventory.ledger import Ledger
-from inventory.model import MAX_QUANTITY, Coupon, InventoryError, Order, TeamJoined, UnknownSale, sale_id_of
+from inventory.model import (
+    MAX_QUANTITY,
+    Coupon,
+    InventoryError,
+    Order,
+    TeamJoined,
+    Unavailable,
+    UnknownSale,
+    sale_id_of,
+)
 from live.metrics import Metrics
 from live.notices import Notices
 from live.settlement import Settlement
@@ -141,7 +150,10 @@ class Buying:
         # confirm.lua decides first, changing nothing: what it refuses now costs no payment
         amount = await self.inventory.hold_amount(hold_id, user, coupon_id)
         if isinstance(amount, Order):
-            return amount  # a retry of a confirm that went through: the same order, no charge
+            # a retry of a confirm that went through: the same order, no charge; into the ledger
+            # before the answer, as the first time (whose ledger write may have failed)
+            await self._write_ledger([amount])
+            return amount
         charge = await self.settlement.charge(hold_id, user, amount)
 
         async def commit() -> tuple[Order, bool]:
@@ -204,7 +216,13 @@ class Buying:
         return sale_id
 
     async def _write_ledger(self, orders: list[Order]) -> None:
+        """Commit the orders to the ledger before the buyer hears "confirmed": an order a buyer
+        was told of survives a Redis failover that loses it (``live reconcile --repair`` puts it
+        back from the ledger). When the ledger cannot be written the buyer hears ``unavailable``
+        and retries, which answers the same order (no second charge) once it is written; the
+        ledger's consumer also writes it from the sale's stream meanwhile."""
         try:
             await self.ledger.record(orders)
-        except Exception as exc:  # the order is safe in Redis and its stream; the consumer retries
-            log.error("ledger write failed; the consumer will retry", extra={"error": repr(exc)})
+        except Exception as exc:
+            log.error("ledger write failed; the buyer is told unavailable", extra={"error": repr(exc)})
+            raise Unavailable() from exc

@@ -84,10 +84,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default 8080)")
     serve.add_argument("--redis-url", metavar="URL", help="use this Redis (redis://, rediss://, unix://)")
+    serve.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="the store of record the nodes share (postgresql://...; default SQLite in the data dir)",
+    )
     serve.add_argument("--log-level", choices=LOG_LEVELS, help="default info")
     serve.add_argument("--log-format", choices=LOG_FORMATS, help="default text")
     serve.add_argument(
         "--workers", type=int, metavar="N", help="worker processes sharing the port (default 1)"
+    )
+    serve.add_argument(
+        "--node-name",
+        metavar="NAME",
+        help="this node's unique name among the nodes sharing the Redis (default <hostname>-<pid>)",
     )
     serve.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
 
@@ -111,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="check flash sales against the order ledger",
         description="Check each sale's invariant in Redis (total = available + held + sold) and that "
-        "every order Redis counts as sold is in the SQLite ledger exactly once, and vice versa. "
+        "every order Redis counts as sold is in the ledger exactly once, and vice versa. "
         "Runs beside a live server or on its own. Exit status 3 when a sale does not reconcile.",
         epilog=RECONCILE_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -121,6 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--repair", action="store_true", help="rebuild the sale counters in Redis from the ledger"
     )
     reconcile.add_argument("--redis-url", metavar="URL", help="the Redis the servers use (if not embedded)")
+    reconcile.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="the PostgreSQL the servers use (default: SQLite in the data dir); from any node",
+    )
 
     sub.add_parser("version", help="print the version", description="Print the version.")
     return parser
@@ -146,11 +161,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         redis_url=args.redis_url,
+        database_url=args.database_url,
         log_level=args.log_level,
         log_format=args.log_format,
         workers=args.workers,
+        node_name=args.node_name,
     )
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, node=settings.node_name)
     run(settings, worker=args.worker)
     return 0
 
@@ -184,7 +201,7 @@ def cmd_token(args: argparse.Namespace) -> int:
 def cmd_reconcile(args: argparse.Namespace) -> int:
     from live import reconcile
 
-    settings = _settings(args, redis_url=args.redis_url)
+    settings = _settings(args, redis_url=args.redis_url, database_url=args.database_url)
     configure_logging("warning", "text")
     return asyncio.run(reconcile.run(settings, args.sale, args.repair))
 

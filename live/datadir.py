@@ -1,5 +1,5 @@
-"""The data directory: SQLite ledger, embedded Redis files, the signing secret, and a lock so
-that two servers never share one directory."""
+"""The data directory: the SQLite store of record (unless --database-url names a PostgreSQL),
+embedded Redis files, the signing secret, and a lock so that two servers never share one directory."""
 
 from __future__ import annotations
 

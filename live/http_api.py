@@ -280,6 +280,8 @@ async def readyz(request: web.Request) -> web.Response:
             checks[name] = f"error: {exc.__class__.__name__}: {exc}"
     down = services.supervisor.down()
     checks["tasks"] = f"error: restarting {', '.join(down)}" if down else "ok"
+    if services.node is not None and services.node.lost:  # reported only when it fails
+        checks["node"] = f"error: node name {services.node.name} is held by another node"
     ready = all(v == "ok" for v in checks.values())
     return reply({"status": "ready" if ready else "unready", **checks}, status=200 if ready else 503)
 

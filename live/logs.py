@@ -6,6 +6,8 @@ Call sites log an event name and put the details in ``extra``::
 
 Text:  ``2026-11-23T11:00:00.123Z INFO live.server listening host=127.0.0.1 port=8080``
 JSON:  ``{"ts": "...", "level": "info", "logger": "live.server", "event": "listening", ...}``
+
+A server's lines start their fields with ``node=<its node name>`` (live.nodes).
 """
 
 from __future__ import annotations
@@ -37,12 +39,19 @@ def scrub(text: str) -> str:
 
 
 class _Formatter(logging.Formatter):
-    def __init__(self, as_json: bool) -> None:
+    def __init__(self, as_json: bool, node: str | None = None) -> None:
         super().__init__()
         self.as_json = as_json
+        #: The node name, first field of every line: the logs of many nodes are read together.
+        self.node = node
 
     def format(self, record: logging.LogRecord) -> str:
         fields: dict[str, Any] = {k: v for k, v in vars(record).items() if k not in _RECORD_FIELDS}
+        if self.node is not None:
+            # ``node`` is this process's node name, first on every line. A record's own ``node``
+            # (the cluster code logs the Redis node it spoke to so) is kept as ``redis_node``.
+            own = fields.pop("node", self.node)
+            fields = {"node": self.node, **({} if own == self.node else {"redis_node": own}), **fields}
         ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
         ts += f".{int(record.msecs):03d}Z"
         if record.exc_info:
@@ -74,10 +83,11 @@ def _text_value(value: Any) -> str:
     return text
 
 
-def configure(level: str, fmt: str, stream: TextIO | None = None) -> None:
-    """Route every logger (ours, aiohttp's, asyncio's) through one handler."""
+def configure(level: str, fmt: str, stream: TextIO | None = None, node: str | None = None) -> None:
+    """Route every logger (ours, aiohttp's, asyncio's) through one handler; with ``node``,
+    every line carries ``node=<name>``."""
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(_Formatter(as_json=fmt == "json"))
+    handler.setFormatter(_Formatter(as_json=fmt == "json", node=node))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -9,9 +9,14 @@ __all__ = ["CONTENT_TYPE", "GatewayMetrics", "Metrics"]
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, node: str | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        # The node name is on one info gauge only, not on every series: scrapers join on it
+        # (or label by target), and the other series keep their cardinality.
+        self.node_info = Gauge("live_node_info", "This process's node name (value 1)", ["node"], registry=r)
+        if node is not None:
+            self.node_info.labels(node).set(1)
         self.connections = Gauge("live_connections", "Open WebSocket connections in this process", registry=r)
         self.rooms = Gauge(
             "live_rooms_active", "Rooms with at least one connection in this process", registry=r

@@ -18,11 +18,11 @@ from inventory.inventory import Inventory
 from inventory.ledger import Ledger, LedgerConfig
 from live.datadir import DataDir, DataDirError
 from live.errors import StartupError, UsageError
-from live.redis_client import check_server, connect
+from live.redis_client import check_server, open_redis
 from live.redis_server import url_file
-from live.server import open_ledger, redis_for
+from live.server import open_ledger, open_store, redis_for
 from live.settings import Settings
-from live.store import SaleRow, Store
+from live.store import SaleRow
 from live.supervisor import Supervisor
 
 #: Exit status when a sale does not reconcile.
@@ -69,13 +69,16 @@ async def _retired_report(ledger: Ledger, row: SaleRow) -> tuple[str, bool]:
 
 async def run(settings: Settings, sale_id: str | None, repair: bool, out: TextIO = sys.stdout) -> int:
     data_dir = DataDir(settings.data_dir)
-    if not data_dir.sqlite_path.exists():
+    # With a database URL the ledger is the shared PostgreSQL: any node (or none) may check it,
+    # without a data dir of its own. Without one it is the data dir's SQLite file, which must be
+    # there (opening would make an empty one).
+    if settings.database_url is None and not data_dir.sqlite_path.exists():
         raise UsageError(f"no ledger at {data_dir.sqlite_path}: is --data-dir right?")
     async with _redis_url(settings, data_dir) as url:
-        redis = connect(url)
+        redis = await open_redis(url)
         try:
             await check_server(redis, url)
-            store = await Store.open(data_dir.sqlite_path)
+            store = await open_store(data_dir, settings.database_url)
             try:
                 rows = await store.sales()
             finally:
@@ -91,6 +94,7 @@ async def run(settings: Settings, sale_id: str | None, repair: bool, out: TextIO
                 data_dir.sqlite_path,
                 LedgerConfig(key_prefix=settings.key_prefix, consumer="reconcile"),
                 supervisor,
+                settings.database_url,
             )
             await ledger.start(consume=False)
             clean = True

@@ -2,23 +2,24 @@
 
 Written to SQLite first (the record), then to Redis, which every gateway node reads. At start,
 ``restore`` copies the record back into Redis, so a Redis that lost its data (or a fresh
-external one) still knows every room.
+external one) still knows every room. On a Redis Cluster the pipelines here are
+non-transactional, so the cluster client splits them by slot (each room's hash is on its
+room's slot; the index is one key).
 """
 
 from __future__ import annotations
 
 import json
 import secrets
-import sqlite3
 import time
 from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from gateway.keys import RoomKeys
+from live.redis_client import RedisClient
 from live.store import ProductRow, RoomRow, Store
+from storage import UniqueViolation
 
 
 class RoomNotFound(LookupError):
@@ -44,7 +45,7 @@ def rooms_index_key(prefix: str) -> str:
 
 
 class Rooms:
-    def __init__(self, store: Store, redis: aioredis.Redis, key_prefix: str) -> None:
+    def __init__(self, store: Store, redis: RedisClient, key_prefix: str) -> None:
         self._store = store
         self._redis = redis
         self._prefix = key_prefix
@@ -71,7 +72,7 @@ class Rooms:
         )
         try:
             await self._store.insert_room(room, max_per_host)
-        except sqlite3.IntegrityError:
+        except UniqueViolation:
             raise RoomExists(room.id) from None
         await self._cache_rooms([room])
         return room

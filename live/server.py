@@ -14,21 +14,20 @@ import errno
 import gc
 import logging
 import os
+import secrets
 import signal
-import sqlite3
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import redis.asyncio as aioredis
 from aiohttp import web
 
 from gateway.close_codes import Close
 from gateway.front import FrontDoor, Gate
 from gateway.hub import Hub
 from inventory.inventory import Inventory
-from inventory.ledger import Ledger, LedgerConfig, SchemaTooNew
+from inventory.ledger import Ledger, LedgerConfig
 from inventory.payments import SimulatedPayments
 from live.app import build_app
 from live.auth import ANY_ROOM, Auth, Role
@@ -40,8 +39,9 @@ from live.errors import StartupError
 from live.http_server import protocol_factory
 from live.logs import AccessLogger
 from live.metrics import GatewayMetrics, Metrics
+from live.nodes import NodeClaim, worker_names
 from live.notices import Notices
-from live.redis_client import check_server, connect, redact_url
+from live.redis_client import RedisClient, check_server, open_redis, redact_url
 from live.redis_server import EmbeddedRedis, find_redis_server
 from live.rooms import Rooms
 from live.selling import Selling
@@ -51,11 +51,16 @@ from live.settlement import Settlement
 from live.store import Store
 from live.supervisor import Supervisor
 from live.sweeper import Sweeper, Watermarks
+from storage import DatabaseError
+from storage import redact as redact_database_url
 
 log = logging.getLogger(__name__)
 
 #: Sent with the shutdown close (1001, gateway.close_codes.Close.SHUTDOWN): when to reconnect.
 SHUTDOWN_RETRY_MS = 1000
+#: A worker's claim token, from its supervisor (the same for the worker that replaces it).
+NODE_TOKEN_ENV = "LIVE_NODE_TOKEN"
+NODE_CLAIM_TASK = "node-claim"
 
 
 def load_auth(settings: Settings, data_dir: DataDir, private_key: bytes | None = None) -> Auth:
@@ -71,14 +76,20 @@ def load_auth(settings: Settings, data_dir: DataDir, private_key: bytes | None =
 
 
 async def open_ledger(
-    redis: aioredis.Redis, path: Path, config: LedgerConfig, supervisor: Supervisor
+    redis: RedisClient,
+    path: Path | None,
+    config: LedgerConfig,
+    supervisor: Supervisor,
+    database_url: str | None = None,
 ) -> Ledger:
-    """The ledger in the data dir's SQLite file; a file it cannot open (its schema newer than
-    this live, say) stops the start with the reason, as the store's own schema check does."""
+    """The ledger in the data dir's SQLite file, or in the PostgreSQL of ``database_url``; a
+    database it cannot open (unreachable, or its schema newer than this live, say) stops the
+    start with the reason, as the store's own schema check does."""
     try:
-        return await Ledger.open(redis, path, config, supervisor)
-    except (SchemaTooNew, sqlite3.Error) as exc:
-        raise StartupError(f"cannot open the ledger in {path}: {exc}") from exc
+        return await Ledger.open(redis, path, config, supervisor, database_url=database_url)
+    except DatabaseError as exc:  # (SchemaTooNew is one)
+        where = redact_database_url(database_url) if database_url else path
+        raise StartupError(f"cannot open the ledger in {where}: {exc}") from exc
 
 
 @contextlib.asynccontextmanager
@@ -134,46 +145,70 @@ async def running(settings: Settings, worker: bool = False) -> AsyncIterator[Run
     try:
         auth = load_auth(settings, data_dir)
         async with redis_for(settings, data_dir) as redis_url:
-            redis = connect(redis_url)
+            redis = await open_redis(redis_url)
             try:
                 kind = await check_server(redis, redis_url)
                 log.info("redis connected", extra={"url": redact_url(redis_url), "server": kind})
-                store = await _open_store(data_dir)
+                # a worker's token comes from its supervisor: a replacement takes its name at once
+                token = os.environ.get(NODE_TOKEN_ENV) if worker else None
+                claim = NodeClaim(redis, settings.key_prefix, settings.node_name, token)
+                await claim.claim()  # before anything acts under the name (presence, ledger)
                 try:
-                    async with _listening(settings, auth, redis, store, data_dir, worker) as server:
-                        yield server
+                    store = await open_store(data_dir, settings.database_url)
+                    try:
+                        listening = _listening(settings, auth, redis, store, data_dir, worker, claim)
+                        async with listening as server:
+                            yield server
+                    finally:
+                        await store.close()
+                        log.info("store of record closed")
                 finally:
-                    await store.close()
-                    log.info("sqlite closed")
+                    await claim.release()
             finally:
                 await redis.aclose()
     finally:
         data_dir.unlock()
 
 
-async def _open_store(data_dir: DataDir) -> Store:
+async def open_store(data_dir: DataDir, database_url: str | None = None) -> Store:
     try:
-        return await Store.open(data_dir.sqlite_path)
-    except sqlite3.Error as exc:
-        raise StartupError(f"cannot open the database {data_dir.sqlite_path}: {exc}") from exc
+        return await Store.open(data_dir.sqlite_path, database_url=database_url)
+    except DatabaseError as exc:
+        where = redact_database_url(database_url) if database_url else data_dir.sqlite_path
+        raise StartupError(f"cannot open the database {where}: {exc}") from exc
 
 
 @contextlib.asynccontextmanager
 async def _listening(
-    settings: Settings, auth: Auth, redis: aioredis.Redis, store: Store, data_dir: DataDir, shared_port: bool
+    settings: Settings,
+    auth: Auth,
+    redis: RedisClient,
+    store: Store,
+    data_dir: DataDir,
+    shared_port: bool,
+    claim: NodeClaim,
 ) -> AsyncIterator[Running]:
-    metrics = Metrics()
+    metrics = Metrics(node=settings.node_name)
     # every long-running loop of this process, restarted when it fails; /readyz reports it
     supervisor = Supervisor(on_crash=lambda task: metrics.task_failures.labels(task).inc())
     rooms = Rooms(store, redis, settings.key_prefix)
     restored = await rooms.restore()
     directory = Directory(auth, rooms)
-    hub = Hub(settings.gateway_config(), redis, directory, GatewayMetrics(metrics), supervisor=supervisor)
+    hub = Hub(
+        settings.gateway_config(),
+        redis,
+        directory,
+        GatewayMetrics(metrics),
+        supervisor=supervisor,
+        node_id=settings.node_name,
+    )
     ledger = await open_ledger(
         redis,
         data_dir.sqlite_path,
-        LedgerConfig(key_prefix=settings.key_prefix, consumer=f"ledger-{hub.node_id}"),
+        # the node's name: restarted under it, a node takes back the orders it had read
+        LedgerConfig(key_prefix=settings.key_prefix, consumer=settings.node_name),
         supervisor,
+        settings.database_url,
     )
     payments = SimulatedPayments(fail_rate=settings.payment_fail_rate, delay_ms=settings.payment_delay_ms)
     inventory = Inventory(redis, settings.inventory_config(), supervisor)
@@ -209,6 +244,7 @@ async def _listening(
         settlement=settlement,
         sweeper=sweeper,
         supervisor=supervisor,
+        node=claim,
     )
     runner = web.AppRunner(
         build_app(services),
@@ -217,6 +253,7 @@ async def _listening(
         shutdown_timeout=settings.shutdown_timeout_s,
     )
     await runner.setup()
+    supervisor.start(NODE_CLAIM_TASK, claim.keep)
     await hub.start()
     server: asyncio.Server | None = None
     try:
@@ -259,6 +296,7 @@ async def _listening(
         await inventory.stop()
         await ledger.close()
         await hub.stop()
+        await supervisor.stop([NODE_CLAIM_TASK])
 
 
 async def supervise(settings: Settings) -> None:
@@ -267,6 +305,7 @@ async def supervise(settings: Settings) -> None:
     The supervisor holds the data dir, starts Redis, migrates SQLite once, then starts the
     workers (each killed by the kernel if the supervisor dies) and restarts any that exits
     unexpectedly. On SIGTERM/SIGINT it stops the workers, then Redis."""
+    names = worker_names(settings.node_name, settings.workers)  # before anything starts
     stop = asyncio.Event()
     _install_signal_handlers(stop)
     data_dir = DataDir(settings.data_dir)
@@ -274,45 +313,63 @@ async def supervise(settings: Settings) -> None:
     try:
         auth = load_auth(settings, data_dir)  # makes the secret before workers race to
         async with redis_for(settings, data_dir) as redis_url:
-            redis = connect(redis_url)
+            redis = await open_redis(redis_url)
             try:
                 await check_server(redis, redis_url)
+                # the node's name is the supervisor's; its workers are <name>-w<i>, each with
+                # a claim of its own (a token per worker, handed on to its replacement)
+                claim = NodeClaim(redis, settings.key_prefix, settings.node_name)
+                await claim.claim()
+                renewal = Supervisor()
+                renewal.start(NODE_CLAIM_TASK, claim.keep)
+                try:
+                    # migrations run once, here
+                    await (await open_store(data_dir, settings.database_url)).close()
+                    env = {**os.environ, "LIVE_REDIS_URL": redis_url}
+                    if settings.database_url:  # (a config file's, too)
+                        env["LIVE_DATABASE_URL"] = settings.database_url
+                    envs = [{**env, NODE_TOKEN_ENV: secrets.token_hex(16)} for _ in range(settings.workers)]
+                    workers = [await _start_worker(e, n) for e, n in zip(envs, names, strict=True)]
+                    _announce(settings, auth)
+                    await _watch_workers(workers, envs, names, stop)
+                    log.info("stopping workers", extra={"workers": len(workers)})
+                    for proc in workers:
+                        if proc.returncode is None:
+                            proc.terminate()
+                    deadline = settings.shutdown_timeout_s + 5
+                    for proc in workers:
+                        try:
+                            await asyncio.wait_for(proc.wait(), deadline)
+                        except TimeoutError:
+                            proc.kill()
+                            await proc.wait()
+                finally:
+                    await renewal.stop()
+                    await claim.release()
             finally:
                 await redis.aclose()
-            await (await _open_store(data_dir)).close()  # migrations run once, here
-            env = {**os.environ, "LIVE_REDIS_URL": redis_url}
-            workers = [await _start_worker(env) for _ in range(settings.workers)]
-            _announce(settings, auth)
-            await _watch_workers(workers, env, stop)
-            log.info("stopping workers", extra={"workers": len(workers)})
-            for proc in workers:
-                if proc.returncode is None:
-                    proc.terminate()
-            deadline = settings.shutdown_timeout_s + 5
-            for proc in workers:
-                try:
-                    await asyncio.wait_for(proc.wait(), deadline)
-                except TimeoutError:
-                    proc.kill()
-                    await proc.wait()
     finally:
         data_dir.unlock()
     log.info("stopped")
 
 
-async def _start_worker(env: dict[str, str]) -> asyncio.subprocess.Process:
-    command = [sys.executable, "-m", "live", *sys.argv[1:], "--worker"]
+async def _start_worker(env: dict[str, str], name: str) -> asyncio.subprocess.Process:
+    # the last --node-name wins: the worker's own, after any the operator gave the supervisor
+    command = [sys.executable, "-m", "live", *sys.argv[1:], "--worker", "--node-name", name]
     if sys.platform.startswith("linux"):
         command = [sys.executable, "-m", "live.parent_death", str(os.getpid()), *command]
     # Own session: a Ctrl-C reaches only the supervisor, which stops the workers in order
     # (a worker hit twice would take the second signal as "exit now").
     proc = await asyncio.create_subprocess_exec(*command, env=env, start_new_session=True)
-    log.info("worker started", extra={"pid": proc.pid})
+    log.info("worker started", extra={"pid": proc.pid, "worker": name})
     return proc
 
 
 async def _watch_workers(
-    workers: list[asyncio.subprocess.Process], env: dict[str, str], stop: asyncio.Event
+    workers: list[asyncio.subprocess.Process],
+    envs: list[dict[str, str]],
+    names: list[str],
+    stop: asyncio.Event,
 ) -> None:
     """Until ``stop``: replace a worker that exits (after a second, so a crash loop is slow)."""
     stopping = asyncio.ensure_future(stop.wait())
@@ -327,7 +384,7 @@ async def _watch_workers(
             i = exits[task]
             log.error("worker exited; restarting", extra={"pid": workers[i].pid, "code": task.result()})
             await asyncio.sleep(1.0)
-            workers[i] = await _start_worker(env)
+            workers[i] = await _start_worker(envs[i], names[i])
 
 
 def _announce(settings: Settings, auth: Auth) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
 from aiohttp import web
 
 from gateway.hub import Hub
@@ -13,6 +12,8 @@ from inventory.ledger import Ledger
 from live.auth import Auth
 from live.buying import Buying
 from live.metrics import Metrics
+from live.nodes import NodeClaim
+from live.redis_client import RedisClient
 from live.rooms import Rooms
 from live.selling import Selling
 from live.settings import Settings
@@ -27,7 +28,7 @@ class Services:
     """What the handlers need; stored on the aiohttp app under ``SERVICES``."""
 
     settings: Settings
-    redis: aioredis.Redis
+    redis: RedisClient
     store: Store
     rooms: Rooms
     auth: Auth
@@ -42,6 +43,8 @@ class Services:
     sweeper: Sweeper
     #: The background loops; a loop that failed and awaits its restart makes /readyz unready.
     supervisor: Supervisor
+    #: This process's claim on its node name; lost to another node, /readyz is unready.
+    node: NodeClaim | None = None
 
 
 SERVICES = web.AppKey("services", Services)

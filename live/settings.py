@@ -22,8 +22,10 @@ from gateway.front import FrontLimits
 from inventory.inventory import InventoryConfig
 from live.buying import BuyingConfig
 from live.errors import UsageError
+from live.nodes import default_node_name, is_valid_name
 from live.selling import SellingConfig
 from live.sweeper import SweeperConfig
+from storage import InvalidDatabaseUrl, parse_database_url
 
 ENV_PREFIX = "LIVE_"
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -58,6 +60,9 @@ class Settings:
     data_dir: Path = Path("live-data")
     #: External Redis (redis://, rediss://, unix://). None starts a private embedded one.
     redis_url: str | None = dataclasses.field(default=None, repr=False)
+    #: The store of record (rooms, products, sales, the order ledger): postgresql://... (or
+    #: postgres://) for a PostgreSQL that several nodes share. None: SQLite in the data dir.
+    database_url: str | None = dataclasses.field(default=None, repr=False)
     #: Path of a redis-server/valkey-server binary for the embedded Redis.
     redis_server: str | None = None
     redis_start_timeout_s: float = 10.0
@@ -84,6 +89,12 @@ class Settings:
     tick_ms: int = _GATEWAY.tick_ms
     #: Comments a viewer sees per tick at most (a sample, with the skipped count).
     comments_per_tick: int = _GATEWAY.comments_per_tick
+    #: A room's viewer comments sent to every node per second at most, room-wide; past it, a
+    #: comment is shown on its sender's node only (0: no budget). Bounds each node's intake.
+    comment_fanout_per_s: int = _GATEWAY.comment_fanout_per_s
+    #: A room's likes total is sent to every node at most once per this many ms, room-wide
+    #: (0: every tick). Bounds each node's intake of likes whatever the number of nodes.
+    likes_gauge_interval_ms: int = _GATEWAY.likes_gauge_interval_ms
     max_comment_chars: int = _GATEWAY.max_comment_chars
     #: Per-connection comment rate and burst.
     comment_rate_per_s: float = _GATEWAY.comment_rate_per_s
@@ -159,6 +170,10 @@ class Settings:
     ledger_consumer: bool = True
     #: Base URL printed for the console; defaults to http://host:port.
     public_url: str | None = None
+    #: This node's unique name among the nodes sharing the Redis (claimed there at start):
+    #: its presence entries, its ledger consumer, its logs and metrics. Workers of
+    #: ``--workers N`` are ``<name>-w<i>``. Default: ``<hostname>-<pid>``.
+    node_name: str = dataclasses.field(default_factory=default_node_name)
 
     def __post_init__(self) -> None:
         _check(1 <= len(self.host) <= 255, "host must be a host name or address")
@@ -166,6 +181,8 @@ class Settings:
         _check(str(self.data_dir) != "", "data_dir must not be empty")
         if self.redis_url is not None:
             check_redis_url(self.redis_url)
+        if self.database_url is not None:
+            check_database_url(self.database_url)
         _check(self.redis_start_timeout_s > 0, "redis_start_timeout_s must be > 0")
         _check(
             _KEY_PREFIX.fullmatch(self.key_prefix) is not None,
@@ -191,6 +208,11 @@ class Settings:
         _check(self.ping_interval_s > 0, "ping_interval_s must be > 0")
         _check(10 <= self.tick_ms <= 5000, "tick_ms must be 10..5000")
         _check(self.comments_per_tick >= 1, "comments_per_tick must be >= 1")
+        _check(self.comment_fanout_per_s >= 0, "comment_fanout_per_s must be >= 0 (0: no budget)")
+        _check(
+            0 <= self.likes_gauge_interval_ms <= 60_000,
+            "likes_gauge_interval_ms must be 0..60000 (0: every tick)",
+        )
         _check(self.max_comment_chars >= 1, "max_comment_chars must be >= 1")
         _check(self.comment_rate_per_s > 0, "comment_rate_per_s must be > 0")
         _check(self.comment_burst >= 1, "comment_burst must be >= 1")
@@ -242,6 +264,10 @@ class Settings:
         _check(0 <= self.payment_delay_ms <= 60_000, "payment_delay_ms must be 0..60000")
         _check(0 <= self.wait_replicas <= 16, "wait_replicas must be 0..16")
         _check(1 <= self.wait_timeout_ms <= 10_000, "wait_timeout_ms must be 1..10000")
+        _check(
+            is_valid_name(self.node_name),
+            f"node_name must be 1-64 characters of letters, digits and ._- (got {self.node_name[:80]!r})",
+        )
         if self.public_url is not None:
             _check(
                 urlsplit(self.public_url).scheme in ("http", "https"),
@@ -324,6 +350,15 @@ class Settings:
             return cls(**values)
         except TypeError as exc:  # a wrong type that slipped past coercion
             raise SettingsError(str(exc)) from exc
+
+
+def check_database_url(url: str) -> None:
+    """Refuse a malformed database URL, or one of a scheme no engine takes (the message shows
+    it without its password)."""
+    try:
+        parse_database_url(url)
+    except InvalidDatabaseUrl as exc:
+        raise SettingsError(f"database_url: {exc}") from exc
 
 
 def check_redis_url(url: str) -> None:

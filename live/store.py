@@ -1,9 +1,10 @@
-"""The SQLite store of record (through aiosqlite, in WAL mode).
+"""The store of record: rooms, products, sales (storage: SQLite in the data dir, in WAL mode,
+or a PostgreSQL several nodes share).
 
-Redis holds the live state every gateway node reads; this file is what survives. Schema
-versions are the list ``MIGRATIONS``: version N is reached by running ``MIGRATIONS[N-1]``, and
-``PRAGMA user_version`` records where a database stands. Never edit a released migration:
-append a new one.
+Redis holds the live state every gateway node reads; this is what survives. Schema versions
+are the list ``MIGRATIONS`` (run by storage.migrations); on SQLite ``PRAGMA user_version``
+records where a database stands (as it always has), on PostgreSQL the table ``store_schema``.
+Never edit a released migration: append a new one.
 
 The orders table is the ledger's (inventory.ledger keeps its schema and migrations). Until it
 was, migrations 1 and 2 here made it too; they no longer do, and a database they made keeps
@@ -15,54 +16,66 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
-
-import aiosqlite
 
 from inventory.model import SaleSpec
 from live.errors import StartupError
+from storage import Database, DatabaseTarget, open_database, parse_database_url
+from storage.migrations import Component, PragmaUserVersion, SchemaTooNew, Step, VersionRecord
+from storage.migrations import migrate as run_migrations
 
-MIGRATIONS: tuple[str, ...] = (
+#: Version N is reached by running ``MIGRATIONS[N-1]``'s statements (storage.migrations).
+#: Cents and ms columns are BIGINT: released as INTEGER, which is the same to SQLite (BIGINT
+#: has INTEGER affinity, so a file made before is what these steps make), while PostgreSQL's
+#: INTEGER is 32 bits, too small for ms since epoch.
+MIGRATIONS: tuple[Step, ...] = (
     # 1: rooms and their products, and sales (a later issue fills those in).
-    """
-    CREATE TABLE rooms (
-        id              TEXT PRIMARY KEY,
-        title           TEXT NOT NULL,
-        host_id         TEXT NOT NULL,
-        allow_anonymous INTEGER NOT NULL DEFAULT 0,
-        created_at_ms   INTEGER NOT NULL
-    );
-    CREATE TABLE products (
-        id            TEXT PRIMARY KEY,
-        room_id       TEXT NOT NULL REFERENCES rooms(id),
-        title         TEXT NOT NULL,
-        price_cents   INTEGER NOT NULL CHECK (price_cents >= 0),
-        image_url     TEXT,
-        created_at_ms INTEGER NOT NULL
-    );
-    CREATE INDEX products_by_room ON products(room_id, created_at_ms);
-    CREATE TABLE sales (
-        id             TEXT PRIMARY KEY,
-        room_id        TEXT NOT NULL REFERENCES rooms(id),
-        product_id     TEXT NOT NULL REFERENCES products(id),
-        stock          INTEGER NOT NULL CHECK (stock >= 0),
-        price_cents    INTEGER NOT NULL CHECK (price_cents >= 0),
-        per_user_limit INTEGER NOT NULL CHECK (per_user_limit > 0),
-        starts_at_ms   INTEGER NOT NULL,
-        ends_at_ms     INTEGER NOT NULL,
-        hold_ms        INTEGER NOT NULL,
-        state          TEXT NOT NULL,
-        created_at_ms  INTEGER NOT NULL
-    );
-    """,
+    (
+        """
+        CREATE TABLE rooms (
+            id              TEXT PRIMARY KEY,
+            title           TEXT NOT NULL,
+            host_id         TEXT NOT NULL,
+            allow_anonymous INTEGER NOT NULL DEFAULT 0,
+            created_at_ms   BIGINT NOT NULL
+        )
+        """,
+        """
+        CREATE TABLE products (
+            id            TEXT PRIMARY KEY,
+            room_id       TEXT NOT NULL REFERENCES rooms(id),
+            title         TEXT NOT NULL,
+            price_cents   BIGINT NOT NULL CHECK (price_cents >= 0),
+            image_url     TEXT,
+            created_at_ms BIGINT NOT NULL
+        )
+        """,
+        "CREATE INDEX products_by_room ON products(room_id, created_at_ms)",
+        """
+        CREATE TABLE sales (
+            id             TEXT PRIMARY KEY,
+            room_id        TEXT NOT NULL REFERENCES rooms(id),
+            product_id     TEXT NOT NULL REFERENCES products(id),
+            stock          BIGINT NOT NULL CHECK (stock >= 0),
+            price_cents    BIGINT NOT NULL CHECK (price_cents >= 0),
+            per_user_limit BIGINT NOT NULL CHECK (per_user_limit > 0),
+            starts_at_ms   BIGINT NOT NULL,
+            ends_at_ms     BIGINT NOT NULL,
+            hold_ms        BIGINT NOT NULL,
+            state          TEXT NOT NULL,
+            created_at_ms  BIGINT NOT NULL
+        )
+        """,
+    ),
     # 2: flash sales in full: group buying settings.
-    """
-    ALTER TABLE sales ADD COLUMN group_size INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE sales ADD COLUMN group_price_cents INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE sales ADD COLUMN team_ms INTEGER NOT NULL DEFAULT 0;
-    CREATE INDEX sales_by_room ON sales(room_id, created_at_ms);
-    """,
+    (
+        "ALTER TABLE sales ADD COLUMN group_size BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE sales ADD COLUMN group_price_cents BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE sales ADD COLUMN team_ms BIGINT NOT NULL DEFAULT 0",
+        "CREATE INDEX sales_by_room ON sales(room_id, created_at_ms)",
+    ),
 )
+
+SCHEMA = Component("store", MIGRATIONS)
 
 
 @dataclass(frozen=True)
@@ -127,154 +140,155 @@ def _private_files(path: Path) -> None:
 
 
 class Store:
-    def __init__(self, db: aiosqlite.Connection) -> None:
-        self._db = db
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
     @classmethod
-    async def open(cls, path: Path) -> Store:
-        _private_files(path)
-        db = await aiosqlite.connect(path)
-        try:
-            await db.execute("PRAGMA journal_mode=WAL")
-            # NORMAL in WAL mode survives a process crash; only an OS crash may lose the last
-            # transactions, and the order ledger re-reads those from its Redis stream.
-            await db.execute("PRAGMA synchronous=NORMAL")
-            await db.execute("PRAGMA foreign_keys=ON")
-            await db.execute("PRAGMA busy_timeout=5000")
-            await migrate(db)
-        except BaseException:
-            await db.close()
-            raise
-        return cls(db)
+    async def open(cls, path: Path | None = None, *, database_url: str | None = None) -> Store:
+        """The store in the SQLite file ``path``, or in the database ``database_url`` names
+        (PostgreSQL; then ``path`` is not needed). Raises storage's DatabaseError if it cannot
+        be opened, StartupError if its schema is newer than this live."""
+        target = parse_database_url(database_url)
+        return cls(await _open_migrated(target, path))
 
     async def close(self) -> None:
-        await self._db.commit()
-        await self._db.close()
+        await self.db.close()
 
     async def ping(self) -> None:
-        async with self._db.execute("SELECT 1") as cursor:
-            await cursor.fetchone()
+        await self.db.ping()
 
-    # The capped inserts count and insert in one statement, so that concurrent requests (from
-    # any process: SQLite takes its write lock for the statement) cannot pass the cap together.
+    # The capped inserts count and insert in one transaction that holds a lock on what is
+    # counted (the host's rooms, the room's products or sales), so that concurrent requests from
+    # any process or node cannot pass the cap together. An INSERT .. SELECT .. WHERE count < cap
+    # alone is not enough on PostgreSQL: under READ COMMITTED two transactions each count the
+    # rows committed before them, neither sees the other's, and both insert. The lock
+    # (storage's Transaction.lock: a transaction-scoped advisory lock there, SQLite's one write
+    # lock here) makes the second wait until the first commits, and then count its row.
 
     async def insert_room(self, room: RoomRow, max_per_host: int | None = None) -> None:
         """Raises LimitExceeded if the host has ``max_per_host`` rooms already."""
-        written = await self._write(
-            "INSERT INTO rooms (id, title, host_id, allow_anonymous, created_at_ms)"
-            " SELECT ?, ?, ?, ?, ? WHERE (SELECT COUNT(*) FROM rooms WHERE host_id = ?) < ?",
-            (
-                room.id,
-                room.title,
-                room.host_id,
-                int(room.allow_anonymous),
-                room.created_at_ms,
-                room.host_id,
-                _no_cap(max_per_host),
-            ),
-        )
-        if not written:
-            raise LimitExceeded(f"a host may have {max_per_host} rooms at most (max_rooms_per_host)")
+        async with self.db.transaction() as tx:
+            await tx.lock(f"live.store.rooms-of-host.{room.host_id}")
+            if max_per_host is not None:
+                row = await tx.fetchone("SELECT COUNT(*) FROM rooms WHERE host_id = ?", (room.host_id,))
+                if row is not None and int(row[0]) >= max_per_host:
+                    raise LimitExceeded(f"a host may have {max_per_host} rooms at most (max_rooms_per_host)")
+            await tx.execute(
+                "INSERT INTO rooms (id, title, host_id, allow_anonymous, created_at_ms)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (room.id, room.title, room.host_id, int(room.allow_anonymous), room.created_at_ms),
+            )
 
     async def insert_product(self, product: ProductRow, max_per_room: int | None = None) -> None:
         """Raises LimitExceeded if the room has ``max_per_room`` products already."""
-        written = await self._write(
-            "INSERT INTO products (id, room_id, title, price_cents, image_url, created_at_ms)"
-            " SELECT ?, ?, ?, ?, ?, ? WHERE (SELECT COUNT(*) FROM products WHERE room_id = ?) < ?",
-            (
-                product.id,
-                product.room_id,
-                product.title,
-                product.price_cents,
-                product.image_url,
-                product.created_at_ms,
-                product.room_id,
-                _no_cap(max_per_room),
-            ),
-        )
-        if not written:
-            raise LimitExceeded(f"a room may have {max_per_room} products at most (max_products_per_room)")
+        async with self.db.transaction() as tx:
+            await tx.lock(f"live.store.products-of-room.{product.room_id}")
+            if max_per_room is not None:
+                row = await tx.fetchone("SELECT COUNT(*) FROM products WHERE room_id = ?", (product.room_id,))
+                if row is not None and int(row[0]) >= max_per_room:
+                    raise LimitExceeded(
+                        f"a room may have {max_per_room} products at most (max_products_per_room)"
+                    )
+            await tx.execute(
+                "INSERT INTO products (id, room_id, title, price_cents, image_url, created_at_ms)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    product.id,
+                    product.room_id,
+                    product.title,
+                    product.price_cents,
+                    product.image_url,
+                    product.created_at_ms,
+                ),
+            )
 
     async def rooms(self) -> list[RoomRow]:
-        rows = await self._read(
-            "SELECT id, title, host_id, allow_anonymous, created_at_ms FROM rooms ORDER BY created_at_ms, id"
+        rows = await self.db.fetch(
+            "SELECT id, title, host_id, allow_anonymous, created_at_ms FROM rooms"
+            f" ORDER BY created_at_ms, {self.db.bytewise('id')}"
         )
         return [RoomRow(r[0], r[1], r[2], bool(r[3]), r[4]) for r in rows]
 
     async def products(self) -> list[ProductRow]:
-        rows = await self._read(
+        rows = await self.db.fetch(
             "SELECT id, room_id, title, price_cents, image_url, created_at_ms FROM products"
-            " ORDER BY created_at_ms, id"
+            f" ORDER BY created_at_ms, {self.db.bytewise('id')}"
         )
         return [ProductRow(*r) for r in rows]
 
     async def insert_sale(self, sale: SaleRow, max_active: int | None = None) -> None:
         """Raises LimitExceeded if the room has ``max_active`` active sales already: open
         (not stopped) and not over at ``sale.created_at_ms`` (scheduled ones count)."""
-        written = await self._write(
-            f"INSERT INTO sales ({_SALE_COLUMNS}) SELECT {', '.join('?' * len(_SALE_FIELDS))} WHERE"
-            " (SELECT COUNT(*) FROM sales WHERE room_id = ? AND state = 'open' AND ends_at_ms > ?) < ?",
-            (
-                *(getattr(sale, name) for name in _SALE_FIELDS),
-                sale.room_id,
-                sale.created_at_ms,
-                _no_cap(max_active),
-            ),
-        )
-        if not written:
-            raise LimitExceeded(
-                f"a room may have {max_active} active sales at most (max_active_sales_per_room):"
-                " stop one, or wait for one to end"
+        async with self.db.transaction() as tx:
+            await tx.lock(f"live.store.sales-of-room.{sale.room_id}")
+            if max_active is not None:
+                row = await tx.fetchone(
+                    "SELECT COUNT(*) FROM sales WHERE room_id = ? AND state = 'open' AND ends_at_ms > ?",
+                    (sale.room_id, sale.created_at_ms),
+                )
+                if row is not None and int(row[0]) >= max_active:
+                    raise LimitExceeded(
+                        f"a room may have {max_active} active sales at most (max_active_sales_per_room):"
+                        " stop one, or wait for one to end"
+                    )
+            await tx.execute(
+                f"INSERT INTO sales ({_SALE_COLUMNS}) VALUES ({', '.join('?' * len(_SALE_FIELDS))})",
+                tuple(getattr(sale, name) for name in _SALE_FIELDS),
             )
 
     async def sale(self, sale_id: str) -> SaleRow | None:
-        rows = await self._read(f"SELECT {_SALE_COLUMNS} FROM sales WHERE id = ?", (sale_id,))
-        return SaleRow(*rows[0]) if rows else None
+        row = await self.db.fetchone(f"SELECT {_SALE_COLUMNS} FROM sales WHERE id = ?", (sale_id,))
+        return SaleRow(*row) if row else None
 
     async def sales(self, room_id: str | None = None) -> list[SaleRow]:
+        order = f"ORDER BY created_at_ms, {self.db.bytewise('id')}"
         if room_id is None:
-            rows = await self._read(f"SELECT {_SALE_COLUMNS} FROM sales ORDER BY created_at_ms, id")
+            rows = await self.db.fetch(f"SELECT {_SALE_COLUMNS} FROM sales {order}")
         else:
-            rows = await self._read(
-                f"SELECT {_SALE_COLUMNS} FROM sales WHERE room_id = ? ORDER BY created_at_ms, id", (room_id,)
+            rows = await self.db.fetch(
+                f"SELECT {_SALE_COLUMNS} FROM sales WHERE room_id = ? {order}", (room_id,)
             )
         return [SaleRow(*r) for r in rows]
 
     async def add_sale_stock(self, sale_id: str, units: int) -> None:
-        await self._write("UPDATE sales SET stock = stock + ? WHERE id = ?", (units, sale_id))
+        await self.db.execute("UPDATE sales SET stock = stock + ? WHERE id = ?", (units, sale_id))
 
     async def stop_sale(self, sale_id: str, ends_at_ms: int) -> None:
-        await self._write(
-            "UPDATE sales SET state = 'stopped', ends_at_ms = MIN(ends_at_ms, ?) WHERE id = ?",
+        await self.db.execute(
+            f"UPDATE sales SET state = 'stopped', ends_at_ms = {self.db.least('ends_at_ms', '?')}"
+            " WHERE id = ?",
             (ends_at_ms, sale_id),
         )
 
-    async def _write(self, sql: str, params: tuple[Any, ...]) -> int:
-        """Run one statement and commit; returns the number of rows it changed."""
-        cursor = await self._db.execute(sql, params)
-        await self._db.commit()
-        return cursor.rowcount
 
-    async def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        async with self._db.execute(sql, params) as cursor:
-            return [tuple(row) for row in await cursor.fetchall()]
+def _version_record(db: Database) -> VersionRecord:
+    """SQLite files keep ``PRAGMA user_version`` (what every earlier live wrote and reads);
+    PostgreSQL a table."""
+    return PragmaUserVersion() if db.engine == "sqlite" else VersionRecord("store_schema")
 
 
-def _no_cap(cap: int | None) -> int:
-    return 2**62 if cap is None else cap
+async def _open_migrated(target: DatabaseTarget, path: Path | None) -> Database:
+    if target.engine == "sqlite":
+        file = target.path or path
+        if file is None:
+            raise StartupError("no store: give a data dir or a database URL")
+        _private_files(file)
+        # NORMAL in WAL mode survives a process crash; only an OS crash may lose the last
+        # transactions, and the order ledger (synchronous=FULL) re-reads those from Redis.
+        db = await open_database(DatabaseTarget("sqlite", path=file), synchronous="NORMAL", foreign_keys=True)
+    else:
+        db = await open_database(target)
+    try:
+        await migrate(db)
+    except BaseException:
+        await db.close()
+        raise
+    return db
 
 
-async def migrate(db: aiosqlite.Connection) -> int:
+async def migrate(db: Database) -> int:
     """Bring the schema to the newest version; returns it. Each step is one transaction."""
-    async with db.execute("PRAGMA user_version") as cursor:
-        row = await cursor.fetchone()
-    version = int(row[0]) if row else 0
-    if version > len(MIGRATIONS):
-        raise StartupError(
-            f"the database is at schema version {version}, newer than this live "
-            f"({len(MIGRATIONS)}): upgrade live"
-        )
-    for number in range(version + 1, len(MIGRATIONS) + 1):
-        # executescript would commit on its own; BEGIN..COMMIT keeps each step all-or-nothing.
-        await db.executescript(f"BEGIN; {MIGRATIONS[number - 1]} PRAGMA user_version = {number}; COMMIT;")
-    return len(MIGRATIONS)
+    try:
+        return await run_migrations(db, SCHEMA, _version_record(db))
+    except SchemaTooNew as exc:
+        raise StartupError(str(exc)) from exc

@@ -22,6 +22,28 @@ def mint(secret: str, user: str, room: str, role: str) -> str:
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
+#: How long a node has to answer its readiness probe (before the run, and for the audit).
+PROBE_TIMEOUT_S = 5.0
+
+
+async def not_ready(base_url: str, timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
+    """Why the node at ``base_url`` is not ready (``GET /readyz`` did not answer 200), or None
+    when it is."""
+    url = base_url.rstrip("/") + "/readyz"
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as http,
+            http.get(url) as response,
+        ):
+            if response.status == 200:
+                return None
+            return f"/readyz answered HTTP {response.status} {(await response.text())[:200]}"
+    except TimeoutError:
+        return f"no answer within {timeout_s:g} s"
+    except aiohttp.ClientError as exc:
+        return f"not reachable ({exc or type(exc).__name__})"
+
+
 class Api:
     def __init__(self, base_url: str, token: str) -> None:
         self.base_url = base_url.rstrip("/")

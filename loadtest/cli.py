@@ -2,6 +2,7 @@
 
     live-loadtest --spawn big-night --duration 60 --json out.json --report out/
     live-loadtest --url http://127.0.0.1:8080 --data-dir live-data audience --viewers 20000
+    live-loadtest --url http://127.0.0.1:8081 --url http://127.0.0.1:8082 --secret S rush
     live-loadtest compare baseline.json new.json
 
 Exit status: 0 the run passed its audit and delivered its load, 1 the audit failed (or
@@ -34,6 +35,8 @@ DEFAULT_OUTPUT = "live-loadtest-results"
 
 #: Flags are the plan's field names with - for _ and without the _s of seconds, except these.
 FLAG_NAMES = {"team_s": "team_deadline"}
+#: --url may be given once per node, up to this many.
+MAX_NODES = 64
 
 HELP = {
     "duration_s": "length of the load phase in seconds, ramp included (default 30)",
@@ -85,7 +88,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     target = parser.add_argument_group("target")
     target.add_argument("--spawn", action="store_true", help="start a private live serve with embedded Redis")
-    target.add_argument("--url", help="a running server, http://127.0.0.1:PORT (loopback only)")
+    target.add_argument(
+        "--url",
+        action="append",
+        help="a running server, http://127.0.0.1:PORT (loopback only); give it once per node of a "
+        "cluster: connections are spread over them round-robin, the setup is on the first",
+    )
     target.add_argument("--secret", help="the server's HS256 secret (or LIVE_SECRET, or --data-dir)")
     target.add_argument(
         "--data-dir", type=Path, help="the local server's data dir: its secret, and reconcile"
@@ -135,11 +143,23 @@ def _settings(args: argparse.Namespace) -> tuple[Plan, dict[str, Any]]:
     values.pop("scenarios", None)
     keys = ("url", "spawn", "secret", "data_dir", "json", "report", "allow_shortfall")
     outside: dict[str, Any] = {k: values.pop(k) for k in keys if k in values}
+    if "url" in outside:
+        outside["url"] = _urls(outside["url"])
     try:
         plan = Plan(scenarios=expand(list(names)), **values)
     except TypeError as exc:
         raise PlanError(str(exc)) from exc
     return plan, outside
+
+
+def _urls(value: Any) -> list[str]:
+    """The nodes' URLs: flags give a list, a TOML file a string or a list of strings."""
+    urls = [value] if isinstance(value, str) else value
+    if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
+        raise PlanError(f"url must be a URL or a list of URLs, not {value!r}")
+    if len(urls) > MAX_NODES:
+        raise PlanError(f"{len(urls)} URLs: at most {MAX_NODES} nodes")
+    return urls
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -152,9 +172,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         plan, outside = _settings(args)
         if bool(outside.get("spawn")) == bool(outside.get("url")):
-            raise PlanError("give either --spawn (a private server) or --url (a running one)")
+            raise PlanError("give either --spawn (a private server) or --url (a running one, once per node)")
         target = Target(
-            url=outside.get("url"),
+            urls=tuple(outside.get("url") or ()),
             spawn=bool(outside.get("spawn")),
             secret=outside.get("secret"),
             data_dir=Path(outside["data_dir"]) if outside.get("data_dir") else None,
@@ -208,9 +228,19 @@ def _write(result: dict[str, Any], json_path: Any, report_dir: Any) -> None:
 
 def summary(result: dict[str, Any]) -> str:
     """A short human summary for the terminal."""
-    lines = [f"{result['scenario']}: {result['duration_s']:.1f} s against {result['target']['url']}"]
+    urls = result["target"].get("urls") or [result["target"]["url"]]
+    against = urls[0] if len(urls) == 1 else f"{len(urls)} nodes"
+    lines = [f"{result['scenario']}: {result['duration_s']:.1f} s against {against}"]
     conns = result["connections"]
     lines.append(f"  connections: peak {conns['peak']} of {conns['target']}, failed {conns['failed']}")
+    if len(urls) > 1:
+        for node in result.get("nodes", []):
+            errors = sum(node["errors"].values())
+            lines.append(
+                f"    {node['url']}: {node['connections']} connections ({node['buyers']} buyers), "
+                f"connected {node['connected']}, lost {node['lost']}, reconnected here "
+                f"{node['reconnected']}, errors {errors}"
+            )
     for name, m in result["metrics"].items():
         if m["count"]:
             lines.append(
@@ -232,6 +262,8 @@ def summary(result: dict[str, Any]) -> str:
         f"  audit: {'PASSED' if audit['passed'] else 'FAILED'} ({counts}, chat_unaccounted "
         f"{audit['chat_unaccounted']})"
     )
+    if len(urls) > 1 and audit.get("read_from"):
+        lines.append(f"    ledger read from {audit['read_from']}")
     lines.extend(f"    note: {n}" for n in audit["notes"])
     load = result["load"]
     lines.append(f"  {shortfall.describe(load)}")

@@ -35,7 +35,20 @@ LATENCY_DISTRIBUTION = "latency_distribution.png"
 PLOT_FILES = (LATENCY_OVER_TIME, THROUGHPUT_OVER_TIME, CONNECTIONS_OVER_TIME, LATENCY_DISTRIBUTION)
 
 AUDIT_COUNTS = ("oversold", "lost_orders", "duplicate_orders", "over_limit", "chat_unaccounted")
-AUDIT_DETAILS = ("sales", "chat", "reconcile", "notes")
+AUDIT_DETAILS = ("read_from", "sales", "chat", "reconcile", "notes")
+#: The per-node table (a run against several --url): column heading -> key of a `nodes` entry.
+NODE_COLUMNS = (
+    ("connections", "connections"),
+    ("viewers", "viewers"),
+    ("buyers", "buyers"),
+    ("team members", "team_members"),
+    ("connected", "connected"),
+    ("lost", "lost"),
+    ("reconnected here", "reconnected"),
+    ("open at end", "open_at_end"),
+    ("orders heard", "acked_orders"),
+    ("lost orders", "lost_orders"),
+)
 METRIC_COLUMNS = (
     ("p50", "p50_ms"),
     ("p90", "p90_ms"),
@@ -494,6 +507,23 @@ def _load_section(result: dict[str, Any]) -> str:
     return _section("Load delivered", "".join(parts) or _muted("No load accounting."))
 
 
+def _nodes_section(result: dict[str, Any]) -> str:
+    """What each node was given and what it did; absent for a result from before several nodes."""
+    entries = [as_mapping(node) for node in _list(result.get("nodes"))]
+    if not entries:
+        return ""
+    rows: list[list[object]] = []
+    for node in entries:
+        errors = as_mapping(node.get("errors"))
+        ordered = sorted(errors.items(), key=lambda item: (-(as_number(item[1]) or 0), item[0]))
+        listed = ", ".join(f"{kind} {_fmt_count(count)}" for kind, count in ordered) or DASH
+        url = _scalar_text(node.get("url", DASH)) + (" (host)" if node.get("host") is True else "")
+        rows.append([url, *(_fmt_count(node.get(key)) for _, key in NODE_COLUMNS), listed])
+    headers = ["node", *(label for label, _ in NODE_COLUMNS), "errors"]
+    body = _table(headers, rows)
+    return _section("Nodes", body)
+
+
 def _parameters_section(result: dict[str, Any]) -> str:
     return _section("Parameters", _dict_card(result.get("parameters")))
 
@@ -543,6 +573,13 @@ code{font-size:.9em}
 """
 
 
+def _against(target: dict[str, Any]) -> str:
+    urls = [_scalar_text(url) for url in _list(target.get("urls"))]
+    if len(urls) > 1:
+        return f"{len(urls)} nodes: {', '.join(urls)}"
+    return _scalar_text(target.get("url", DASH))
+
+
 def _page(result: dict[str, Any], plots: Sequence[Plot]) -> str:
     scenario = _scalar_text(result.get("scenario", "unknown scenario"))
     title = f"live-loadtest: {scenario}, {started(result, seconds=True)}"
@@ -550,9 +587,10 @@ def _page(result: dict[str, Any], plots: Sequence[Plot]) -> str:
         [
             f"<h1>{_e(title)}</h1>",
             f'<p class="sub">{_e(_fmt_rate(result.get("duration_s")))} s of load against '
-            f"{_e(_scalar_text(as_mapping(result.get('target')).get('url', DASH)))}</p>",
+            f"{_e(_against(as_mapping(result.get('target'))))}</p>",
             _banner(result),
             _overview(result),
+            _nodes_section(result),
             _metrics_section(result),
             _throughput_section(result),
             _errors_section(result),

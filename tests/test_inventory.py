@@ -13,7 +13,7 @@ from conftest import sale_spec
 
 from inventory import model
 from inventory.inventory import Inventory, InventoryConfig
-from live.redis_client import connect
+from live.redis_client import connect, open_redis
 from live.supervisor import Supervisor
 
 
@@ -122,9 +122,9 @@ async def test_after_a_sell_out_a_retry_still_gets_its_hold(inventory: Inventory
     assert (await inventory.reserve("s1", "bob", 1, "b3")).quantity == 1
 
 
-async def test_sold_out_flag_follows_other_processes(inventory: Inventory, redis_url: str) -> None:
+async def test_sold_out_flag_follows_other_processes(inventory: Inventory, inventory_url: str) -> None:
     """Another process sells out and restocks; this one's flag follows through pub/sub."""
-    client = connect(redis_url)
+    client = await open_redis(inventory_url)
     other = Inventory(client, InventoryConfig(key_prefix=inventory.config.key_prefix), Supervisor())
     await other.start()
     try:

@@ -213,7 +213,11 @@ def orders_schema(path: Path) -> tuple[list[tuple[object, ...]], list[tuple[obje
     """The orders table's columns (name, type, not null, default, primary key) and its
     indexes with their columns and uniqueness: what the ledger relies on."""
     with sqlite3.connect(path) as db:
-        columns = [tuple(r[1:]) for r in db.execute("PRAGMA table_info(orders)")]
+        # (BIGINT, as the ledger's steps now say for PostgreSQL, is INTEGER affinity to SQLite)
+        columns = [
+            (r[1], "INTEGER" if r[2] == "BIGINT" else r[2], *r[3:])
+            for r in db.execute("PRAGMA table_info(orders)")
+        ]
         indexes = []
         for _, name, unique, *_ in db.execute("PRAGMA index_list(orders)"):
             cols = tuple(r[2] for r in db.execute(f"PRAGMA index_info('{name}')"))
@@ -278,7 +282,13 @@ async def test_a_new_database_gets_the_orders_table_from_the_ledger_alone(tmp_pa
         assert await ensure_schema(db) == len(MIGRATIONS)
         assert await ensure_schema(db) == len(MIGRATIONS)  # runs nothing twice
     columns, indexes = orders_schema(path)
-    assert [c[0] for c in columns][-4:] == ["unit_price_cents", "discount_cents", "coupon_id", "team_code"]
+    assert [c[0] for c in columns][-5:] == [
+        "unit_price_cents",
+        "discount_cents",
+        "coupon_id",
+        "team_code",
+        "position",
+    ]
     assert (1, ("sale_id", "user_id", "idempotency_key")) in indexes and (0, ("sale_id",)) in indexes
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT version FROM ledger_schema").fetchall() == [(len(MIGRATIONS),)]

@@ -10,7 +10,6 @@ import dataclasses
 import functools
 import json
 import logging
-import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -28,6 +27,7 @@ from inventory.payments import SimulatedPayments
 from inventory.reconcile import check
 from live.redis_client import connect
 from live.supervisor import Supervisor
+from storage import DatabaseError
 
 
 @pytest.fixture
@@ -83,7 +83,7 @@ async def test_reconcile_of_a_sale_redis_no_longer_has(inventory: Inventory, led
 
 
 async def test_an_order_sqlite_refuses_fails_its_caller_and_not_the_writer(ledger: Ledger) -> None:
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(DatabaseError):
         await ledger.record([an_order("s1.1.1", amount_cents=-1)])  # CHECK (amount_cents >= 0)
     await ledger.record([an_order("s1.2.1")])  # the writer goes on
     assert await ledger.order("s1.1.1") is None

@@ -148,7 +148,7 @@ async def test_open_loop_keeps_its_schedule_while_the_server_stalls() -> None:
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     rate, stall_s = 80.0, 1.0
     plan = Plan(scenarios=("chat-storm",), duration_s=5, viewers=100, ramp_s=0.5, observers=0, chat_rate=rate)
-    spec = WorkerSpec(0, 1, plan, Endpoint("127.0.0.1", port, "/ws/rooms/r"), "s" * 32, "r")
+    spec = WorkerSpec(0, 1, plan, (Endpoint("127.0.0.1", port, "/ws/rooms/r"),), "s" * 32, "r")
     reports: list[dict[str, Any]] = []
     worker = Worker(spec, reports.append)
     t0 = time.monotonic() + 0.2

@@ -37,10 +37,13 @@ def wait_for(condition: object, timeout_s: float = 30.0) -> bool:
 
 
 def test_process_readers_see_a_process_until_it_is_a_zombie() -> None:
-    argv = [sys.executable, "-c", "import time; time.sleep(60)"]
-    child = subprocess.Popen(argv)
+    argv = [sys.executable, "-c", "import time; print('up', flush=True); time.sleep(60)"]
+    child = subprocess.Popen(argv, stdout=subprocess.PIPE)
     try:
-        assert wait_for(lambda: procfs.cmdline(child.pid) == argv)  # exec'd
+        # Its word that the interpreter is up: just after the exec its memory is still a few
+        # pages (seen: 16 kB), so the readings below wait for the process to have started.
+        assert child.stdout is not None and child.stdout.readline() == b"up\n"
+        assert procfs.cmdline(child.pid) == argv
         assert procfs.exe_name(child.pid).startswith("python")
         assert procfs.process_alive(child.pid)
         assert procfs.rss_bytes(child.pid) > 1_000_000
@@ -50,6 +53,8 @@ def test_process_readers_see_a_process_until_it_is_a_zombie() -> None:
     finally:
         child.kill()
         child.wait()
+        if child.stdout is not None:
+            child.stdout.close()
     assert not procfs.process_alive(child.pid)
     assert procfs.cmdline(child.pid) == []
     assert procfs.exe_name(child.pid) == ""

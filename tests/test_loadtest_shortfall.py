@@ -186,7 +186,7 @@ async def test_a_worker_connects_all_its_clients_when_the_shares_are_uneven() ->
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     plan = Plan(scenarios=("audience", "rush"), duration_s=10, viewers=1, buyers=1, observers=0, ramp_s=0.2)
-    spec = WorkerSpec(0, 2, plan, Endpoint("127.0.0.1", port, "/ws/rooms/r"), "s" * 32, "r")
+    spec = WorkerSpec(0, 2, plan, (Endpoint("127.0.0.1", port, "/ws/rooms/r"),), "s" * 32, "r")
     worker = Worker(spec, lambda _: None)
     clients = worker.everyone()
     assert [c.user for c in clients] == ["v0", "b0"]

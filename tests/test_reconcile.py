@@ -1,15 +1,19 @@
 """`live reconcile` as an operator runs it, beside a real server with its embedded Redis: clean
-after a rush, catches a corrupted counter and lost Redis writes, and `--repair` heals them."""
+after a rush, catches a corrupted counter and lost Redis writes, and `--repair` heals them. On
+both stores of record: SQLite in the data dir, and a PostgreSQL (``--database-url``), where it
+runs from anywhere: another data dir, with no SQLite file."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
+import pytest
 import redis.asyncio as aioredis
-from test_cli import Server, live, started  # noqa: F401 - the fixture
+from test_cli import Server, live
 from wsclient import Client
 
 from inventory.keys import SaleKeys
@@ -36,7 +40,7 @@ async def rush(server: Server, token: str, buyers: int, stock: int) -> str:
         if reply["type"] != "ack":
             return False
         await client.send({"type": "confirm", "rid": "c", "hold_id": reply["hold_id"]})
-        return (await client.recv_until(lambda m: m.get("rid") == "c"))["type"] == "ack"
+        return bool((await client.recv_until(lambda m: m.get("rid") == "c"))["type"] == "ack")
 
     async with aiohttp.ClientSession(base_url=server.url("")) as session:
         bought = await asyncio.gather(*(buy(session, f"u{i}") for i in range(buyers)))
@@ -44,12 +48,28 @@ async def rush(server: Server, token: str, buyers: int, stock: int) -> str:
     return sale_id
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def started(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
+    url: str | None = None if request.param == "sqlite" else request.getfixturevalue("database_url")
+    server = Server(tmp_path / "data", *(["--database-url", url] if url else []))
+    server.database_url = url  # type: ignore[attr-defined]
+    yield server
+    if server.proc.poll() is None:
+        server.proc.kill()
+        server.proc.communicate()
+
+
+def database_args(server: Server) -> list[str]:
+    url: str | None = getattr(server, "database_url", None)
+    return ["--database-url", url] if url else []
+
+
 def reconcile(server: Server, *args: str) -> tuple[int, str]:
-    done = live("reconcile", "--data-dir", str(server.data_dir), *args)
+    done = live("reconcile", "--data-dir", str(server.data_dir), *database_args(server), *args)
     return done.returncode, done.stdout + done.stderr
 
 
-async def test_reconcile_beside_a_running_server(started: Server) -> None:  # noqa: F811
+async def test_reconcile_beside_a_running_server(started: Server, tmp_path: Path) -> None:
     started.wait_ready()
     token = live("token", "--room", "*", "--role", "host", "--data-dir", str(started.data_dir)).stdout.strip()
     sale_id = await rush(started, token, buyers=30, stock=20)
@@ -58,6 +78,14 @@ async def test_reconcile_beside_a_running_server(started: Server) -> None:  # no
     assert code == 0, out
     expected = "total 20 = available 0 + held 0 + sold 20; ledger 20 orders, 20 units: clean"
     assert f"sale {sale_id}: {expected}" in out
+    if database_args(started):  # from another machine: its own (empty) data dir, no SQLite file
+        redis_url = (started.data_dir / "redis" / "url").read_text().strip()
+        elsewhere = tmp_path / "elsewhere"
+        done = live(
+            "reconcile", "--data-dir", str(elsewhere), "--redis-url", redis_url, *database_args(started)
+        )
+        assert done.returncode == 0 and f"sale {sale_id}: {expected}" in done.stdout, done.stderr
+        assert not (elsewhere / "live.db").exists()
 
     # A running server heals such damage itself (test_sales); an operator meets it when Redis
     # comes back from a crash or a restore while no server runs. Play that: stop the server,

@@ -1,5 +1,5 @@
-"""Retention: an ended sale's Redis keys expire once it is settled (the SQLite ledger is its
-record, and the API answers from it), and a room's bans and mutes expire a while after the
+"""Retention: an ended sale's Redis keys expire once it is settled (the ledger, SQLite or
+PostgreSQL, is its record, and the API answers from it), and a room's bans and mutes expire a while after the
 last one; none of it is kept in Redis for ever."""
 
 from __future__ import annotations
@@ -31,9 +31,12 @@ DAY_S = 86_400
 until = functools.partial(polling.until, timeout_s=30.0, every_s=0.05)
 
 
-@pytest.fixture
-async def kept_a_minute(settings: Settings) -> AsyncIterator[Running]:
-    async with running(dataclasses.replace(settings, sale_retention_s=60)) as srv:
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def kept_a_minute(request: pytest.FixtureRequest, settings: Settings) -> AsyncIterator[Running]:
+    """A server keeping settled sales a minute, on SQLite, then on PostgreSQL (reconcile runs
+    with its settings, so on the same store)."""
+    url = None if request.param == "sqlite" else request.getfixturevalue("database_url")
+    async with running(dataclasses.replace(settings, sale_retention_s=60, database_url=url)) as srv:
         await srv.services.rooms.create("shop", host_id="host1", room_id="shop")
         yield srv
 
