@@ -800,7 +800,13 @@ async def main(args: argparse.Namespace) -> int:
         for config in configs:
             print(f"... starting {config}", file=sys.stderr, flush=True)
             topologies[config] = Topology(config, ctx)
-            await topologies[config].start()
+            try:
+                await topologies[config].start()
+            except MEASURE_ERRORS as exc:
+                # nothing to compare without it: say why, and stop (the finally stops everything)
+                print(f"FAILED: starting {config} ({describe(ctx, config)}): {exc}", flush=True)
+                failures.append(f"starting {config}: {exc}")
+                return 1
         kinds = (["idle"] if args.idle_s > 0 else []) + list(args.figures)
         for i in range(args.repeat):
             results: list[Measure] = []

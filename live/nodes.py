@@ -22,6 +22,7 @@ import os
 import re
 import secrets
 import socket
+from importlib import resources
 
 from live.errors import StartupError, UsageError
 from live.redis_client import RedisClient
@@ -36,39 +37,9 @@ CLAIM_TTL_MS = 5000
 #: Renewals per TTL: two may fail (a Redis failover, a busy event loop) before the claim lapses.
 _RENEW_FRACTION = 3
 
-# Take the name if it is free, or if it is already ours (a worker restarted by its supervisor
-# gets its predecessor's token, so it need not wait for the TTL). Returns {1}, or {0, the
-# holder's remaining ms} when another token holds it.
-_CLAIM = """
-local held = redis.call('GET', KEYS[1])
-if held == false or held == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return {1}
-end
-return {0, redis.call('PTTL', KEYS[1])}
-"""
 
-# Renew if ours; take it back if it vanished (a promoted replica that had not got the key):
-# the name is still ours as nobody else holds it. 1: held; 0: another token holds it.
-_RENEW = """
-local held = redis.call('GET', KEYS[1])
-if held == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-if held == false then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-return 0
-"""
-
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
+def _script(name: str) -> str:
+    return resources.files("live").joinpath("lua", name).read_text()
 
 
 class NodeNameTaken(StartupError):
@@ -127,10 +98,14 @@ class NodeClaim:
         #: Set once the claim was found in another node's hands; /readyz reports it.
         self.lost = False
         self._held = False
+        # loaded once, called by SHA (reloaded by redis-py on NOSCRIPT, e.g. after a failover)
+        self._claim = redis.register_script(_script("node_claim.lua"))
+        self._renew = redis.register_script(_script("node_renew.lua"))
+        self._release = redis.register_script(_script("node_release.lua"))
 
     async def claim(self) -> None:
         """Take the name, or fail with one line saying who holds it and for how long."""
-        answer = await self.redis.eval(_CLAIM, 1, self.key, self.token, str(self.ttl_ms))
+        answer = await self._claim(keys=[self.key], args=[self.token, self.ttl_ms])
         if int(answer[0]) != 1:
             left_ms = int(answer[1])  # -1: held without a TTL (not by a node): the TTL is moot
             wait_s = max(1, math.ceil(max(left_ms, self.ttl_ms if left_ms < 0 else 0) / 1000))
@@ -144,7 +119,7 @@ class NodeClaim:
 
     async def renew(self) -> bool:
         """Extend the claim; False (and ``lost``) when another token holds the name."""
-        held = int(await self.redis.eval(_RENEW, 1, self.key, self.token, str(self.ttl_ms))) == 1
+        held = int(await self._renew(keys=[self.key], args=[self.token, self.ttl_ms])) == 1
         if not held and not self.lost:
             log.error(
                 "NODE NAME LOST: another node now holds this node's name; this node is not ready "
@@ -169,5 +144,5 @@ class NodeClaim:
         if not self._held:
             return
         self._held = False
-        released = int(await self.redis.eval(_RELEASE, 1, self.key, self.token))
+        released = int(await self._release(keys=[self.key], args=[self.token]))
         log.info("node name released", extra={"node": self.name, "released": bool(released)})

@@ -51,7 +51,7 @@ async def opened(inv: Inventory, **overrides: Any) -> str:
 #: Every Lua directory of the project: the scripts and, in inventory/, the helpers (lib.lua)
 #: that inventory/scripts.py puts in front of each of them.
 LUA_DIRS: dict[str, Traversable] = {
-    package: resources.files(package) / "lua" for package in ("inventory", "gateway")
+    package: resources.files(package) / "lua" for package in ("inventory", "gateway", "live")
 }
 LUA_FILES = sorted(
     (package, entry.name)

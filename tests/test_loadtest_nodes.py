@@ -299,9 +299,11 @@ async def test_a_node_that_dies_mid_run_costs_its_connections_and_the_audit_read
     first = cluster[0]  # the setup's node, and the one the audit would read
     try:
         process = await harness(urls, tmp_path, "--allow-shortfall")
-        # Once its 40 buyers are in (the ramp's end), the first node dies, and the next one
-        # is full: it keeps its own connections and answers /readyz, but lets no one else in.
-        await until(lambda: first.open_connections() == 40, timeout_s=30)
+        # Once every node's 40 buyers are in (the ramp's end; waiting for the first node's
+        # alone let a late buyer of the next one meet its refusal), the first node dies, and the
+        # next one is full: it keeps its own connections and answers /readyz, but lets no one
+        # else in.
+        await until(lambda: all(node.open_connections() == 40 for node in cluster), timeout_s=30)
         cluster[1].refusing = True
         await first.kill()
         status, output, result = await finish(process, tmp_path)
