@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
+from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import RedisError, ResponseError
 
@@ -275,12 +276,12 @@ class Ledger:
             for stream in streams:
                 _honour_lost_cancellation()
                 await self._claim(stream)
-        groups = streams_by_slot(streams)
-        # One XREADGROUP may name streams of one slot only (on a Redis Cluster another slot may
-        # be on another node; a single Redis does not mind, and reads the same way). It may
-        # block only when it is the only read: a read blocked on one slot would leave the
-        # others unread meanwhile. With several, read each without blocking, and wait when
+        # On a Redis Cluster one XREADGROUP may name streams of one slot only (and each sale is
+        # a slot of its own); a single Redis reads every stream in one command, as it always did.
+        # A read may block only when it is the only one: a read blocked on one slot would leave
+        # the others unread meanwhile. With several, read each without blocking, and wait when
         # none had anything.
+        groups = streams_by_slot(streams) if isinstance(self.redis, RedisCluster) else [streams]
         block = self.config.block_ms if len(groups) == 1 else None
         taken = 0
         for group in groups:
