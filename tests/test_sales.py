@@ -463,6 +463,22 @@ async def test_payment_failure_leaves_the_hold_and_charges_nothing(
     await asyncio.sleep(0)
 
 
+async def test_the_stock_gauge_tells_a_confirm_though_no_unit_was_freed_or_taken(
+    server: Running, http: aiohttp.ClientSession, host_token: str, shop: dict[str, str]
+) -> None:
+    """A confirm turns a held unit into a sold one: units left stay as they were, but what
+    viewers are shown (sold) changed, so the gauge says so (it once waited for `available`
+    to move, and a sale whose last confirm came after the last reserve showed one sold less)."""
+    sale = await open_sale(http, host_token, shop)
+    fan = await Client.connect(http, "shop", token(server, "fan"))
+    buyer = await Client.connect(http, "shop", token(server, "ann"))
+    held = await ask(buyer, {"type": "reserve", "rid": "r", "sale_id": sale["id"], "quantity": 1})
+    await fan.recv_until(lambda m: m["type"] == "sale_stock" and m["available"] == 4 and m["sold"] == 0)
+    assert (await ask(buyer, {"type": "confirm", "rid": "c", "hold_id": held["hold_id"]}))["type"] == "ack"
+    stock = await fan.recv_until(lambda m: m["type"] == "sale_stock" and m["sold"] == 1)
+    assert stock["available"] == 4
+
+
 async def test_the_server_heals_a_sale_when_redis_loses_writes(
     server: Running, http: aiohttp.ClientSession, host_token: str, shop: dict[str, str]
 ) -> None:

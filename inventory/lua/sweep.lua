@@ -84,9 +84,12 @@ if current ~= announced then
 end
 
 local stock = -1
-local stock_pending = phase == 'live' and tostring(available) ~= stock_announced
+-- what the stock gauge shows: units left and units sold (a confirm turns a held unit into a
+-- sold one and leaves `available` as it was: the gauge must still say so)
+local shown = available .. '|' .. sold
+local stock_pending = phase == 'live' and shown ~= stock_announced
 if stock_pending and now - tonumber(stock_at or '0') >= interval then
-  redis.call('HSET', SALE, 'stock_announced', available, 'stock_at', now)
+  redis.call('HSET', SALE, 'stock_announced', shown, 'stock_at', now)
   stock, stock_pending = available, false
 end
 
