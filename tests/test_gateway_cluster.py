@@ -193,6 +193,63 @@ async def test_a_lost_pub_sub_connection_loses_no_host_message(tmp_path: Path, r
             await viewer.stop()
 
 
+async def lose_pub_sub(redis_url: str) -> None:
+    """Kill every pub/sub connection of the server: each node subscribes again and catches up."""
+    admin = aioredis.Redis.from_url(redis_url)
+    try:
+        assert await admin.client_kill_filter(_type="pubsub") >= 1
+    finally:
+        await admin.aclose()
+
+
+async def test_members_resume_when_the_history_no_longer_reaches_back(tmp_path: Path, redis_url: str) -> None:
+    """The gap cannot be read back (the history starts past what this node delivered): the
+    members are closed with `unavailable`, to reconnect and resume from their `last_seq`."""
+    async with nodes(tmp_path, redis_url, 1) as (a,):
+        await create_room(a, "shop")
+        host = await a.connect("host", "shop", Role.HOST)
+        viewer = Viewer(await a.connect("v", "shop"))
+        await host_says(host, [f"before {i}" for i in range(3)])
+        await until(lambda: len(viewer.host_messages) == 3)
+        keys = RoomKeys(a.server.services.settings.key_prefix, "shop")
+        admin = aioredis.Redis.from_url(redis_url)
+        try:
+            await admin.hset(keys.state, "history_floor", 1000)  # as if trimmed far past us
+        finally:
+            await admin.aclose()
+        await lose_pub_sub(redis_url)
+        await until(lambda: viewer.closed is not None)
+        assert "1001" in str(viewer.closed) and "unavailable" in str(viewer.closed)
+
+
+async def test_a_room_whose_seq_went_back_is_followed_from_there(tmp_path: Path, redis_url: str) -> None:
+    """A failover lost the room's last writes (its counter and history went back) while this
+    node's subscription was down: the next events reuse those seqs and are delivered, not
+    dropped as seen already."""
+    async with nodes(tmp_path, redis_url, 1) as (a,):
+        await create_room(a, "shop")
+        host = await a.connect("host", "shop", Role.HOST)
+        viewer = Viewer(await a.connect("v", "shop"))
+        await host_says(host, [f"before {i}" for i in range(4)])
+        await until(lambda: len(viewer.host_messages) == 4)
+        keys = RoomKeys(a.server.services.settings.key_prefix, "shop")
+        admin = aioredis.Redis.from_url(redis_url)
+        try:
+            first = viewer.host_messages[0][0]
+            await admin.set(keys.seq, first)  # the promoted replica knew only the first event
+            await admin.delete(keys.history)
+        finally:
+            await admin.aclose()
+        await lose_pub_sub(redis_url)
+        room = a.server.services.hub.rooms["shop"]
+        await until(lambda: room.delivered_seq == first and not room.catching_up)  # caught up
+        acked = await host_says(host, [f"after {i}" for i in range(3)])
+        await until(lambda: {text for _, text in acked} <= {text for _, text in viewer.host_messages})
+        assert [seq for seq, _ in acked] == [first + 1, first + 2, first + 3]
+        assert viewer.closed is None
+        await viewer.stop()
+
+
 # -- a cluster ----------------------------------------------------------------------------------------
 
 
