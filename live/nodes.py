@@ -24,6 +24,8 @@ import secrets
 import socket
 from importlib import resources
 
+from redis.exceptions import RedisError
+
 from live.errors import StartupError, UsageError
 from live.redis_client import RedisClient
 
@@ -144,5 +146,11 @@ class NodeClaim:
         if not self._held:
             return
         self._held = False
-        released = int(await self._release(keys=[self.key], args=[self.token]))
+        try:
+            released = int(await self._release(keys=[self.key], args=[self.token]))
+        except (RedisError, OSError) as exc:  # stopping goes on: the claim lapses by its TTL
+            log.warning(
+                "node name not released; it lapses by itself", extra={"node": self.name, "error": repr(exc)}
+            )
+            return
         log.info("node name released", extra={"node": self.name, "released": bool(released)})
