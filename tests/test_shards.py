@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import polling
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from gateway import shards
 from gateway.shards import Subscriptions
@@ -97,3 +98,49 @@ async def test_a_link_that_stops_answering_is_dropped_and_its_channels_placed_ag
     assert subs.node_of(stalled) == "redis" and subs.resubscribes == 1
     await client.spublish(stalled, "after")
     await until(lambda: (stalled, b"after") in heard.messages)
+
+
+async def test_a_channel_no_node_will_take_is_refused_and_kept_wanted() -> None:
+    """Nothing listens where the client points: the first subscribe fails after its tries with
+    a RedisError, the channel is reported lost (the loop keeps placing it), and dropping it ends
+    that."""
+    client = connect("redis://127.0.0.1:9/0")  # (the discard port: nothing answers there)
+    heard = Heard()
+    subs = Subscriptions(
+        client,
+        sharded=True,
+        on_message=lambda channel, data: heard.messages.append((channel, data)),
+        on_lost=heard.lost.extend,
+        on_resubscribed=heard.back.extend,
+        supervisor=Supervisor(),
+    )
+    subs.start()
+    nowhere = channel("nowhere")
+    try:
+        with pytest.raises(RedisError):
+            await subs.subscribe(nowhere)
+        assert heard.lost == [nowhere] and subs.node_of(nowhere) is None
+        await asyncio.sleep(0.2)  # the loop tries again, and fails again, without giving up
+        assert heard.back == []
+        await subs.unsubscribe(nowhere)
+    finally:
+        await subs.close()
+        await client.aclose()
+
+
+async def test_a_channel_dropped_as_its_link_dies_is_not_placed_again(
+    subscriptions: tuple[Subscriptions, Heard, aioredis.Redis],
+) -> None:
+    subs, heard, client = subscriptions
+    going, staying = channel("going"), channel("staying")
+    await subs.subscribe(going)
+    await subs.subscribe(staying)
+    assert await client.client_kill_filter(_type="pubsub") >= 1
+    await subs.unsubscribe(going)  # while its link dies (before or after the reader sees it)
+    await until(lambda: staying in heard.back)
+    await asyncio.sleep(0.1)
+    assert going not in heard.back and subs.node_of(going) is None
+    await client.spublish(going, "unheard")
+    await client.spublish(staying, "heard")
+    await until(lambda: (staying, b"heard") in heard.messages)
+    assert (going, b"unheard") not in heard.messages
