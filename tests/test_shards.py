@@ -28,9 +28,8 @@ class Heard:
     back: list[str] = field(default_factory=list)
 
 
-@pytest.fixture
-async def subscriptions(redis_url: str) -> AsyncIterator[tuple[Subscriptions, Heard, aioredis.Redis]]:
-    client = connect(redis_url)
+def listening(client: aioredis.Redis) -> tuple[Subscriptions, Heard]:
+    """Subscriptions on ``client``, started, recording what they hear and lose."""
     heard = Heard()
     subs = Subscriptions(
         client,
@@ -41,6 +40,13 @@ async def subscriptions(redis_url: str) -> AsyncIterator[tuple[Subscriptions, He
         supervisor=Supervisor(),
     )
     subs.start()
+    return subs, heard
+
+
+@pytest.fixture
+async def subscriptions(redis_url: str) -> AsyncIterator[tuple[Subscriptions, Heard, aioredis.Redis]]:
+    client = connect(redis_url)
+    subs, heard = listening(client)
     yield subs, heard, client
     await subs.close()
     await client.aclose()
@@ -105,16 +111,7 @@ async def test_a_channel_no_node_will_take_is_refused_and_kept_wanted() -> None:
     a RedisError, the channel is reported lost (the loop keeps placing it), and dropping it ends
     that."""
     client = connect("redis://127.0.0.1:9/0")  # (the discard port: nothing answers there)
-    heard = Heard()
-    subs = Subscriptions(
-        client,
-        sharded=True,
-        on_message=lambda channel, data: heard.messages.append((channel, data)),
-        on_lost=heard.lost.extend,
-        on_resubscribed=heard.back.extend,
-        supervisor=Supervisor(),
-    )
-    subs.start()
+    subs, heard = listening(client)
     nowhere = channel("nowhere")
     try:
         with pytest.raises(RedisError):
