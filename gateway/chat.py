@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +56,25 @@ class _Queued:
     rid: str | None
     user_id: str
     message: dict[str, Any]
+    text: str
+
+
+@dataclass(frozen=True)
+class Posted:
+    """A comment publish.lua admitted (so its sender was not banned nor muted): what the app's
+    comment observers are told (live/ enters a lucky draw's keyword comments, say)."""
+
+    room_id: str
+    user_id: str
+    role: str
+    remote_ip: str
+    anonymous: bool
+    text: str
+
+
+#: Told of each room's admitted comments, once per publish round; runs on the event loop and
+#: must not block (queue the work). Its exceptions are logged, never the comments' answers.
+CommentObserver = Callable[[list[Posted]], None]
 
 
 class Chat:
@@ -69,6 +89,8 @@ class Chat:
         #: Per room: (when, by time.monotonic(), the total this process added is due to be
         #: published, that total): its add was held back by likes.lua's interval.
         self._likes_follow_ups: dict[str, tuple[float, int]] = {}
+        #: The app's observers of admitted comments (``Hub.observe_comments``).
+        self.observers: list[CommentObserver] = []
 
     def register(self, commands: Registry[Sender]) -> None:
         commands.register("comment", self.comment, CHAT_COMMANDS["comment"])
@@ -93,7 +115,7 @@ class Chat:
             conn.send_error(error)
             return
         message = messages.comment(sender.user_id, sender.role, text, now_ms())
-        queued = _Queued(conn, command.rid, sender.user_id, message)
+        queued = _Queued(conn, command.rid, sender.user_id, message, text)
         self._outbox.setdefault(sender.room_id, []).append(queued)
         self._outbox_ready.set()
 
@@ -181,12 +203,29 @@ class Chat:
             results = ["internal"]
             if len(queued) > 1:
                 results = [await self._publish_alone(room_id, q) for q in queued]
+        posted: list[Posted] = []
         for q, result in zip(queued, results, strict=True):
             if isinstance(result, int):
                 if q.rid is not None:
                     q.conn.send(messages.ack("comment", q.rid, {"seq": result}))
+                posted.append(self._posted(room_id, q))
             else:
                 q.conn.send_error(ProtocolError(result, REFUSALS.get(result, result), q.rid))
+        if posted:
+            self._tell_observers(posted)
+
+    @staticmethod
+    def _posted(room_id: str, q: _Queued) -> Posted:
+        admission = q.conn.admission
+        anonymous = admission is None or admission.anonymous
+        return Posted(room_id, q.user_id, q.conn.role, q.conn.remote_ip, anonymous, q.text)
+
+    def _tell_observers(self, posted: list[Posted]) -> None:
+        for observer in self.observers:
+            try:
+                observer(posted)
+            except Exception:  # the app's bug: logged; the comments were published and answered
+                log.exception("a comment observer failed", extra={"room": posted[0].room_id})
 
     async def _publish_batch(self, room_id: str, queued: list[_Queued]) -> list[int | str]:
         try:

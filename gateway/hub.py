@@ -25,7 +25,7 @@ from websockets.http11 import Request
 from gateway import messages
 from gateway.admission import Admission, Admissions, Refused
 from gateway.bus import DIRECT, GAUGE, Bus, now_ms
-from gateway.chat import Chat
+from gateway.chat import Chat, CommentObserver
 from gateway.close_codes import Close
 from gateway.commands import Registry, Reply, Sender
 from gateway.config import GatewayConfig
@@ -419,6 +419,15 @@ class Hub:
                 room.delivered_seq = seq
             return events
         return None
+
+    def observe_comments(self, observer: CommentObserver) -> None:
+        """Tell ``observer`` of every comment admitted from this process's connections."""
+        self.chat.observers.append(observer)
+
+    def present_users(self, room_id: str) -> set[str]:
+        """The users with a connection to the room on this process."""
+        room = self.rooms.get(room_id)
+        return set() if room is None else {conn.user_id for conn in room.members()}
 
     async def publish_event(self, room_id: str, message: dict[str, Any]) -> int:
         """Send an application event (a sale starting, say) to a room's priority lane."""

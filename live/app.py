@@ -63,6 +63,8 @@ def build_app(services: Services) -> web.Application:
     app.router.add_post("/api/rooms/{room_id}/products", http_api.add_product)
     app.router.add_get("/api/rooms/{room_id}/products", http_api.list_products)
     sales_api.add_routes(app)
+    for tool in services.tools:
+        tool.add_routes(app)
     pages.add_routes(app)
     app.router.add_get("/ws/{tail:.*}", http_api.websocket_on_reused_connection)
     app.cleanup_ctx.append(_probe_redis)

@@ -14,6 +14,7 @@ from live.rooms import RoomNotFound, Rooms
 
 if TYPE_CHECKING:
     from live.selling import Selling
+    from live.tools import Tools
 
 
 class Directory:
@@ -22,6 +23,8 @@ class Directory:
         self.rooms = rooms
         #: Set once the server has built it (it needs the hub, which needs this directory).
         self.selling: Selling | None = None
+        #: The same: the interaction tools (their open draws, auctions, polls; top questions).
+        self.tools: Tools | None = None
 
     async def admit(self, room_id: str, token: str | None) -> Admission:
         try:
@@ -31,6 +34,8 @@ class Directory:
         welcome_room: dict[str, Any] = {"id": room.id, "title": room.title, "host_id": room.host_id}
         if self.selling is not None:
             welcome_room["sales"] = await self.selling.room_sales(room_id)
+        if self.tools is not None:
+            welcome_room.update(await self.tools.welcome(room_id))
         if token is None:
             if not room.allow_anonymous:
                 raise Refused(401, "token_missing", "send a token: ?token=... or Authorization")

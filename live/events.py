@@ -16,9 +16,13 @@ Message = dict[str, Any]
 EVENT_TYPES: set[str] = set()
 
 
-def _type(name: str) -> str:
+def event_type(name: str) -> str:
+    """Declare a server message type of the app (the tools' modules declare theirs with it)."""
     EVENT_TYPES.add(name)
     return name
+
+
+_type = event_type
 
 
 SALE_OPENED, SALE_COUNTDOWN, SALE_STARTED = map(_type, ("sale_opened", "sale_countdown", "sale_started"))

@@ -20,6 +20,7 @@ from aiohttp.web_protocol import RequestPayloadError
 from redis.exceptions import RedisError
 
 from gateway.front import hand_over, peer_ip
+from interact.errors import InteractError
 from inventory.model import InventoryError
 from live import __version__
 from live.auth import ANY_ROOM, AuthError, Identity, Role
@@ -82,6 +83,16 @@ _INVENTORY_STATUS = {
 }
 
 
+def interact_status(code: str) -> int:
+    """HTTP status of an interaction tool's refusal: 404 for a ``*_not_found``, 400 for an
+    ``invalid_*``, 503 for ``unavailable``, else 409 (a conflict with the tool's state)."""
+    if code.endswith("_not_found"):
+        return 404
+    if code.startswith("invalid_"):
+        return 400
+    return 503 if code == "unavailable" else 409
+
+
 @web.middleware
 async def error_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -108,6 +119,8 @@ async def error_middleware(
         response = error_response(_INVENTORY_STATUS.get(exc.code, 409), exc.code, exc.message)
     except SaleRefused as exc:
         response = error_response(404 if exc.code.endswith("_not_found") else 400, exc.code, exc.message)
+    except InteractError as exc:
+        response = error_response(interact_status(exc.code), exc.code, exc.message)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -30,17 +30,21 @@ from inventory.inventory import Inventory
 from inventory.ledger import Ledger, LedgerConfig
 from inventory.payments import SimulatedPayments
 from live.app import build_app
+from live.auctions import Auctions
 from live.auth import ANY_ROOM, Auth, Role
 from live.buying import Buying
 from live.commands import register as register_commands
 from live.datadir import DataDir
 from live.directory import Directory
+from live.draws import Draws
 from live.errors import StartupError
 from live.http_server import protocol_factory
 from live.logs import AccessLogger
 from live.metrics import GatewayMetrics, Metrics
 from live.nodes import NodeClaim, worker_names
 from live.notices import Notices
+from live.polls import Polls
+from live.questions import Questions
 from live.redis_client import RedisClient, check_server, open_redis, redact_url
 from live.redis_server import EmbeddedRedis, find_redis_server
 from live.rooms import Rooms
@@ -51,6 +55,7 @@ from live.settlement import Settlement
 from live.store import Store
 from live.supervisor import Supervisor
 from live.sweeper import Sweeper, Watermarks
+from live.tools import ToolContext, Tools
 from storage import DatabaseError
 from storage import redact as redact_database_url
 
@@ -227,8 +232,29 @@ async def _listening(
         watermarks,
         supervisor,
     )
+    tools = Tools(settings.tools_config(), redis, settings.key_prefix, supervisor)
+    context = ToolContext(
+        config=settings.tools_config(),
+        key_prefix=settings.key_prefix,
+        redis=redis,
+        store=store,
+        rooms=rooms,
+        hub=hub,
+        notices=notices,
+        inventory=inventory,
+        ledger=ledger,
+        settlement=settlement,
+        metrics=metrics,
+        supervisor=supervisor,
+        tools=tools,
+    )
+    for tool in (Draws(context), Auctions(context), Polls(context), Questions(context)):
+        tools.add(tool)
     directory.selling = selling  # the sales a new viewer's welcome shows
+    directory.tools = tools  # and the open draws, auctions, polls, the top questions
     register_commands(hub.commands, buying)  # before any connection: the app's WebSocket commands
+    for registered in tools:
+        registered.register(hub.commands)
     services = Services(
         settings=settings,
         redis=redis,
@@ -243,6 +269,7 @@ async def _listening(
         buying=buying,
         settlement=settlement,
         sweeper=sweeper,
+        tools=tools,
         supervisor=supervisor,
         node=claim,
     )
@@ -260,6 +287,7 @@ async def _listening(
         await inventory.start()
         await ledger.start(consume=settings.ledger_consumer)
         sweeper.start()
+        await tools.start()
         assert runner.server is not None
         http = protocol_factory(
             runner.server,
@@ -293,6 +321,7 @@ async def _listening(
         # after the connections: no purchase is cut half way
         await settlement.stop()
         await sweeper.stop()
+        await tools.stop()
         await inventory.stop()
         await ledger.close()
         await hub.stop()

@@ -21,6 +21,7 @@ from live.settlement import Settlement
 from live.store import Store
 from live.supervisor import Supervisor
 from live.sweeper import Sweeper
+from live.tools import Tools
 
 
 @dataclass
@@ -41,6 +42,8 @@ class Services:
     buying: Buying
     settlement: Settlement
     sweeper: Sweeper
+    #: The room's interaction tools: draws, auctions, polls, Q&A (live/tools.py).
+    tools: Tools
     #: The background loops; a loop that failed and awaits its restart makes /readyz unready.
     supervisor: Supervisor
     #: This process's claim on its node name; lost to another node, /readyz is unready.

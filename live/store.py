@@ -73,6 +73,23 @@ MIGRATIONS: tuple[Step, ...] = (
         "ALTER TABLE sales ADD COLUMN team_ms BIGINT NOT NULL DEFAULT 0",
         "CREATE INDEX sales_by_room ON sales(room_id, created_at_ms)",
     ),
+    # 3: the room's interaction tools (draws, auctions, polls): each one's spec as the host
+    # opened it, its state, and its result once closed (JSON, each tool's module documents it).
+    (
+        """
+        CREATE TABLE tools (
+            id            TEXT PRIMARY KEY,
+            room_id       TEXT NOT NULL REFERENCES rooms(id),
+            kind          TEXT NOT NULL,
+            spec          TEXT NOT NULL,
+            state         TEXT NOT NULL,
+            result        TEXT,
+            created_at_ms BIGINT NOT NULL,
+            closed_at_ms  BIGINT
+        )
+        """,
+        "CREATE INDEX tools_by_room ON tools(room_id, created_at_ms)",
+    ),
 )
 
 SCHEMA = Component("store", MIGRATIONS)
@@ -115,6 +132,25 @@ class SaleRow(SaleSpec):
 #: The sales table's columns, in SaleRow's field order.
 _SALE_FIELDS = tuple(f.name for f in fields(SaleRow))
 _SALE_COLUMNS = ", ".join(_SALE_FIELDS)
+
+
+@dataclass(frozen=True)
+class ToolRow:
+    """The record of an interaction tool (a draw, an auction, a poll): ``spec`` and ``result``
+    are JSON text; ``state`` is ``open`` until the tool's module records its end."""
+
+    id: str
+    room_id: str
+    kind: str
+    spec: str
+    state: str
+    result: str | None
+    created_at_ms: int
+    closed_at_ms: int | None = None
+
+
+_TOOL_FIELDS = tuple(f.name for f in fields(ToolRow))
+_TOOL_COLUMNS = ", ".join(_TOOL_FIELDS)
 
 
 class LimitExceeded(Exception):
@@ -258,6 +294,55 @@ class Store:
             f"UPDATE sales SET state = 'stopped', ends_at_ms = {self.db.least('ends_at_ms', '?')}"
             " WHERE id = ?",
             (ends_at_ms, sale_id),
+        )
+
+    # -- the interaction tools --------------------------------------------------------------------
+
+    async def insert_tool(self, tool: ToolRow, max_open: int | None = None) -> None:
+        """Raises LimitExceeded if the room has ``max_open`` open tools of this kind already."""
+        async with self.db.transaction() as tx:
+            await tx.lock(f"live.store.tools-of-room.{tool.room_id}")
+            if max_open is not None:
+                row = await tx.fetchone(
+                    "SELECT COUNT(*) FROM tools WHERE room_id = ? AND kind = ? AND state = 'open'",
+                    (tool.room_id, tool.kind),
+                )
+                if row is not None and int(row[0]) >= max_open:
+                    raise LimitExceeded(
+                        f"a room may have {max_open} open {tool.kind}s at most: wait for one to close"
+                    )
+            await tx.execute(
+                f"INSERT INTO tools ({_TOOL_COLUMNS}) VALUES ({', '.join('?' * len(_TOOL_FIELDS))})",
+                tuple(getattr(tool, name) for name in _TOOL_FIELDS),
+            )
+
+    async def tool(self, tool_id: str) -> ToolRow | None:
+        row = await self.db.fetchone(f"SELECT {_TOOL_COLUMNS} FROM tools WHERE id = ?", (tool_id,))
+        return ToolRow(*row) if row else None
+
+    async def tools(
+        self, room_id: str | None = None, kind: str | None = None, state: str | None = None
+    ) -> list[ToolRow]:
+        """Tools by creation time, filtered by room, kind and state when given."""
+        where, args = [], []
+        for column, value in (("room_id", room_id), ("kind", kind), ("state", state)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        clause = f"WHERE {' AND '.join(where)} " if where else ""
+        rows = await self.db.fetch(
+            f"SELECT {_TOOL_COLUMNS} FROM tools {clause}ORDER BY created_at_ms, {self.db.bytewise('id')}",
+            tuple(args),
+        )
+        return [ToolRow(*r) for r in rows]
+
+    async def update_tool(
+        self, tool_id: str, state: str, result: str | None, closed_at_ms: int | None
+    ) -> None:
+        """Record a tool's new state (and its result, once known)."""
+        await self.db.execute(
+            "UPDATE tools SET state = ?, result = ?, closed_at_ms = ? WHERE id = ?",
+            (state, result, closed_at_ms, tool_id),
         )
 
 

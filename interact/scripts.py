@@ -1,0 +1,34 @@
+"""The interaction tools' Lua scripts (``interact/lua/<name>.lua``), loaded once per process
+and called by SHA. redis-py's ``Script`` calls EVALSHA and, on NOSCRIPT (a restarted or
+failed-over Redis), loads the script again and retries; on a Redis Cluster EVALSHA goes to the
+master of the slot of its keys (every call's keys share the room's hash tag)."""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any
+
+from redis.commands.core import AsyncScript
+
+from interact.ports import RedisClient
+
+
+def source(name: str) -> str:
+    """A script's text as Redis runs it: ``lib.lua`` (shared helpers) in front of it."""
+    lua = resources.files("interact").joinpath("lua")
+    return lua.joinpath("lib.lua").read_text() + "\n" + lua.joinpath(f"{name}.lua").read_text()
+
+
+class Scripts:
+    """The scripts of one tool's module (its names), registered on first use."""
+
+    def __init__(self, redis: RedisClient, names: tuple[str, ...]) -> None:
+        self._redis = redis
+        self._scripts: dict[str, AsyncScript] = {name: redis.register_script(source(name)) for name in names}
+
+    async def load(self) -> None:
+        for script in self._scripts.values():
+            await self._redis.script_load(script.script)
+
+    async def call(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        return await self._scripts[name](keys=keys, args=args)
