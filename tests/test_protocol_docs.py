@@ -29,7 +29,11 @@ from live.server import Running
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = (ROOT / "docs" / "protocol.md").read_text()
-SOURCES = sorted([*(ROOT / "gateway").glob("*.py"), *(ROOT / "live").glob("*.py")])
+SOURCES = sorted(
+    [*(ROOT / "gateway").glob("*.py"), *(ROOT / "live").glob("*.py"), *(ROOT / "interact").glob("*.py")]
+)
+#: A refusal in an interaction tool's script: ``refuse('code', ...)`` (interact/lua/lib.lua).
+LUA_REFUSAL = re.compile(r"""refuse\(\s*['"]([a-z_]+)['"]""")
 NAME = re.compile(r"`([a-z][a-z0-9_]*)`")
 #: Inventory refusals only the host API meets (docs/http-api.md documents them).
 HOST_ONLY_INVENTORY = {"already_ended", "batch_exists", "inventory_error"}
@@ -114,6 +118,15 @@ def raised_codes(class_name: str) -> set[tuple[int | None, str]]:
     return found
 
 
+def interact_codes() -> set[str]:
+    """The codes of the interaction tools' refusals: InteractError(...) in Python, refuse(...) in
+    their Lua scripts (each answered to a WebSocket command, or to the host API)."""
+    codes = {code for _, code in raised_codes("InteractError")}
+    for path in (ROOT / "interact" / "lua").glob("*.lua"):
+        codes |= set(LUA_REFUSAL.findall(path.read_text()))
+    return codes
+
+
 def inventory_codes() -> set[str]:
     classes = vars(inventory.model).values()
     return {c.code for c in classes if inspect.isclass(c) and issubclass(c, inventory.model.InventoryError)}
@@ -165,6 +178,7 @@ def test_every_error_code_is_documented_and_every_documented_one_is_raised() -> 
     raised = {code for _, code in raised_codes("ProtocolError")}
     raised |= set(REFUSALS)  # a comment the bus refuses
     raised |= inventory_codes() - HOST_ONLY_INVENTORY  # a buyer's command the inventory refuses
+    raised |= interact_codes()  # a draw, bid, vote or question refused
     assert raised - documented == set(), "raised but not in docs/protocol.md's error codes"
     assert documented - raised == set(), "in docs/protocol.md's error codes but raised nowhere"
 
