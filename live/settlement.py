@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 _SETTLE_FIRST_S = 0.1
 _SETTLE_MAX_S = 5.0
 T = TypeVar("T")
+#: Marks a payment attempt void so that no script spends it from now on; True when voided (no
+#: script spent it), False when one spent it already (it pays for something: keep it).
+Void = Callable[[str], Awaitable[bool]]
 
 
 class Settlement:
@@ -43,7 +46,13 @@ class Settlement:
     async def charge(self, reference: str, user_id: str, amount_cents: int) -> Charge:
         return await self.payments.charge(reference, user_id, amount_cents)
 
-    async def spend(self, sale_id: str, charge: Charge, commit: Callable[[], Awaitable[tuple[T, bool]]]) -> T:
+    async def spend(
+        self,
+        sale_id: str,
+        charge: Charge,
+        commit: Callable[[], Awaitable[tuple[T, bool]]],
+        void: Void | None = None,
+    ) -> T:
         """Run the script that spends a payment (a confirm, a team join), then keep the payment
         or give it back, so that money moves only with the decision.
 
@@ -51,19 +60,24 @@ class Settlement:
         (``charge.new``), when the script refused, answered with what another payment paid
         for, or could not be asked (Redis down: it may have run). The attempt is voided in Redis
         before the refund, so no late or concurrent copy of the script can spend it after; if a
-        copy of this request spent it first, that copy's answer is this request's too."""
+        copy of this request spent it first, that copy's answer is this request's too.
+
+        ``void`` marks the attempt void where its spending script looks (default: the sale's,
+        ``Inventory.void_payment``); a caller whose script keeps its attempts elsewhere (an
+        auction's payment) passes its own."""
+        voider = void or self._sale_void(sale_id)
         try:
             result, paid = await commit()
         except (InventoryError, RedisError, OSError):
-            if charge.new and not await self._give_back(sale_id, charge):
+            if charge.new and not await self._give_back(voider, charge):
                 result, _ = await commit()  # spent by a copy of this request: its answer
                 return result
             raise
         except BaseException:  # cancelled while the script ran: settle it in the background
             if charge.new:
-                self._settle_later(sale_id, charge)
+                self._settle_later(voider, charge)
             raise
-        if charge.new and not paid and not await self._give_back(sale_id, charge):
+        if charge.new and not paid and not await self._give_back(voider, charge):
             log.error("a payment is spent, though another paid", extra={"reference": charge.reference})
         return result
 
@@ -84,28 +98,34 @@ class Settlement:
             log.warning("team refunds failed; retrying", extra={"team": team.code, "error": repr(exc)})
             self._later(f"refunds of team {team.code} of sale {sale_id}", refund)
 
-    async def _give_back(self, sale_id: str, charge: Charge) -> bool:
+    def _sale_void(self, sale_id: str) -> Void:
+        async def void(attempt: str) -> bool:
+            return await self.inventory.void_payment(sale_id, attempt)
+
+        return void
+
+    async def _give_back(self, void: Void, charge: Charge) -> bool:
         """Refund a payment unless a script spent it. False when spent (it pays for something);
         True when refunded, or left to a background retry while Redis or the provider is down."""
         try:
-            return await self._refund_unspent(sale_id, charge)
+            return await self._refund_unspent(void, charge)
         except Exception as exc:
             log.warning(
                 "payment not settled yet; retrying in the background",
                 extra={"reference": charge.reference, "error": repr(exc)},
             )
-            self._settle_later(sale_id, charge)
+            self._settle_later(void, charge)
             return True
 
-    async def _refund_unspent(self, sale_id: str, charge: Charge) -> bool:
-        if not await self.inventory.void_payment(sale_id, charge.attempt):
+    async def _refund_unspent(self, void: Void, charge: Charge) -> bool:
+        if not await void(charge.attempt):
             return False
         await self.payments.refund(charge.reference, charge.attempt)
         return True
 
-    def _settle_later(self, sale_id: str, charge: Charge) -> None:
+    def _settle_later(self, void: Void, charge: Charge) -> None:
         async def settle() -> None:
-            if not await self._refund_unspent(sale_id, charge):
+            if not await self._refund_unspent(void, charge):
                 log.warning("payment kept: a script spent it", extra={"reference": charge.reference})
 
         self._later(f"payment {charge.reference} ({charge.attempt}, {charge.amount_cents} cents)", settle)
