@@ -157,6 +157,13 @@ def _checkpoint(auction: Auction, offered: list[str]) -> dict[str, Any]:
     }
 
 
+#: The auction's WebSocket commands and their fields (signed-in users, each with a rid).
+COMMANDS: dict[str, dict[str, Field]] = {
+    "bid": {"auction_id": Field(str), "amount_cents": Field(int)},
+    "pay_auction": {"auction_id": Field(str)},
+}
+
+
 class Auctions:
     welcome_key = "auctions"
     id_prefix = "a_"
@@ -174,11 +181,9 @@ class Auctions:
     # -- the Tool protocol ----------------------------------------------------------------------
 
     def register(self, commands: Registry[Any]) -> None:
-        fields = {"auction_id": Field(str), "amount_cents": Field(int)}
-        commands.register("bid", self._bid_command, fields, signed_in=True, needs_rid=True)
-        commands.register(
-            "pay_auction", self._pay_command, {"auction_id": Field(str)}, signed_in=True, needs_rid=True
-        )
+        handlers = {"bid": self._bid_command, "pay_auction": self._pay_command}
+        for name, fields in COMMANDS.items():
+            commands.register(name, handlers[name], fields, signed_in=True, needs_rid=True)
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/api/rooms/{room_id}/auctions", self._open_route)

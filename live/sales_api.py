@@ -170,7 +170,8 @@ async def get_order(request: web.Request) -> web.Response:
     order = await services.ledger.order(request.match_info["order_id"])
     if order is None:
         raise ApiError(404, "order_not_found", "no such order in the ledger")
-    row = await services.store.sale(order.sale_id)
+    # an order of a sale, or of an interaction tool (an auction won, a prize drawn): its room
+    row = await services.store.sale(order.sale_id) or await services.store.tool(order.sale_id)
     if row is None:
         raise UnknownSale()
     who.require_room(row.room_id)

@@ -170,25 +170,13 @@ class Settings:
     #: Consume the order streams into this node's SQLite ledger. Turn off on nodes that do
     #: not share the ledger's data dir (one ledger per deployment; docs/inventory.md).
     ledger_consumer: bool = True
-    #: The interaction tools (draws, auctions, polls, Q&A): how often their loop runs (closes,
-    #: coalesced fan-out), and open draws / auctions / polls per room (each kind apart).
+    #: The interaction tools (auctions): how often their loop runs (closes, offers, the
+    #: coalesced fan-out), and open tools of one kind per room.
     tools_tick_ms: int = _TOOLS.tick_ms
     max_open_tools_per_room: int = _TOOLS.max_open_per_room
-    #: Entries of one lucky draw at most; entries from one client address past
-    #: draw_max_entries_per_ip are excluded from the draw (the result names them and the rule).
-    draw_max_entries: int = _TOOLS.draw_max_entries
-    draw_max_entries_per_ip: int = _TOOLS.draw_max_entries_per_ip
     #: Per user (per process): auction bids burst and rate; past it, rate_limited.
     bid_burst: int = _TOOLS.bid_burst
     bid_rate_per_s: float = _TOOLS.bid_rate_per_s
-    #: A poll's live tallies go to the room at most once per this many ms (room-wide).
-    poll_tally_interval_ms: int = _TOOLS.poll_tally_interval_ms
-    #: Q&A: a question's length; per user (per process) questions burst and rate; the number
-    #: of top questions viewers see.
-    question_max_chars: int = _TOOLS.question_max_chars
-    question_burst: int = _TOOLS.question_burst
-    question_rate_per_s: float = _TOOLS.question_rate_per_s
-    questions_top: int = _TOOLS.questions_top
     #: Base URL printed for the console; defaults to http://host:port.
     public_url: str | None = None
     #: This node's unique name among the nodes sharing the Redis (claimed there at start):
@@ -230,18 +218,9 @@ class Settings:
         _check(10 <= self.tick_ms <= 5000, "tick_ms must be 10..5000")
         _check(10 <= self.tools_tick_ms <= 5000, "tools_tick_ms must be 10..5000")
         _check(1 <= self.max_open_tools_per_room <= 1000, "max_open_tools_per_room must be 1..1000")
-        _check(1 <= self.draw_max_entries <= 10_000_000, "draw_max_entries must be 1..10000000")
-        _check(1 <= self.draw_max_entries_per_ip <= 1_000_000, "draw_max_entries_per_ip must be 1..1000000")
         _check(
             self.bid_burst >= 1 and self.bid_rate_per_s > 0, "bid_burst must be >= 1 and bid_rate_per_s > 0"
         )
-        _check(50 <= self.poll_tally_interval_ms <= 60_000, "poll_tally_interval_ms must be 50..60000")
-        _check(1 <= self.question_max_chars <= 2000, "question_max_chars must be 1..2000")
-        _check(
-            self.question_burst >= 1 and self.question_rate_per_s > 0,
-            "question_burst must be >= 1 and question_rate_per_s > 0",
-        )
-        _check(1 <= self.questions_top <= 200, "questions_top must be 1..200")
         _check(self.comments_per_tick >= 1, "comments_per_tick must be >= 1")
         _check(self.comment_fanout_per_s >= 0, "comment_fanout_per_s must be >= 0 (0: no budget)")
         _check(
@@ -352,15 +331,8 @@ class Settings:
         return ToolsConfig(
             tick_ms=self.tools_tick_ms,
             max_open_per_room=self.max_open_tools_per_room,
-            draw_max_entries=self.draw_max_entries,
-            draw_max_entries_per_ip=self.draw_max_entries_per_ip,
             bid_burst=self.bid_burst,
             bid_rate_per_s=self.bid_rate_per_s,
-            poll_tally_interval_ms=self.poll_tally_interval_ms,
-            question_max_chars=self.question_max_chars,
-            question_burst=self.question_burst,
-            question_rate_per_s=self.question_rate_per_s,
-            questions_top=self.questions_top,
         )
 
     def banned_words(self) -> tuple[str, ...]:

@@ -1,5 +1,5 @@
-"""The room's interaction tools, wired: lucky draws (live/draws.py), auctions
-(live/auctions.py), polls (live/polls.py) and Q&A (live/questions.py).
+"""The room's interaction tools, wired: live auctions (live/auctions.py) today; lucky draws,
+polls and Q&A (issue 14) are tools of the same kind.
 
 Each is a ``Tool``: it registers its WebSocket commands and HTTP routes, adds its part to a new
 viewer's welcome, does what is due (a close, an offer that expired) and its coalesced fan-out
@@ -53,24 +53,11 @@ class ToolsConfig:
 
     #: How often the tools' loop runs: due steps, and each tool's coalesced fan-out.
     tick_ms: int = 100
-    #: Open draws, auctions, polls (each kind counted apart) per room at most.
+    #: Open tools of one kind (auctions, say) per room at most.
     max_open_per_room: int = 10
-    #: Entries of one draw at most; later ones are refused (draw_full).
-    draw_max_entries: int = 100_000
-    #: Entries from one client address beyond this many are excluded from the draw (their
-    #: users are listed in the result, with the rule).
-    draw_max_entries_per_ip: int = 5
     #: Bids per user: burst and rate (per process); past it, rate_limited.
     bid_burst: int = 5
     bid_rate_per_s: float = 2.0
-    #: A poll's tallies go to the room at most once per this many ms (room-wide).
-    poll_tally_interval_ms: int = 200
-    #: A question's length, and questions per user: burst and rate (per process).
-    question_max_chars: int = 300
-    question_burst: int = 3
-    question_rate_per_s: float = 0.2
-    #: Questions a viewer sees (welcome and the qna_top gauge).
-    questions_top: int = 20
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from gateway.chat import CHAT_COMMANDS
 from gateway.commands import STAFF, Caller, Registry, Reply
 from gateway.messages import Command
 from gateway.moderation import RULES
+from live import auctions
 from live.commands import register
 
 
@@ -30,6 +31,8 @@ def every_command() -> Registry[Caller]:
     for name, rule in RULES.items():
         registry.register(name, _refuse, rule.fields, roles=STAFF)
     register(registry, _NoBuyer())
+    for name, fields in auctions.COMMANDS.items():
+        registry.register(name, _refuse, fields, signed_in=True, needs_rid=True)
     return registry
 
 

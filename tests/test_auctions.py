@@ -253,6 +253,8 @@ async def test_a_winner_who_does_not_pay_and_the_next_bidder_who_does(
     status = await other_device.recv_type("order_status")
     assert status["status"] == "confirmed" and status["order"]["order_id"] == order["order_id"]
 
+    async with http.get(f"/api/orders/{order['order_id']}", headers=bearer(token(server, "ann"))) as resp:
+        assert resp.status == 200 and (await resp.json())["user_id"] == "ann"  # the buyer reads it
     recorded = await server.services.ledger.order(order["order_id"])
     assert recorded is not None and recorded.user_id == "ann" and recorded.idempotency_key == f"auction:{aid}"
     payments = server.services.settlement.payments

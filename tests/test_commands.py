@@ -160,15 +160,17 @@ async def test_a_live_server_routes_a_new_app_command_to_its_handler(
         bids.append((caller.user_id, command.fields["amount"]))
         return {"amount": command.fields["amount"], "leading": True}
 
-    server.services.hub.commands.register("bid", bid, {"amount": Field(int)}, signed_in=True, needs_rid=True)
+    server.services.hub.commands.register(
+        "offer", bid, {"amount": Field(int)}, signed_in=True, needs_rid=True
+    )
     alice = await Client.connect(http, room, token(server, "alice"))
-    await alice.send({"type": "bid", "rid": "b1", "amount": 30})
+    await alice.send({"type": "offer", "rid": "b1", "amount": 30})
     ack = await alice.recv_until(lambda m: m.get("rid") == "b1")
-    assert ack == {"type": "ack", "rid": "b1", "of": "bid", "amount": 30, "leading": True}
-    await alice.send({"type": "bid", "rid": "b2", "amount": -1})
+    assert ack == {"type": "ack", "rid": "b1", "of": "offer", "amount": 30, "leading": True}
+    await alice.send({"type": "offer", "rid": "b2", "amount": -1})
     error = await alice.recv_until(lambda m: m.get("rid") == "b2")
     assert (error["type"], error["code"]) == ("error", "invalid_field")
-    await alice.send({"type": "bid", "rid": "b3", "amount": "30"})
+    await alice.send({"type": "offer", "rid": "b3", "amount": "30"})
     assert (await alice.recv_until(lambda m: m.get("rid") == "b3"))["code"] == "invalid_field"
     assert bids == [("alice", 30)]  # refusals ran nothing
     host = await Client.connect(http, room, token(server, "host1", Role.HOST))

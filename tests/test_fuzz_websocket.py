@@ -115,6 +115,7 @@ class Shop:
     sale_id: str
     group_sale_id: str
     batch_id: str
+    auction_id: str
 
 
 def plausible(shop: Shop) -> dict[str, st.SearchStrategy[Any]]:
@@ -134,6 +135,8 @@ def plausible(shop: Shop) -> dict[str, st.SearchStrategy[Any]]:
         "coupon_id": words,
         "code": words,
         "batch_id": st.sampled_from([shop.batch_id]) | words,
+        "auction_id": st.sampled_from([shop.auction_id]) | words,
+        "amount_cents": st.integers(-1, 10**13),
     }
 
 
@@ -273,7 +276,16 @@ def fuzz(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[F
             server, "POST", f"/api/sales/{sale['id']}/coupons", {"count": 1000, "discount_cents": 100}
         )
         assert status == 201, batch
-        state = Fuzz(server, Shop(product["id"], sale["id"], group_sale["id"], batch["batch_id"]), {})
+        auction_body = {
+            "product_id": product["id"],
+            "start_cents": 100,
+            "increment_cents": 10,
+            "duration_s": 3600,
+        }
+        status, auction = http(server, "POST", f"/api/rooms/{ROOM}/auctions", auction_body)
+        assert status == 201, auction
+        shop = Shop(product["id"], sale["id"], group_sale["id"], batch["batch_id"], auction["id"])
+        state = Fuzz(server, shop, {})
         yield state
         for peer in state.peers.values():
             peer.close()
@@ -468,11 +480,12 @@ def _walk_strings(value: Any) -> Iterator[str]:
         st.tuples(st.just(Framing.JSON), JSON_VALUES),
         st.tuples(st.just(Framing.MSGPACK), MSGPACK_VALUES),
         st.tuples(
-            st.just(Framing.JSON), client_messages(Shop("p", "s", "g", "b"), JSON_VALUES).map(lambda m: m[0])
+            st.just(Framing.JSON),
+            client_messages(Shop("p", "s", "g", "b", "a"), JSON_VALUES).map(lambda m: m[0]),
         ),
         st.tuples(
             st.just(Framing.MSGPACK),
-            client_messages(Shop("p", "s", "g", "b"), MSGPACK_VALUES).map(lambda m: m[0]),
+            client_messages(Shop("p", "s", "g", "b", "a"), MSGPACK_VALUES).map(lambda m: m[0]),
         ),
     )
 )

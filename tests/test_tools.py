@@ -98,8 +98,8 @@ async def test_a_due_step_is_taken_by_one_process_and_rescheduled_as_it_answers(
     try:
         assert steps_one.started and steps_two.started
         now = int(time.time() * 1000)
-        steps_one.answers["t_a"] = [now + 100, None]
-        steps_two.answers["t_a"] = [now + 100, None]
+        # one list of answers for both processes: whichever takes a step gives the next answer
+        steps_one.answers = steps_two.answers = {"t_a": [now + 100, None]}
         await one.schedule("r1", "t_a", now)
         await until(lambda: len(steps_one.calls) + len(steps_two.calls) == 2)
         await until(lambda: steps_one.ticks > 3 and steps_two.ticks > 3)
