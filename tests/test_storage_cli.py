@@ -12,6 +12,8 @@ import asyncpg
 import pytest
 from test_cli import ENV, Server, live
 
+from live.store import MIGRATIONS as STORE_MIGRATIONS
+
 
 @pytest.mark.parametrize(
     ("command", "args", "env", "code", "message"),
@@ -67,7 +69,7 @@ async def test_workers_share_the_postgresql_store(tmp_path: Path, database_url: 
             version = await connection.fetchval("SELECT version FROM store_schema")
         finally:
             await connection.close()
-        assert rooms == {f"room{i}" for i in range(6)} and version == 2
+        assert rooms == {f"room{i}" for i in range(6)} and version == len(STORE_MIGRATIONS)
         assert not (server.data_dir / "live.db").exists()
         with urllib.request.urlopen(server.url("/readyz"), timeout=5) as resp:
             assert json.loads(resp.read())["sqlite"] == "ok"
