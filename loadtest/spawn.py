@@ -39,8 +39,7 @@ def _free_port() -> int:
 
 
 #: The server's limits raised for load (every harness connection comes from one or a few
-#: addresses, all at once in the ramp). The per-user limits (bids, questions) stay as they are:
-#: each simulated user keeps within them.
+#: addresses, all at once in the ramp).
 LOAD_SETTINGS = {
     "LIVE_MAX_CONNECTIONS": "15000",
     "LIVE_MAX_CONNECTIONS_PER_IP": "15000",
