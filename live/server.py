@@ -229,9 +229,10 @@ async def _listening(
         watermarks,
         supervisor,
     )
-    tools = Tools(settings.tools_config(), redis, settings.key_prefix, supervisor)
+    tools_config = settings.tools_config()
+    tools = Tools(tools_config, redis, settings.key_prefix, supervisor)
     context = ToolContext(
-        config=settings.tools_config(),
+        config=tools_config,
         key_prefix=settings.key_prefix,
         redis=redis,
         store=store,

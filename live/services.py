@@ -42,7 +42,7 @@ class Services:
     buying: Buying
     settlement: Settlement
     sweeper: Sweeper
-    #: The room's interaction tools: draws, auctions, polls, Q&A (live/tools.py).
+    #: The room's interaction tools: today the auctions (live/tools.py).
     tools: Tools
     #: The background loops; a loop that failed and awaits its restart makes /readyz unready.
     supervisor: Supervisor
