@@ -295,9 +295,12 @@ async def test_thousands_of_bids_in_the_last_seconds(
         http,
         host_token,
         shop["product"],
-        duration_s=2,
-        snipe_s=1,
-        max_extension_s=2,
+        # Every bid falls in the anti-sniping window and the cap is far off, so the auction
+        # lasts until the bidding stops, however slow the machine: the test counts on all
+        # 2,400 bids being decided while it is open (the cap has a test of its own).
+        duration_s=3,
+        snipe_s=3,
+        max_extension_s=120,
         start_cents=100,
         increment_cents=10,
     )
@@ -316,15 +319,13 @@ async def test_thousands_of_bids_in_the_last_seconds(
                 floor = answer["amount_cents"] + 10
             else:
                 refusals[answer["code"]] = refusals.get(answer["code"], 0) + 1
-                if answer["code"] == "auction_ended":
-                    return
                 floor = max(floor, answer.get("min_bid_cents", floor))
             await asyncio.sleep(rng.random() * 0.2)
 
     await asyncio.gather(*(bidder(n, c) for n, c in enumerate(clients)))
     ended = await watcher.recv_type("auction_ended", timeout=20)
-    assert sum(refusals.values()) + len(acks) >= 2000
-    assert set(refusals) <= {"bid_too_low", "auction_ended"}, refusals
+    assert sum(refusals.values()) + len(acks) == 2400
+    assert set(refusals) == {"bid_too_low"}, refusals
 
     full = await get_auction(http, host_token, aid)
     bids = (await get_auction(http, host_token, aid, "/bids"))["bids"]
@@ -336,8 +337,8 @@ async def test_thousands_of_bids_in_the_last_seconds(
     for b in bids:  # every accepted bid: before the end, >= the previous + the increment
         assert b["at_ms"] < ends
         assert b["amount_cents"] >= (100 if previous is None else previous + 10)
-        if ends - b["at_ms"] < 1000:
-            ends = max(ends, min(b["at_ms"] + 1000, original + 2000))
+        if ends - b["at_ms"] < 3000:
+            ends = max(ends, min(b["at_ms"] + 3000, original + 120_000))
         assert b["ends_at_ms"] == ends  # the end time is the rule applied to the bids
         previous = b["amount_cents"]
     assert full["ends_at_ms"] == ends and full["state"] == "offered"
