@@ -215,7 +215,7 @@ async def test_a_winner_who_does_not_pay_and_the_next_bidder_who_does(
     bob = await Client.connect(http, "shop", token(server, "bob"))
     watcher = await Client.connect(http, "shop", token(server, "cat"))
     auction = await open_auction(
-        http, host_token, shop["product"], duration_s=1, snipe_s=0, hold_s=1, reserve_cents=1000
+        http, host_token, shop["product"], duration_s=2, snipe_s=0, hold_s=3, reserve_cents=1000
     )
     aid = auction["id"]
     assert (await ask(ann, bid("a1", aid, 1000)))["type"] == "ack"
@@ -361,8 +361,9 @@ async def test_a_restart_mid_auction_and_a_redis_that_lost_it(settings: Settings
             "/api/rooms/shop/products", json={"title": "玉", "price_cents": 500}, headers=bearer(host_token)
         ) as resp:
             product = (await resp.json())["id"]
-        restarted = await open_auction(http, host_token, product, duration_s=3, snipe_s=0)
-        lost = await open_auction(http, host_token, product, duration_s=3, snipe_s=0)
+        # (long enough to be open still when the second process's watcher joins, however slow)
+        restarted = await open_auction(http, host_token, product, duration_s=8, snipe_s=0)
+        lost = await open_auction(http, host_token, product, duration_s=8, snipe_s=0)
         ann = await Client.connect(http, "shop", token(first, "ann"))
         for rid, aid in (("x", restarted["id"]), ("y", lost["id"])):
             assert (await ask(ann, bid(rid, aid, 1200)))["type"] == "ack"
