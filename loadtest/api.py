@@ -91,3 +91,48 @@ class Api:
             if not answer["more"]:
                 return orders
             after = answer["cursor"]
+
+    # -- the room's interaction tools (issue 14) ------------------------------------------------
+
+    async def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        answer: dict[str, Any] = await self._call("POST", path, body)
+        return answer
+
+    async def get(self, path: str) -> Any:
+        return await self._call("GET", path)
+
+    async def open_draw(self, room: str, **fields: Any) -> dict[str, Any]:
+        return await self.post(f"/api/rooms/{room}/draws", fields)
+
+    async def draw(self, room: str, draw_id: str) -> dict[str, Any]:
+        draw: dict[str, Any] = await self.get(f"/api/rooms/{room}/draws/{draw_id}")
+        return draw
+
+    async def open_auction(self, room: str, **fields: Any) -> dict[str, Any]:
+        return await self.post(f"/api/rooms/{room}/auctions", fields)
+
+    async def auction(self, room: str, auction_id: str) -> dict[str, Any]:
+        auction: dict[str, Any] = await self.get(f"/api/rooms/{room}/auctions/{auction_id}")
+        return auction
+
+    async def auction_bids(self, room: str, auction_id: str) -> list[dict[str, Any]]:
+        answer = await self.get(f"/api/rooms/{room}/auctions/{auction_id}/bids")
+        bids: list[dict[str, Any]] = answer["bids"] if isinstance(answer, dict) else answer
+        return bids
+
+    async def open_poll(self, room: str, **fields: Any) -> dict[str, Any]:
+        return await self.post(f"/api/rooms/{room}/polls", fields)
+
+    async def poll(self, room: str, poll_id: str) -> dict[str, Any]:
+        poll: dict[str, Any] = await self.get(f"/api/rooms/{room}/polls/{poll_id}")
+        return poll
+
+    async def questions(self, room: str) -> list[dict[str, Any]]:
+        """The room's open questions (the host's full queue)."""
+        answer = await self.get(f"/api/rooms/{room}/questions")
+        questions: list[dict[str, Any]] = answer["questions"] if isinstance(answer, dict) else answer
+        return questions
+
+    async def order(self, order_id: str) -> dict[str, Any]:
+        order: dict[str, Any] = await self.get(f"/api/orders/{quote(order_id)}")
+        return order

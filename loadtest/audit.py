@@ -19,6 +19,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from loadtest import tools_audit
+
 COUNTS = ("oversold", "lost_orders", "duplicate_orders", "over_limit", "chat_unaccounted")
 
 
@@ -84,9 +86,13 @@ def audit_chat(
 
 
 def verdict(
-    sales: list[dict[str, Any]], chat: dict[str, Any] | None, reconcile: dict[str, Any] | None
+    sales: list[dict[str, Any]],
+    chat: dict[str, Any] | None,
+    reconcile: dict[str, Any] | None,
+    tools: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The audit section of the result: the five counts, ``passed``, and the details."""
+    """The audit section of the result: the five counts (and the tools' four), ``passed``, and
+    the details. ``tools``: the interaction tools' reports (loadtest.tools_audit), by kind."""
     out: dict[str, Any] = {name: sum(int(s[name]) for s in sales) for name in COUNTS[:4]}
     out["chat_unaccounted"] = (chat["missing"] + chat["extra"]) if chat else 0
     notes = [f"{s['sale_id']}: {n}" for s in sales for n in s["notes"]]
@@ -94,6 +100,15 @@ def verdict(
     reconcile_clean = reconcile is None or reconcile.get("clean", False)
     if reconcile is not None and not reconcile_clean:
         notes.append("live reconcile found differences (see reconcile.output)")
-    out["passed"] = not any(out[name] for name in COUNTS) and not broken_counters and reconcile_clean
-    out.update(sales=sales, chat=chat, reconcile=reconcile, notes=notes)
+    tool_counts = tools_audit.counts(tools or {})
+    out.update(tool_counts)
+    for kind, reports in sorted((tools or {}).items()):
+        notes.extend(f"{kind}: {v}" for r in reports for v in r["violations"])
+    out["passed"] = (
+        not any(out[name] for name in COUNTS)
+        and not any(tool_counts.values())
+        and not broken_counters
+        and reconcile_clean
+    )
+    out.update(sales=sales, chat=chat, reconcile=reconcile, notes=notes, tools=tools)
     return out

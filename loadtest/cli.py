@@ -28,13 +28,14 @@ from loadtest.api import ApiError
 from loadtest.plan import ALIASES, FIELDS, SCENARIOS, Plan, PlanError, expand, load_toml
 from loadtest.progress import Progress
 from loadtest.run import Run, Target
+from loadtest.tools_audit import TOOL_COUNTS
 
 EXIT_PASSED, EXIT_FAILED, EXIT_ERROR, EXIT_SHORTFALL = 0, 1, 2, 3
 #: Where results go when neither --json nor --report is given.
 DEFAULT_OUTPUT = "live-loadtest-results"
 
 #: Flags are the plan's field names with - for _ and without the _s of seconds, except these.
-FLAG_NAMES = {"team_s": "team_deadline"}
+FLAG_NAMES = {"team_s": "team_deadline", "auction_s": "auction_duration"}
 #: --url may be given once per node, up to this many.
 MAX_NODES = 64
 
@@ -62,6 +63,30 @@ HELP = {
     "team_size": "members per team (default 3)",
     "team_fill_share": "share of teams that fill; the rest fail at their deadline (default 0.8)",
     "team_s": "a team's deadline in seconds (default 6)",
+    "draw_entrants": "users entering the lucky draws (default 100)",
+    "draw_winners": "winners of each draw (default 5)",
+    "draw_keyword": "the keyword a comment enters the keyword draw with (default lucky)",
+    "draw_comment_share": "share of entrants entering by comment; the rest by enter_draw (default 0.5)",
+    "draw_repeat_share": "share of entrants entering twice (default 0.2)",
+    "bidders": "users bidding in the auction (default 30)",
+    "bids": "bids sent (default 150)",
+    "auction_s": "the auction's duration in seconds before extensions (default 5)",
+    "snipe_s": "anti-sniping window in seconds (default 2)",
+    "max_extension_s": "cap on the auction's total extension in seconds (default 2)",
+    "start_cents": "the auction's starting price (default 1000)",
+    "increment_cents": "the auction's minimum increment (default 100)",
+    "last_bid_share": "share of bids in the last snipe seconds and the extensions (default 0.6)",
+    "low_bid_share": "share of bids deliberately below the minimum (default 0.1)",
+    "bid_retry_share": "share of bids sent twice with one rid (default 0.1)",
+    "voters": "users voting in the poll (default 100)",
+    "poll_options": "the poll's options, 2..6 (default 4)",
+    "vote_change_share": "share of voters changing their vote (default 0.3)",
+    "vote_repeat_share": "share of voters voting the same again (default 0.1)",
+    "qna_users": "Q&A users; all upvote (default 40)",
+    "askers": "Q&A users that ask (default 15)",
+    "upvotes": "upvotes sent (default 80)",
+    "ask_repeat_share": "share of askers asking a second question (default 0.2)",
+    "upvote_repeat_share": "share of upvotes sent again (default 0.1)",
     "workers": "harness worker processes (default: one per 8000 connections)",
     "source_addresses": "127.0.0.x source addresses (default: one per 25000 connections)",
     "connect_timeout_s": "handshake timeout (default 15)",
@@ -77,8 +102,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="live-loadtest",
         description="Load-test a live server on this machine: an audience, chat and like storms, host "
-        "messages, a flash-sale rush and group buys on one timeline; open-loop latency, an audit of "
-        "the sale, a JSON result and an HTML report. `live-loadtest compare A.json B.json` compares runs.",
+        "messages, a flash-sale rush, group buys, lucky draws, an auction, a poll and Q&A on one timeline; "
+        "open-loop latency, an audit of the sale and the tools, a JSON result and an HTML report. "
+        "`live-loadtest compare A.json B.json` compares runs.",
     )
     parser.add_argument(
         "scenarios",
@@ -262,6 +288,9 @@ def summary(result: dict[str, Any]) -> str:
         f"  audit: {'PASSED' if audit['passed'] else 'FAILED'} ({counts}, chat_unaccounted "
         f"{audit['chat_unaccounted']})"
     )
+    if audit.get("tools"):
+        tools = ", ".join(f"{k} {audit.get(k, 0)}" for k in TOOL_COUNTS)
+        lines.append(f"    tools: {tools}")
     if len(urls) > 1 and audit.get("read_from"):
         lines.append(f"    ledger read from {audit['read_from']}")
     lines.extend(f"    note: {n}" for n in audit["notes"])

@@ -14,9 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SCENARIOS = ("audience", "chat-storm", "like-storm", "host", "rush", "group-buy")
+SCENARIOS = (
+    "audience", "chat-storm", "like-storm", "host", "rush", "group-buy", "draw", "auction", "poll", "qna",
+)  # fmt: skip
+#: The room's interaction tools (issue 14): each brings users of its own.
+TOOL_SCENARIOS = ("draw", "auction", "poll", "qna")
+#: Tools whose server side is still being built (issue 14): their scenarios drive a server that
+#: serves them, and stay out of big-night until live does.
+NOT_YET_SERVED = ("draw", "poll", "qna")
 #: Named combinations.
-ALIASES = {"big-night": SCENARIOS}
+ALIASES = {"big-night": tuple(s for s in SCENARIOS if s not in NOT_YET_SERVED)}
 
 #: A worker process holds at most this many connections: the machine allows 20,000 open files
 #: per process, and a worker also needs a few for itself.
@@ -74,6 +81,36 @@ class Plan:
     team_size: int = 3
     team_fill_share: float = 0.8
     team_s: int = 6
+    #: Lucky draws: two open from the start, one entered by commenting draw_keyword, one by
+    #: enter_draw; a share of the entrants enters twice. They close 1 s before the drain.
+    draw_entrants: int = 100
+    draw_winners: int = 5
+    draw_keyword: str = "lucky"
+    draw_comment_share: float = 0.5
+    draw_repeat_share: float = 0.2
+    #: Auction: bidding from the ramp for auction_s, with most bids in the last snipe_s and
+    #: through the extensions (capped at max_extension_s); some bids too low, some sent twice.
+    bidders: int = 30
+    bids: int = 150
+    auction_s: int = 5
+    snipe_s: int = 2
+    max_extension_s: int = 2
+    start_cents: int = 1000
+    increment_cents: int = 100
+    last_bid_share: float = 0.6
+    low_bid_share: float = 0.1
+    bid_retry_share: float = 0.1
+    #: Poll: every voter votes once; a share changes its vote, a share votes the same again.
+    voters: int = 100
+    poll_options: int = 4
+    vote_change_share: float = 0.3
+    vote_repeat_share: float = 0.1
+    #: Q&A: the first askers of the qna users ask (a share twice), every one upvotes.
+    qna_users: int = 40
+    askers: int = 15
+    upvotes: int = 80
+    ask_repeat_share: float = 0.2
+    upvote_repeat_share: float = 0.1
     #: Processes and addresses.
     workers: int | None = None
     source_addresses: int | None = None
@@ -119,6 +156,46 @@ class Plan:
         _check(self.connect_timeout_s > 0 and self.reply_timeout_s > 0, "timeouts must be > 0")
         _check(0 <= self.max_unsent_share <= 1, "max_unsent_share must be 0..1")
         _check(self.room is None or 1 <= len(self.room) <= 64, "room must be 1-64 characters")
+        for name in ("draw_entrants", "bidders", "bids", "voters", "qna_users", "askers", "upvotes"):
+            _check(0 <= getattr(self, name) <= 100_000, f"{name} must be 0..100000")
+        _check(1 <= self.draw_winners <= 1000, "draw_winners must be 1..1000")
+        _check(1 <= len(self.draw_keyword) <= 40 and self.draw_keyword.strip() == self.draw_keyword,
+               "draw_keyword must be 1-40 characters without surrounding spaces")  # fmt: skip
+        for name in (
+            "draw_comment_share", "draw_repeat_share", "last_bid_share", "low_bid_share",
+            "bid_retry_share", "vote_change_share", "vote_repeat_share", "ask_repeat_share",
+            "upvote_repeat_share",
+        ):  # fmt: skip
+            _check(0 <= getattr(self, name) <= 1, f"{name} must be 0..1")
+        _check(1 <= self.auction_s <= 3600, "auction_s must be 1..3600")
+        _check(1 <= self.snipe_s <= 600 and 0 <= self.max_extension_s <= 3600, "snipe_s must be 1..600, "
+               "max_extension_s 0..3600")  # fmt: skip
+        _check(1 <= self.increment_cents < self.start_cents <= 10**10,
+               "increment_cents must be >= 1 and below start_cents (at most 10^10)")  # fmt: skip
+        _check(2 <= self.poll_options <= 6, "poll_options must be 2..6")
+        _check(self.askers <= self.qna_users, "askers must be <= qna_users")
+        if any(self.wants(t) for t in TOOL_SCENARIOS):
+            _check(
+                self.tools_window_s >= 3,
+                f"the tools need 3 s between the ramp ({self.ramp:g} s) and 2 s before the drain: raise "
+                f"duration_s to {self.ramp + 3 + 2 * DRAIN_S:g} or more, or lower ramp_s",
+            )
+        if self.wants("draw"):
+            _check(self.draw_entrants >= 1, "draw needs draw_entrants >= 1")
+            _check(self.duration_s >= 8, "draw needs duration_s >= 8 (a draw lasts at least 5 s)")
+        if self.wants("poll"):
+            _check(self.voters >= 1, "poll needs voters >= 1")
+            _check(self.duration_s >= 8, "poll needs duration_s >= 8 (a poll lasts at least 5 s)")
+        if self.wants("qna"):
+            _check(self.askers >= 1, "qna needs askers >= 1")
+        if self.wants("auction"):
+            _check(self.bidders >= 1 and self.bids >= 1, "auction needs bidders >= 1 and bids >= 1")
+            _check(
+                self.auction_end_s + self.max_extension_s + 1 <= self.storm_end_s,
+                f"the auction (ends at {self.auction_end_s:g} s, extended up to {self.max_extension_s} s, "
+                f"then paid) does not fit in duration_s {self.duration_s:g}: raise duration_s to "
+                f"{self.auction_end_s + self.max_extension_s + 1 + DRAIN_S:g} or lower auction_s",
+            )
         if self.wants("chat-storm"):
             _check(
                 self.commenters <= self.viewers,
@@ -149,7 +226,7 @@ class Plan:
 
     @property
     def name(self) -> str:
-        if set(self.scenarios) == set(SCENARIOS):
+        if set(self.scenarios) == set(ALIASES["big-night"]):
             return "big-night"
         return "+".join(self.scenarios)
 
@@ -190,9 +267,31 @@ class Plan:
         return self.teams * self.team_size if self.wants("group-buy") else 0
 
     @property
+    def entrant_count(self) -> int:
+        return self.draw_entrants if self.wants("draw") else 0
+
+    @property
+    def bidder_count(self) -> int:
+        return self.bidders if self.wants("auction") else 0
+
+    @property
+    def voter_count(self) -> int:
+        return self.voters if self.wants("poll") else 0
+
+    @property
+    def qna_count(self) -> int:
+        return self.qna_users if self.wants("qna") else 0
+
+    @property
+    def tool_users(self) -> int:
+        """Users of the interaction tools, each a connection of its own: the draw's entrants,
+        then the bidders, the voters and the Q&A users."""
+        return self.entrant_count + self.bidder_count + self.voter_count + self.qna_count
+
+    @property
     def connections(self) -> int:
         host = 1 if self.wants("host") else 0
-        return self.audience + self.buyer_count + self.team_members + host
+        return self.audience + self.buyer_count + self.team_members + self.tool_users + host
 
     @property
     def worker_count(self) -> int:
@@ -222,6 +321,26 @@ class Plan:
     def teams_at_s(self) -> float:
         return self.ramp + 3.0
 
+    @property
+    def tools_at_s(self) -> float:
+        """When the tools' users start: draws, the auction and the poll are open by then."""
+        return self.ramp
+
+    @property
+    def tools_close_s(self) -> float:
+        """When the draws and the poll close: a second before the drain, so that every user
+        hears the result within the load phase."""
+        return self.storm_end_s - 1.0
+
+    @property
+    def tools_window_s(self) -> float:
+        return self.tools_close_s - 1.0 - self.tools_at_s
+
+    @property
+    def auction_end_s(self) -> float:
+        """The auction's planned end, before any extension."""
+        return self.tools_at_s + self.auction_s
+
     def check_capacity(self) -> None:
         per_worker = math.ceil(self.connections / self.worker_count)
         _check(
@@ -241,6 +360,7 @@ class Plan:
             connections=self.connections,
             commenters=self.commenters,
             likers=self.likers,
+            tool_users=self.tool_users,
         )
         return out
 

@@ -26,6 +26,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
 from loadtest.result import as_mapping, as_number, started
+from loadtest.tools_audit import TOOL_COUNTS
 
 REPORT_FILE = "report.html"
 LATENCY_OVER_TIME = "latency_over_time.png"
@@ -35,7 +36,7 @@ LATENCY_DISTRIBUTION = "latency_distribution.png"
 PLOT_FILES = (LATENCY_OVER_TIME, THROUGHPUT_OVER_TIME, CONNECTIONS_OVER_TIME, LATENCY_DISTRIBUTION)
 
 AUDIT_COUNTS = ("oversold", "lost_orders", "duplicate_orders", "over_limit", "chat_unaccounted")
-AUDIT_DETAILS = ("read_from", "sales", "chat", "reconcile", "notes")
+AUDIT_DETAILS = ("read_from", "sales", "chat", "tools", "reconcile", "notes")
 #: The per-node table (a run against several --url): column heading -> key of a `nodes` entry.
 NODE_COLUMNS = (
     ("connections", "connections"),
@@ -372,7 +373,8 @@ def _banner(result: dict[str, Any]) -> str:
     counts = " &middot; ".join(
         f'<span class="{"bad" if (as_number(audit.get(key)) or 0) else "ok"}">'
         f"{_e(key.replace('_', ' '))} {_e(_fmt_count(audit.get(key)))}</span>"
-        for key in AUDIT_COUNTS
+        # (the interaction tools' counts when the run had a tool)
+        for key in (*AUDIT_COUNTS, *(TOOL_COUNTS if audit.get("tools") else ()))
     )
     if passed is True:
         css, verdict = "pass", "Audit passed"

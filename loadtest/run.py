@@ -38,7 +38,7 @@ from urllib.parse import urlsplit
 
 from hdrh.histogram import HdrHistogram
 
-from loadtest import audit, hist, nodes, shortfall
+from loadtest import audit, hist, nodes, shortfall, tools_audit
 from loadtest.api import Api, ApiError, mint, not_ready
 from loadtest.plan import Plan, PlanError
 from loadtest.procfs import CpuMeter, listening_pids
@@ -62,6 +62,8 @@ START_MARGIN_S = 0.05
 #: often it reads again meanwhile.
 LEDGER_SETTLE_S = 60.0
 SETTLE_POLL_S = 1.0
+#: How long the audit waits for a tool to close (its close comes with the server's next tick).
+TOOL_SETTLE_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -198,6 +200,8 @@ class Run:
         self.starts: dict[str, dict[str, float]] = {}
         #: Per node: acknowledged orders the ledger lacks, by the node their buyer was on.
         self.lost_by_node: Counter[int] = Counter()
+        #: The interaction tools opened for the run (loadtest.tools), with what the audit needs.
+        self.tools: dict[str, Any] = {}
         # Workers' stderr goes to files, not pipes: a chatty worker must never block on a full pipe.
         self._logs = Path(tempfile.mkdtemp(prefix="live-loadtest-workers-"))
 
@@ -238,7 +242,9 @@ class Run:
             product = await api.create_product(self.room, "live-loadtest item", plan.price_cents)
             await self._start_workers(addresses, secret)
             t0 = self.t0 = time.monotonic() + 1.0
-            sales = await self._open_sales(api, product, t0)
+            sales: dict[str, Any] = dict(await self._open_sales(api, product, t0))
+            self.tools = await self._open_tools(api, t0)
+            sales["tools"] = self.tools
             started_at_ms = int(time.time() * 1000 + (t0 - time.monotonic()) * 1000)
             if server_cpu is not None:
                 server_cpu.start()
@@ -305,6 +311,77 @@ class Run:
             )
             sales["group_sale"] = sale["id"]
         return sales
+
+    async def _open_tools(self, api: Api, t0: float) -> dict[str, Any]:
+        """Open the run's interaction tools now (before the go): two draws and a poll closing at
+        ``tools_close_s``, an auction ending at ``auction_end_s`` (by the server's clock: the
+        workers get each one's times as monotonic times). Each on a product of its own."""
+        plan = self.plan
+        wall_of = time.time() - time.monotonic()
+        tools: dict[str, Any] = {}
+
+        def seconds_until(at_s: float) -> int:
+            return max(1, int(t0 + at_s - time.monotonic()))
+
+        def monotonic(ms: Any) -> float:
+            return int(ms) / 1000 - wall_of
+
+        if plan.wants("draw"):
+            prize = await api.create_product(self.room, "live-loadtest lucky bag", plan.price_cents)
+            draws = []
+            for keyword in (plan.draw_keyword, None):
+                fields: dict[str, Any] = {
+                    "prize": {"product_id": prize},
+                    "winners": plan.draw_winners,
+                    "duration_s": seconds_until(plan.tools_close_s),
+                }
+                if keyword is not None:
+                    fields["keyword"] = keyword
+                draw = await api.open_draw(self.room, **fields)
+                draws.append(
+                    {
+                        "id": draw["id"],
+                        "keyword": keyword,
+                        "closes_at": monotonic(draw["closes_at_ms"]),
+                        "opened": draw,
+                    }
+                )
+            tools["draws"] = draws
+        if plan.wants("auction"):
+            item = await api.create_product(self.room, "live-loadtest auction lot", plan.start_cents)
+            auction = await api.open_auction(
+                self.room,
+                product_id=item,
+                start_cents=plan.start_cents,
+                increment_cents=plan.increment_cents,
+                duration_s=seconds_until(plan.auction_end_s),
+                snipe_s=plan.snipe_s,
+                max_extension_s=plan.max_extension_s,
+            )
+            tools["auction"] = {
+                "id": auction["id"],
+                "ends_at": monotonic(auction["ends_at_ms"]),
+                "ends_at_ms": int(auction["ends_at_ms"]),
+                "start_cents": plan.start_cents,
+                "increment_cents": plan.increment_cents,
+            }
+        if plan.wants("poll"):
+            options = [f"option {k + 1}" for k in range(plan.poll_options)]
+            poll = await api.open_poll(
+                self.room,
+                question="live-loadtest: which one?",
+                options=options,
+                duration_s=seconds_until(plan.tools_close_s),
+                allow_change=True,
+            )
+            tools["poll"] = {
+                "id": poll["id"],
+                "options": len(options),
+                "closes_at": monotonic(poll["closes_at_ms"]),
+            }
+        if plan.wants("qna"):
+            tools["qna"] = True
+        return tools
 
     # -- workers ------------------------------------------------------------------------------
 
@@ -423,6 +500,8 @@ class Run:
         finals = self.aggregate.finals
         acked = [o for f in finals for o in f["orders"]]
         sale_reports = []
+        tool_reports = await self._audit_tools(token) if self.tools else None
+        sales = {k: v for k, v in sales.items() if k != "tools"}
         read_from = await self._audit_node() if any(sales.values()) else None
         api = Api(read_from or self.url, token)
         # A node that dropped its connections mid-run (died, say) may have left confirmed
@@ -445,15 +524,109 @@ class Run:
         if self.plan.commenters:
             observers = [o for f in finals for o in f["observers"]]
             chat = audit.audit_chat(
-                sum(int(f["outcomes"].get("comment_ack", {}).get("ok", 0)) for f in finals),
+                # (a draw's keyword comments are comments too: observers see them)
+                sum(
+                    int(f["outcomes"].get(name, {}).get("ok", 0))
+                    for f in finals
+                    for name in ("comment_ack", "draw_comment")
+                ),
                 observers,
                 self.aggregate.counts.get("likes_sent", 0),
                 max((int(f["likes_seen"]) for f in finals), default=0),
             )
         reconcile = await self._reconcile() if any(sales.values()) else None
-        verdict = audit.verdict(sale_reports, chat, reconcile)
+        verdict = audit.verdict(sale_reports, chat, reconcile, tool_reports)
         verdict["read_from"] = read_from
         return verdict
+
+    async def _audit_tools(self, token: str) -> dict[str, Any]:
+        """Each tool's audit (loadtest.tools_audit): its HTTP reads from the first node ready
+        now, against what every worker's users were told and heard."""
+        finals = [f.get("tools") or {} for f in self.aggregate.finals]
+        api = Api(await self._audit_node(), token)
+        out: dict[str, Any] = {}
+        try:
+            if "draws" in self.tools:
+                out["draws"] = [await self._audit_draw(api, draw, finals) for draw in self.tools["draws"]]
+            if "auction" in self.tools:
+                out["auctions"] = [await self._audit_auction(api, finals)]
+            if "poll" in self.tools:
+                out["polls"] = [await self._audit_poll(api, finals)]
+            if "qna" in self.tools:
+                asked = [a for f in finals for a in f.get("asked", [])]
+                upvoted: dict[str, set[str]] = defaultdict(set)
+                for f in finals:
+                    for question, users in f.get("upvoted", {}).items():
+                        upvoted[question].update(users)
+                out["qna"] = [tools_audit.audit_qna(await api.questions(self.room), asked, upvoted)]
+        finally:
+            await api.close()
+        return out
+
+    async def _settled(self, read: Any, done: Any) -> dict[str, Any]:
+        """Read a tool until ``done(it)`` (its close is decided by the server's loop, a tick
+        after its time), for up to TOOL_SETTLE_S."""
+        deadline = time.monotonic() + TOOL_SETTLE_S
+        while True:
+            value: dict[str, Any] = await read()
+            if done(value) or time.monotonic() >= deadline:
+                return value
+            await asyncio.sleep(0.2)
+
+    async def _audit_draw(
+        self, api: Api, draw: dict[str, Any], finals: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        draw_id = draw["id"]
+        read = await self._settled(lambda: api.draw(self.room, draw_id), lambda d: d.get("state") == "closed")
+        announced = sorted({e for f in finals for e in f.get("draw_closed", {}).get(draw_id, [])})
+        report = tools_audit.audit_draw(
+            read,
+            draw["opened"],
+            [json.loads(e) for e in announced],
+            {u for f in finals for u in f.get("entered", {}).get(draw_id, [])},
+            {u for f in finals for u in f.get("attempted", {}).get(draw_id, [])},
+        )
+        bypassed = sum(int(f.get("bypassed", {}).get(draw_id, 0)) for f in finals)
+        if bypassed:
+            report["violations"].append(f"{bypassed} enter_draw on the keyword draw were accepted")
+        return report
+
+    async def _audit_auction(self, api: Api, finals: list[dict[str, Any]]) -> dict[str, Any]:
+        spec = self.tools["auction"]
+        auction_id = spec["id"]
+        read = await self._settled(
+            lambda: api.auction(self.room, auction_id), lambda a: a.get("state") in ("sold", "unsold")
+        )
+        bids = await api.auction_bids(self.room, auction_id)
+        # Every charge a user heard of: a pay_auction ack, or an order pushed to them.
+        charges = [p for f in finals for p in (*f.get("paid", []), *f.get("pushed", []))]
+        paid = list({(str(p["user"]), str(p["order"].get("order_id"))): p for p in charges}.values())
+        acked = [b for f in finals for b in f.get("acked_bids", [])]
+        # The ledger's orders of the auction (sale_id = auction id), where the server lets them
+        # be read: by sale, else each paid order by its id.
+        ledger: list[dict[str, Any]] | None = None
+        notes: list[str] = []
+        try:
+            ledger = await api.orders(auction_id)
+        except ApiError as exc:
+            notes.append(f"the auction's ledger is not readable by sale ({exc}); read by order id")
+            try:
+                ledger = [await api.order(i) for i in sorted({str(p["order"]["order_id"]) for p in paid})]
+            except ApiError as inner:
+                notes.append(f"the paid order is not readable either ({inner})")
+                ledger = None
+        report = tools_audit.audit_auction(read, bids, int(spec["ends_at_ms"]), acked, paid, ledger)
+        report["notes"] = notes
+        return report
+
+    async def _audit_poll(self, api: Api, finals: list[dict[str, Any]]) -> dict[str, Any]:
+        poll_id = self.tools["poll"]["id"]
+        read = await self._settled(lambda: api.poll(self.room, poll_id), lambda p: p.get("state") == "closed")
+        votes: dict[str, int] = {}
+        for f in finals:
+            votes.update({u: int(o) for u, o in f.get("votes", {}).items()})
+        announced = sorted({e for f in finals for e in f.get("poll_closed", [])})
+        return tools_audit.audit_poll(read, [json.loads(e) for e in announced], votes)
 
     async def _read_sale(
         self, api: Api, sale_id: str, heard: list[dict[str, Any]], settle_s: float

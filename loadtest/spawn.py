@@ -39,7 +39,8 @@ def _free_port() -> int:
 
 
 #: The server's limits raised for load (every harness connection comes from one or a few
-#: addresses, all at once in the ramp).
+#: addresses, all at once in the ramp). The per-user limits (bids, questions) stay as they are:
+#: each simulated user keeps within them.
 LOAD_SETTINGS = {
     "LIVE_MAX_CONNECTIONS": "15000",
     "LIVE_MAX_CONNECTIONS_PER_IP": "15000",

@@ -56,6 +56,7 @@ from loadtest.api import mint
 from loadtest.plan import DRAIN_S, Plan
 from loadtest.schedule import Schedule, paced
 from loadtest.stats import Stats
+from loadtest.tools import EXPECTED_BY_METRIC, TOOL_EVENTS, TOOL_ROLES, ToolUsers
 from loadtest.wsclient import Endpoint, HandshakeError, WsConnection, connect
 
 #: Host messages and comments carry their intended send time (monotonic microseconds).
@@ -68,6 +69,8 @@ EXPECTED_REFUSALS = frozenset({"sold_out", "insufficient_stock", "limit_reached"
 RESERVE_DECISIONS = frozenset(
     {"sold_out", "insufficient_stock", "limit_reached", "not_started", "ended", "invalid_quantity"}
 )
+#: The tools' frequent updates (coalesced per tick), which only the tools' users decode.
+_TOOL_GAUGES = (b"draw_entries", b"poll_tally", b"qna_top", b"auction_bid")
 #: The load stream a request metric belongs to, where the names differ (the rest are the same).
 STREAM_OF = {"host_ack": "host_message", "comment_ack": "comment"}
 #: A dropped connection waits up to this long before it reconnects to another node: the
@@ -107,6 +110,8 @@ class WorkerSpec:
     room: str
     rush_sale: str | None = None
     group_sale: str | None = None
+    #: The interaction tools the coordinator opened (loadtest.tools), given with the go.
+    tools: dict[str, Any] | None = None
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -196,6 +201,8 @@ class Worker:
         #: Set when the run ends: a connection lost from then on is not reconnected.
         self._ending = False
         self.audience, self.buyers, self.teams, self.host = self._cast()
+        self.tool_clients = self._cast_tools()
+        self.tools = ToolUsers(self, self.tool_clients)
 
     # -- who is who ---------------------------------------------------------------------------
 
@@ -226,6 +233,29 @@ class Worker:
         ]
         host = Client("lt-host", role="host", node=nodes.HOST_NODE) if w == 0 and plan.wants("host") else None
         return audience, buyers, teams, host
+
+    def _cast_tools(self) -> dict[str, list[Client]]:
+        """The tools' users, each kind dealt every W-th like the buyers: entrants ``d<i>``,
+        bidders ``a<i>``, voters ``p<i>``, Q&A users ``q<i>``, numbered after the teams."""
+        plan, w, n = self.plan, self.spec.index, self.spec.workers
+        count = len(self.spec.endpoints)
+        out: dict[str, list[Client]] = {}
+        offset = 0
+
+        def node_of(i: int) -> int:
+            return nodes.node_of(nodes.tool_index(plan, i), count)
+
+        for role, prefix, size in (
+            ("entrant", "d", plan.entrant_count),
+            ("bidder", "a", plan.bidder_count),
+            ("voter", "p", plan.voter_count),
+            ("qna", "q", plan.qna_count),
+        ):
+            out[role] = [
+                Client(f"{prefix}{i}", role=role, node=node_of(offset + i)) for i in range(w, size, n)
+            ]
+            offset += size
+        return out
 
     def _error(self, node: int, kind: str) -> None:
         """An error of a connection to ``node``: in the run's errors and in the node's."""
@@ -260,6 +290,7 @@ class Worker:
             loops.append(self._rush(self.spec.rush_sale))
         if plan.team_members and self.spec.group_sale:
             loops.append(self._group_buy(self.spec.group_sale))
+        loops.extend(self.tools.loops())
         tasks = [asyncio.create_task(loop) for loop in loops]
         try:
             await asyncio.sleep(max(0.0, end - time.monotonic()))
@@ -307,7 +338,8 @@ class Worker:
         active = [c for c in self.audience if c.observer or c.role != "viewer"]
         passive = [c for c in self.audience if not c.observer and c.role == "viewer"]
         members = [m for team in self.teams for m in team]
-        return [*active, *self.buyers, *members, *passive]
+        tool_users = [c for clients in self.tool_clients.values() for c in clients]
+        return [*active, *self.buyers, *members, *tool_users, *passive]
 
     async def _ramp(self) -> None:
         everyone = self._connect_order()
@@ -316,7 +348,7 @@ class Worker:
         # count is this worker's clients exactly: the audience, buyers and teams are each dealt
         # out every W-th, so a worker may have one more or fewer than every W-th of the total,
         # and every client must connect (a stream's gate waits for its senders).
-        total = plan.audience + plan.buyer_count + plan.team_members
+        total = plan.audience + plan.buyer_count + plan.team_members + plan.tool_users
         rate = total / plan.ramp if plan.ramp > 0 else 1e9
         w, workers = self.spec.index, self.spec.workers
         count = w + (len(everyone) - 1) * workers + 1 if everyone else 0
@@ -400,7 +432,8 @@ class Worker:
 
     def everyone(self) -> list[Client]:
         teams = [m for team in self.teams for m in team]
-        return [*([self.host] if self.host else []), *self.audience, *self.buyers, *teams]
+        tool_users = [c for clients in self.tool_clients.values() for c in clients]
+        return [*([self.host] if self.host else []), *self.audience, *self.buyers, *teams, *tool_users]
 
     async def _heartbeats(self) -> None:
         """Every connection sends a ping every heartbeat_s, spread evenly over the period."""
@@ -645,6 +678,8 @@ class Worker:
             if client.observer:
                 self._observe(client, self._decode(payload))
             return
+        if client.role not in TOOL_ROLES and any(marker in head for marker in _TOOL_GAUGES):
+            return  # the tools' live counts: only their users read them
         if b"host_message" in head and client.role != "host":
             host = _HOST_RE.search(payload)
             if host is not None:
@@ -658,6 +693,8 @@ class Worker:
         kind = message.get("type") if isinstance(message, dict) else None
         if kind in ("ack", "error", "pong") and "rid" in message:
             self._reply(message, now)
+        elif kind in TOOL_EVENTS and client.role in TOOL_ROLES:
+            self.tools.on_event(client, message)
         elif kind == "error":
             self._error(client.node, f"error:{message.get('code')}")
         elif kind == "order_status":
@@ -677,6 +714,10 @@ class Worker:
         if request.metric == "reserve_retry":
             self._check_retry(request, message)
             return
+        if request.metric.endswith("_retry"):  # a tool's retry (loadtest.tools): it checks its own
+            if request.then is not None:
+                request.then(request, message)
+            return
         request.reply = message
         command = request.metric
         # A refusal is an answer too: it counts in the metric's latency and throughput, and
@@ -686,7 +727,7 @@ class Worker:
         if message["type"] == "error":
             code = str(message.get("code"))
             self.stats.outcome(command, code)
-            if code not in EXPECTED_REFUSALS:
+            if code not in EXPECTED_REFUSALS and code not in EXPECTED_BY_METRIC.get(command, ()):
                 self._error(request.node, f"error:{code}")
         else:
             self.stats.outcome(command, "ok")
@@ -708,7 +749,9 @@ class Worker:
     def _order_status(self, client: Client, message: dict[str, Any]) -> None:
         status = str(message.get("status"))
         self.stats.outcome("order_status", status)
-        if status == "confirmed" and "order" in message:
+        if client.role in TOOL_ROLES:  # an auction's order: the tools' audit has it
+            self.tools.on_order(client, message)
+        elif status == "confirmed" and "order" in message:
             self._order(client, message["order"])
 
     def _observe(self, client: Client, batch: dict[str, Any]) -> None:
@@ -719,7 +762,9 @@ class Worker:
             text = comment.get("text", "")
             if text.startswith(COMMENT_MARK):
                 client.delivered += 1
-                self.stats.latency("chat_delivery", now - int(text[len(COMMENT_MARK) :]) / 1_000_000)
+                # (a draw's keyword comment carries its keyword after the time)
+                sent_us = int(text[len(COMMENT_MARK) :].split(" ", 1)[0])
+                self.stats.latency("chat_delivery", now - sent_us / 1_000_000)
         client.skipped += int(batch.get("skipped", 0))
         if "likes" in batch:
             client.likes = int(batch["likes"])
@@ -746,7 +791,8 @@ class Worker:
             "orders": list(self.orders.values()),
             "observers": observers,
             "likes_seen": max((c.likes for c in self.audience if c.observer), default=0),
-            "idempotency_violations": self.idempotency_violations,
+            "idempotency_violations": self.idempotency_violations + self.tools.retry_violations,
+            "tools": self.tools.final(),
             "planned": dict(self.planned),
             "sent": dict(self.sent),
             "peak_connections": self.stats.peak_connections,
@@ -779,7 +825,7 @@ def main() -> None:
         transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
         emit({"kind": "ready", "index": spec.index})
         go = json.loads(await reader.readline())
-        sales = {"rush_sale": go.get("rush_sale"), "group_sale": go.get("group_sale")}
+        sales = {key: go.get(key) for key in ("rush_sale", "group_sale", "tools")}
         worker = Worker(replace(spec, **sales), emit, coordinated=True)
 
         async def listen() -> None:

@@ -264,7 +264,9 @@ async def test_a_big_night_against_a_spawned_server_passes_its_audit(tmp_path: P
         sys.executable, "-m", "loadtest", "--spawn", "big-night", "--duration", "14", "--viewers", "150",
         "--chat-rate", "40", "--like-rate", "100", "--host-rate", "4", "--buyers", "150", "--stock", "60",
         "--rush-rate", "300", "--hold", "3", "--teams", "6", "--team-deadline", "4", "--ramp", "2",
-        "--workers", "2", "--json", str(result_file), "--report", str(report_dir), "--quiet",
+        "--draw-entrants", "40", "--bidders", "20", "--bids", "100", "--voters", "40", "--qna-users", "20",
+        "--askers", "8", "--upvotes", "40", "--workers", "2",
+        "--json", str(result_file), "--report", str(report_dir), "--quiet",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=unmeasured_env(),
     )  # fmt: skip
     output, _ = await process.communicate()
@@ -277,16 +279,23 @@ async def test_a_big_night_against_a_spawned_server_passes_its_audit(tmp_path: P
     assert audit["passed"], audit
     assert audit["reconcile"]["clean"]
     assert result["errors"] == {}
-    assert result["connections"]["peak"] == result["connections"]["target"] == 150 + 150 + 6 * 3 + 1
+    tool_users = 20  # the auction's bidders (draws, polls and Q&A are not in big night yet)
+    assert (
+        result["connections"]["peak"] == result["connections"]["target"] == 150 + 150 + 6 * 3 + tool_users + 1
+    )
     # The whole planned load went out: every stream, on time.
     load = result["load"]
     assert load["shortfall"] is False and load["short"] == [], load
     assert {s["unsent"] for s in load["streams"].values()} == {0}, load["streams"]
     streams = ("connect", "host_message", "comment", "like", "reserve", "confirm", "team_open", "team_join")
+    streams += ("bid", "pay_auction")
     for stream in streams:
         assert load["streams"][stream]["planned"] > 0, stream
-    assert load["streams"]["connect"]["planned"] == 319 and load["streams"]["reserve"]["planned"] == 150
-    assert set(load["starts"]) == {"comment", "like", "host_message", "reserve", "team_open"}
+    assert load["streams"]["connect"]["planned"] == 319 + tool_users
+    assert load["streams"]["reserve"]["planned"] == 150
+    assert set(load["starts"]) == {
+        "comment", "like", "host_message", "reserve", "team_open", "bid",
+    }  # fmt: skip
     metrics = result["metrics"]
     for name in (
         "connect",
@@ -300,10 +309,17 @@ async def test_a_big_night_against_a_spawned_server_passes_its_audit(tmp_path: P
         assert metrics[name]["count"] > 0, name
         assert 0 < metrics[name]["p50_ms"] <= metrics[name]["p99_ms"] <= metrics[name]["max_ms"]
     # Every viewer got every host message.
-    assert result["counts"]["host_deliveries"] == result["counts"]["host_messages"] * (150 + 150 + 18)
+    assert result["counts"]["host_deliveries"] == result["counts"]["host_messages"] * (
+        150 + 150 + 18 + tool_users
+    )
     sold = sum(s["sold"] for s in audit["sales"] if s["total"] == 60)
     assert 0 < sold <= 60
     assert audit["chat"]["observers"] > 0 and audit["chat"]["acked_comments"] > 0
+    # The interaction tools ran and passed their audits.
+    tools = audit["tools"]
+    assert set(tools) == {"auctions"} and len(tools["auctions"]) == 1
+    assert all(not r["violations"] for reports in tools.values() for r in reports), tools
+    assert tools["auctions"][0]["state"] == "sold"
     assert result["outcomes"]["reserve"]["ok"] > 0 and result["outcomes"]["reserve"].get("sold_out", 0) > 0
     assert result["harness_cpu_s"] > 0 and result["server_cpu_s"] > 0
     assert len(result["timeline"]["t_s"]) >= 12

@@ -31,6 +31,7 @@ from loadtest import nodes
 from loadtest.cli import _parser, _settings
 from loadtest.cli import main as loadtest_main
 from loadtest.plan import Plan, PlanError
+from loadtest.tools import TOOL_ROLES
 from loadtest.worker import Worker, WorkerSpec
 from loadtest.wsclient import Endpoint
 
@@ -39,7 +40,10 @@ EXIT_FAILED, EXIT_ERROR = 1, 2
 
 # -- the assignment -----------------------------------------------------------------------------
 
-BIG_NIGHT = Plan(viewers=101, buyers=53, teams=7, team_size=3, duration_s=30)
+BIG_NIGHT = Plan(
+    viewers=101, buyers=53, teams=7, team_size=3, duration_s=30, draw_entrants=11, bidders=5, voters=7,
+    qna_users=4, askers=2,
+)  # fmt: skip
 
 
 @pytest.mark.parametrize("count", [1, 2, 3, 5])
@@ -48,8 +52,9 @@ def test_every_connection_has_one_node_and_each_kind_is_spread_within_one(count:
     given = nodes.assignment(BIG_NIGHT, urls)
 
     assert [n["url"] for n in given] == urls
-    assert sum(n["connections"] for n in given) == BIG_NIGHT.connections == 101 + 53 + 21 + 1
-    for kind, total in (("viewers", 101), ("buyers", 53), ("team_members", 21)):
+    # (big night's tools: the auction's 5 bidders; draws, polls and Q&A are not in it yet)
+    assert sum(n["connections"] for n in given) == BIG_NIGHT.connections == 101 + 53 + 21 + 5 + 1
+    for kind, total in (("viewers", 101), ("buyers", 53), ("team_members", 21), ("tool_users", 5)):
         shares = [n[kind] for n in given]
         assert sum(shares) == total, kind
         assert max(shares) - min(shares) <= 1, (kind, shares)
@@ -65,9 +70,33 @@ def test_connection_i_goes_to_node_i_mod_n_in_the_plans_order() -> None:
     assert order == list(range(11))  # v0..v3, b0..b2, t0m0, t0m1, t1m0, t1m1
     assert [nodes.node_of(i, 3) for i in order] == [0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1]
     assert nodes.assignment(plan, ["a", "b", "c"]) == [
-        {"url": "a", "connections": 4, "viewers": 2, "buyers": 1, "team_members": 1, "host": False},
-        {"url": "b", "connections": 4, "viewers": 1, "buyers": 1, "team_members": 2, "host": False},
-        {"url": "c", "connections": 3, "viewers": 1, "buyers": 1, "team_members": 1, "host": False},
+        {
+            "url": "a",
+            "connections": 4,
+            "viewers": 2,
+            "buyers": 1,
+            "team_members": 1,
+            "tool_users": 0,
+            "host": False,
+        },
+        {
+            "url": "b",
+            "connections": 4,
+            "viewers": 1,
+            "buyers": 1,
+            "team_members": 2,
+            "tool_users": 0,
+            "host": False,
+        },
+        {
+            "url": "c",
+            "connections": 3,
+            "viewers": 1,
+            "buyers": 1,
+            "team_members": 1,
+            "tool_users": 0,
+            "host": False,
+        },
     ]
 
 
@@ -79,9 +108,10 @@ def test_the_workers_deal_their_connections_as_the_coordinator_reports(workers: 
         worker = Worker(WorkerSpec(index, workers, BIG_NIGHT, endpoints, SECRET, "r"), lambda _: None)
         for client in worker.everyone():
             kind = {"buyer": "buyers", "team": "team_members", "host": "host"}.get(client.role, "viewers")
+            kind = "tool_users" if client.role in TOOL_ROLES else kind
             seen[client.node, kind] += 1
     for node, given in enumerate(nodes.assignment(BIG_NIGHT, [str(e) for e in endpoints])):
-        for kind in ("viewers", "buyers", "team_members"):
+        for kind in ("viewers", "buyers", "team_members", "tool_users"):
             assert seen[node, kind] == given[kind], (node, kind)
         assert seen[node, "host"] == int(given["host"])
 

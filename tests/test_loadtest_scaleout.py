@@ -176,6 +176,8 @@ async def test_a_big_night_over_two_nodes_on_one_valkey_and_postgresql_is_accoun
         "big-night", "--duration", "14", "--ramp", "2", "--viewers", "80", "--chat-rate", "20",
         "--like-rate", "50", "--host-rate", "2", "--buyers", "60", "--stock", "30", "--rush-rate", "120",
         "--hold", "3", "--teams", "4", "--team-deadline", "4", "--workers", "2",
+        "--draw-entrants", "20", "--bidders", "10", "--bids", "60", "--voters", "20", "--qna-users", "10",
+        "--askers", "4", "--upvotes", "20",
     ]  # fmt: skip
     try:
         await group.start(2)
@@ -189,13 +191,14 @@ async def test_a_big_night_over_two_nodes_on_one_valkey_and_postgresql_is_accoun
     assert audit["passed"], audit
     assert audit["reconcile"]["clean"], audit["reconcile"]
     assert result["errors"] == {}, result["errors"]
-    connections = 80 + 60 + 4 * 3 + 1
+    connections = 80 + 60 + 4 * 3 + 10 + 1  # (the tools' users: the auction's 10 bidders)
     first, second = result["nodes"]
     assert first["connections"] + second["connections"] == connections
     assert first["host"] and not second["host"]
     assert (first["viewers"], second["viewers"]) == (40, 40)
     assert (first["buyers"], second["buyers"]) == (30, 30)
     assert (first["team_members"], second["team_members"]) == (6, 6)  # each team spans both nodes
+    assert (first["tool_users"], second["tool_users"]) == (5, 5)
     for node in (first, second):
         assert node["connected"] == node["open_at_end"] == node["connections"]
     # Every connection on either node got every host message, and every observer (half of
