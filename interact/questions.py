@@ -32,6 +32,7 @@ ACTIONS = ("answer", "dismiss", "pin", "unpin")
 
 _MESSAGES = {
     "duplicate": "this rid was used for another question",
+    "rate_limited": "too many questions; wait a moment",
     "banned": "you are banned from this room",
     "muted": "you are muted in this room for now",
     "queue_full": "the room has too many open questions; wait until some are answered",
@@ -124,9 +125,10 @@ class QuestionBoard:
         return keys.qna(self.prefix, room_id, name)
 
     async def ask(
-        self, room_id: str, question_id: str, user_id: str, text: str, most_open: int
+        self, room_id: str, question_id: str, user_id: str, text: str, most_open: int, limited: bool = False
     ) -> tuple[Question, bool]:
-        """The question asked (and True), or the one this id asked before (and False)."""
+        """The question asked (and True), or the one this id asked before (and False);
+        ``limited``: the asker is past their rate (a new question is refused, rate_limited)."""
         room = RoomKeys(self.prefix, room_id)
         reply = await self.scripts.call(
             "question_ask",
@@ -137,7 +139,7 @@ class QuestionBoard:
                 room.banned,
                 room.mutes,
             ],
-            [question_id, user_id, text, TTL_MS, most_open],
+            [question_id, user_id, text, TTL_MS, most_open, "1" if limited else "0"],
         )
         _refused(reply)
         return _question(room_id, reply[1:]), _text(reply[0]) == "new"

@@ -140,12 +140,16 @@ class Questions:
         try:
             self._signed_in(caller)
             text = self._checked_text(command.fields["text"])
-            if not self._take(caller.user_id):
-                raise InteractError("rate_limited", "too many questions; wait a moment")
+            took = self._take(caller.user_id)
             qid = question_id(caller.room_id, caller.user_id, command.rid, new_id("q"))
-            question, _ = await self.board.ask(
-                caller.room_id, qid, caller.user_id, text, self.ctx.config.question_max_open
-            )
+            new = False
+            try:
+                question, new = await self.board.ask(
+                    caller.room_id, qid, caller.user_id, text, self.ctx.config.question_max_open, not took
+                )
+            finally:  # only a question asked costs one of the rate (not a retry, nor a refusal)
+                if took and not new:
+                    self._give_back(caller.user_id)
         except InteractError as exc:
             raise refusal(exc, command.rid) from None
         self._dirty.add(caller.room_id)
@@ -211,6 +215,11 @@ class Questions:
             config = self.ctx.config
             bucket = self._buckets[user] = TokenBucket(config.question_burst, config.question_rate_per_s)
         return bucket.take()
+
+    def _give_back(self, user: str) -> None:
+        bucket = self._buckets.get(user)
+        if bucket is not None:
+            bucket.tokens = min(bucket.burst, bucket.tokens + 1)
 
     # -- HTTP -----------------------------------------------------------------------------------
 

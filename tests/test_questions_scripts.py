@@ -206,3 +206,11 @@ async def test_the_top_check_answers_only_a_change(board: QuestionBoard) -> None
     assert shown is not None and [q.pinned for q in shown.questions] == [False, True]
     await board.forget_top(ROOM)
     assert await board.top(ROOM, 2, check=True) is not None  # forgotten: sent again
+
+
+async def test_past_the_rate_a_new_question_is_refused_and_a_retry_answered(board: QuestionBoard) -> None:
+    await refused(board, "rate_limited", lambda: board.ask(ROOM, "q_new", "ann", "hi", 0, limited=True))
+    first, _ = await board.ask(ROOM, "q_old", "ann", "hi", 0)
+    before = await snapshot(board)
+    again, new = await board.ask(ROOM, "q_old", "ann", "hi", 0, limited=True)
+    assert (again, new) == (first, False) and await snapshot(board) == before
