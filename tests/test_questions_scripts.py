@@ -49,6 +49,7 @@ async def refused(board: QuestionBoard, code: str, call: Any) -> None:
 async def ask(board: QuestionBoard, user: str, text: str = "多少钱?", qid: str | None = None) -> str:
     question, new = await board.ask(ROOM, qid or f"q_{uuid.uuid4().hex[:10]}", user, text, 0)
     assert new
+    await asyncio.sleep(0.002)  # the next one asked a later ms: ranked after this one on a tie
     return question.id
 
 
@@ -189,7 +190,10 @@ async def test_the_top_check_answers_only_a_change(board: QuestionBoard) -> None
     shown = await board.top(ROOM, 2, check=True)
     assert shown is not None and [q.id for q in shown.questions] == [a]
     assert await board.top(ROOM, 2, check=True) is None
-    b, c = await ask(board, "bob"), await ask(board, "cat")
+    await asyncio.sleep(0.002)  # distinct asked_at_ms: the ranking below is by them
+    b = await ask(board, "bob")
+    await asyncio.sleep(0.002)
+    c = await ask(board, "cat")
     assert (await board.top(ROOM, 2, check=True)) is not None  # b joined the top two
     await board.upvote(ROOM, c, "ann")  # c overtakes: a change
     shown = await board.top(ROOM, 2, check=True)
