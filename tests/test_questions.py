@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,10 @@ from conftest import bearer
 from test_gateway import token
 from wsclient import MSGPACK, Client
 
+from interact.keys import qna
 from live.auth import Role
-from live.server import Running
+from live.questions import Questions
+from live.server import Running, running
 from live.settings import Settings
 
 
@@ -305,3 +308,43 @@ async def test_an_ask_during_a_comment_storm_is_never_dropped(
     assert [q["id"] for q in (await queue(http, host_token))["questions"]] == [qid]
     await asyncio.gather(*(c.close() for c in stormers))
     await many.close()
+
+
+async def test_two_processes_send_each_change_of_the_top_once(settings: Settings, tmp_path: Path) -> None:
+    first = dataclasses.replace(settings, node_name="qna-a")
+    second = dataclasses.replace(settings, data_dir=tmp_path / "second", node_name="qna-b")
+    async with running(first) as a, running(second) as b:
+        await a.services.rooms.create("shop", host_id="host1", room_id="shop")
+        async with aiohttp.ClientSession(base_url=a.url) as ha, aiohttp.ClientSession(base_url=b.url) as hb:
+            on_a = await Client.connect(ha, "shop", token(a, "ann"))
+            on_b = await Client.connect(hb, "shop", token(b, "bob"))
+            watch_a = await Client.connect(ha, "shop", token(a, "wa"))
+            watch_b = await Client.connect(hb, "shop", token(b, "wb"))
+            qid = (await ask(on_a, question("a", "从哪里发货?")))["question"]["id"]
+            assert (await ask(on_b, upvote("v", qid)))["upvotes"] == 1  # the other process
+            await asyncio.sleep(0.5)
+            assert (await ask(on_b, upvote("v2", qid)))["upvotes"] == 1  # again: no change
+            for watcher in (watch_a, watch_b):
+                frames = [m for m in await watcher.collect(0.5) if m["type"] == "qna_top"]
+                assert [[(q["id"], q["upvotes"]) for q in f["questions"]] for f in frames][-1] == [(qid, 1)]
+                assert len(frames) <= 2  # the ask, the upvote: each once, from whichever process
+            host = a.services.auth.mint("host1", "shop", Role.HOST, 600)
+            async with hb.post(f"/api/rooms/shop/questions/{qid}/pin", headers=bearer(host)) as resp:
+                assert resp.status == 200
+            assert (await watch_a.recv_type("question_pinned"))["question"]["id"] == qid
+
+
+async def test_a_top_that_could_not_be_sent_is_sent_at_a_later_tick(
+    server: Running, http: aiohttp.ClientSession, shop: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    tool = next(t for t in server.services.tools if isinstance(t, Questions))
+    assert await tool.due("shop", "anything") is None  # never scheduled: no due steps
+    watcher = await Client.connect(http, shop, token(server, "cat"))
+    top_key = qna(server.services.settings.key_prefix, "shop", "top")
+    await server.services.redis.hset(top_key, "x", "1")  # the check's read of it fails (WRONGTYPE)
+    ann = await Client.connect(http, shop, token(server, "ann"))
+    with caplog.at_level(logging.WARNING, logger="live.questions"):
+        qid = (await ask(ann, question("a", "还有货吗?")))["question"]["id"]
+        top = await watcher.recv_type("qna_top")
+    assert [q["id"] for q in top["questions"]] == [qid]
+    assert any(r.getMessage() == "qna_top not sent" for r in caplog.records)
