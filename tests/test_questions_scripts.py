@@ -4,12 +4,15 @@ decision, the same call twice, the ranking, and every refusal changing nothing."
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.keys import RoomKeys
 from interact.errors import InteractError
@@ -218,3 +221,28 @@ async def test_past_the_rate_a_new_question_is_refused_and_a_retry_answered(boar
     before = await snapshot(board)
     again, new = await board.ask(ROOM, "q_old", "ann", "hi", 0, limited=True)
     assert (again, new) == (first, False) and await snapshot(board) == before
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    text=st.text(st.characters(codec="utf-8"), min_size=1, max_size=60),
+    user=st.text(st.characters(codec="utf-8"), min_size=1, max_size=20),
+)
+def test_any_text_and_user_come_back_as_asked(redis_url: str, text: str, user: str) -> None:
+    """What Redis hands back (bytes, in flat script replies) decodes to the question asked."""
+
+    async def round_trip() -> None:
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            board = QuestionBoard(client, f"t{uuid.uuid4().hex[:12]}")
+            asked, _ = await board.ask(ROOM, "q_x", user, text, 0)
+            top = await board.top(ROOM, 5)
+            assert top is not None and top.questions == [asked]
+            assert (asked.text, asked.user_id, asked.upvotes, asked.state) == (text, user, 0, "open")
+            pinned = await board.decide(ROOM, "q_x", "pin")
+            assert pinned.question == dataclasses.replace(asked, pinned=True)
+            await client.delete(*[k async for k in client.scan_iter(match=f"{board.prefix}:*")])
+        finally:
+            await client.aclose()
+
+    asyncio.run(round_trip())
