@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from aiohttp import web
@@ -160,13 +161,14 @@ class Questions:
         try:
             self._signed_in(caller)
             _known(qid)
-            upvotes, _ = await self.board.upvote(caller.room_id, qid, caller.user_id)
+            upvotes, counted = await self.board.upvote(caller.room_id, qid, caller.user_id)
         except InteractError as exc:
             raise refusal(exc, command.rid) from None
-        self._dirty.add(caller.room_id)
+        if counted:
+            self._dirty.add(caller.room_id)
         return {"question_id": qid, "upvotes": upvotes}
 
-    def _staff_command(self, action: str) -> Any:
+    def _staff_command(self, action: str) -> Callable[[Caller, Command], Coroutine[Any, Any, dict[str, Any]]]:
         async def handler(caller: Caller, command: Command) -> dict[str, Any]:
             try:
                 return await self._decide(
@@ -243,7 +245,7 @@ class Questions:
             }
         )
 
-    def _action_route(self, action: str) -> Any:
+    def _action_route(self, action: str) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def route(request: web.Request) -> web.Response:
             by, room_id = self._staff(request)
             return reply(await self._decide(room_id, request.match_info["question_id"], action, by))
