@@ -137,6 +137,7 @@ def plausible(shop: Shop) -> dict[str, st.SearchStrategy[Any]]:
         "batch_id": st.sampled_from([shop.batch_id]) | words,
         "auction_id": st.sampled_from([shop.auction_id]) | words,
         "amount_cents": st.integers(-1, 10**13),
+        "question_id": st.sampled_from(["q_nothing"]) | words,
     }
 
 
