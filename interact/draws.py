@@ -241,10 +241,18 @@ class DrawBox:
         return True
 
     async def close(
-        self, room_id: str, draw_id: str, banned_key: str, mutes_key: str, per_ip: int, grace_ms: int
+        self,
+        room_id: str,
+        draw_id: str,
+        banned_key: str,
+        mutes_key: str,
+        per_ip: int,
+        grace_ms: int,
+        early: bool = False,
     ) -> Step:
         """Close the draw if its time came. ``banned_key``, ``mutes_key``: the room's ban set and
-        mutes (gateway/keys.py), passed in by the caller."""
+        mutes (gateway/keys.py), passed in by the caller; ``early``: close it now, before its
+        close time (a host's early close)."""
         k = self.keys(room_id, draw_id)
         reply = await self.scripts.call(
             "draw_close",
@@ -257,7 +265,7 @@ class DrawBox:
                 banned_key,
                 mutes_key,
             ],
-            [per_ip, grace_ms],
+            [per_ip, grace_ms, "early" if early else ""],
         )
         _refused(reply)
         kind = _text(reply[0])

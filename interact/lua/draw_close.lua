@@ -16,6 +16,7 @@
 -- KEYS[9] winner -> place, 1.. (hash)   KEYS[10] the room's banned users (set)
 -- KEYS[11] the room's mutes (hash: user -> muted until ms)
 -- ARGV[1] most entrants per client address (0: no limit)   ARGV[2] presence grace ms
+-- ARGV[3] "early" (a host closes it now, before its close time) or ""
 -- Returns {"later", closes_at_ms} | {"state", state} | a refusal (draw_not_found) |
 --   {"closed", seed, claim_by_ms, entrants, eligible, banned, muted, address_limit,
 --    not_present, watch_time, winner...}
@@ -86,7 +87,10 @@ local d = redis.call('HMGET', KEYS[1], 'state', 'closes_at', 'seed', 'winners', 
   'min_watch_ms', 'claim_ms', 'entrants')
 if d[1] ~= 'open' then return {'state', d[1]} end
 local now = now_ms()
-if now < tonumber(d[2]) then return {'later', tonumber(d[2])} end
+if now < tonumber(d[2]) then
+  if ARGV[3] ~= 'early' then return {'later', tonumber(d[2])} end
+  redis.call('HSET', KEYS[1], 'closes_at', now)
+end
 local seed, wanted, present, min_watch = d[3], tonumber(d[4]), d[5] == '1', tonumber(d[6])
 local per_ip, grace = tonumber(ARGV[1]), tonumber(ARGV[2])
 local counts = {banned = 0, muted = 0, address_limit = 0, not_present = 0, watch_time = 0}
