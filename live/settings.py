@@ -185,6 +185,10 @@ class Settings:
     question_rate_per_s: float = _TOOLS.question_rate_per_s
     question_max_open: int = _TOOLS.question_max_open
     qna_top_n: int = _TOOLS.qna_top_n
+    #: Lucky draws: entrants of one draw at most, and per client address at its close (0: no
+    #: limit); docs/draws.md.
+    draw_max_entries: int = _TOOLS.draw_max_entries
+    draw_max_entries_per_ip: int = _TOOLS.draw_max_entries_per_ip
     #: Base URL printed for the console; defaults to http://host:port.
     public_url: str | None = None
     #: This node's unique name among the nodes sharing the Redis (claimed there at start):
@@ -236,6 +240,10 @@ class Settings:
         )
         _check(self.question_max_open >= 0, "question_max_open must be >= 0 (0: no limit)")
         _check(1 <= self.qna_top_n <= 100, "qna_top_n must be 1..100")
+        _check(
+            0 <= self.draw_max_entries <= 10_000_000 and self.draw_max_entries_per_ip >= 0,
+            "draw_max_entries must be 0..10000000 and draw_max_entries_per_ip >= 0 (0: no limit)",
+        )
         _check(self.comments_per_tick >= 1, "comments_per_tick must be >= 1")
         _check(self.comment_fanout_per_s >= 0, "comment_fanout_per_s must be >= 0 (0: no budget)")
         _check(
@@ -353,6 +361,8 @@ class Settings:
             question_rate_per_s=self.question_rate_per_s,
             question_max_open=self.question_max_open,
             qna_top_n=self.qna_top_n,
+            draw_max_entries=self.draw_max_entries,
+            draw_max_entries_per_ip=self.draw_max_entries_per_ip,
         )
 
     def banned_words(self) -> tuple[str, ...]:

@@ -65,6 +65,11 @@ class ToolsConfig:
     question_rate_per_s: float = 0.2
     question_max_open: int = 1000
     qna_top_n: int = 10
+    #: Entrants of one lucky draw at most (0: no limit); past it, draw_full.
+    draw_max_entries: int = 100_000
+    #: Entrants of one draw from one client address counted at its close (0: no limit); the
+    #: later ones are excluded as address_limit.
+    draw_max_entries_per_ip: int = 3
 
 
 @dataclass(frozen=True)
