@@ -219,7 +219,9 @@ class PollBox:
         """The unpublished tallies if the room's gate let them out now, else "wait" (try again)
         or "done" (nothing to publish)."""
         k = self.keys(room_id, poll_id)
-        reply = await self.scripts.call("poll_flush", [k.tool, gate_key(self.prefix, room_id)], [self.gate_ms])
+        reply = await self.scripts.call(
+            "poll_flush", [k.tool, gate_key(self.prefix, room_id)], [self.gate_ms]
+        )
         if _text(reply[0]) != "publish":
             return _text(reply[0])
         return Tally(int(reply[1]), int(reply[2]), [int(t) for t in reply[3:]])
@@ -231,7 +233,9 @@ class PollBox:
         _refused(reply)
         kind = _text(reply[0])
         if kind == "closed":
-            return Close(kind, at_ms=int(reply[1]), tally=Tally(0, int(reply[2]), [int(t) for t in reply[3:]]))
+            return Close(
+                kind, at_ms=int(reply[1]), tally=Tally(0, int(reply[2]), [int(t) for t in reply[3:]])
+            )
         if kind == "later":
             return Close(kind, at_ms=int(reply[1]))
         return Close(kind, state=_text(reply[1]))

@@ -177,6 +177,8 @@ class Settings:
     #: Per user (per process): auction bids burst and rate; past it, rate_limited.
     bid_burst: int = _TOOLS.bid_burst
     bid_rate_per_s: float = _TOOLS.bid_rate_per_s
+    #: Polls: at most one poll_tally per this many ms per room, across processes.
+    poll_tally_ms: int = _TOOLS.poll_tally_ms
     #: Base URL printed for the console; defaults to http://host:port.
     public_url: str | None = None
     #: This node's unique name among the nodes sharing the Redis (claimed there at start):
@@ -221,6 +223,7 @@ class Settings:
         _check(
             self.bid_burst >= 1 and self.bid_rate_per_s > 0, "bid_burst must be >= 1 and bid_rate_per_s > 0"
         )
+        _check(50 <= self.poll_tally_ms <= 60_000, "poll_tally_ms must be 50..60000")
         _check(self.comments_per_tick >= 1, "comments_per_tick must be >= 1")
         _check(self.comment_fanout_per_s >= 0, "comment_fanout_per_s must be >= 0 (0: no budget)")
         _check(
@@ -333,6 +336,7 @@ class Settings:
             max_open_per_room=self.max_open_tools_per_room,
             bid_burst=self.bid_burst,
             bid_rate_per_s=self.bid_rate_per_s,
+            poll_tally_ms=self.poll_tally_ms,
         )
 
     def banned_words(self) -> tuple[str, ...]:

@@ -58,6 +58,8 @@ class ToolsConfig:
     #: Bids per user: burst and rate (per process); past it, rate_limited.
     bid_burst: int = 5
     bid_rate_per_s: float = 2.0
+    #: Polls: at most one poll_tally per this many ms per room (all processes together).
+    poll_tally_ms: int = 200
 
 
 @dataclass(frozen=True)
