@@ -116,6 +116,7 @@ class Shop:
     group_sale_id: str
     batch_id: str
     auction_id: str
+    poll_id: str = "p_none"
 
 
 def plausible(shop: Shop) -> dict[str, st.SearchStrategy[Any]]:
@@ -137,6 +138,8 @@ def plausible(shop: Shop) -> dict[str, st.SearchStrategy[Any]]:
         "batch_id": st.sampled_from([shop.batch_id]) | words,
         "auction_id": st.sampled_from([shop.auction_id]) | words,
         "amount_cents": st.integers(-1, 10**13),
+        "poll_id": st.sampled_from([shop.poll_id]) | words,
+        "option": st.integers(-1, 7),
     }
 
 
@@ -284,7 +287,10 @@ def fuzz(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[F
         }
         status, auction = http(server, "POST", f"/api/rooms/{ROOM}/auctions", auction_body)
         assert status == 201, auction
-        shop = Shop(product["id"], sale["id"], group_sale["id"], batch["batch_id"], auction["id"])
+        poll_body = {"question": "q", "options": ["a", "b", "c"], "duration_s": 3600}
+        status, poll = http(server, "POST", f"/api/rooms/{ROOM}/polls", poll_body)
+        assert status == 201, poll
+        shop = Shop(product["id"], sale["id"], group_sale["id"], batch["batch_id"], auction["id"], poll["id"])
         state = Fuzz(server, shop, {})
         yield state
         for peer in state.peers.values():

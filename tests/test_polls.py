@@ -21,6 +21,7 @@ from test_gateway import token
 from wsclient import MSGPACK, Client
 
 from live.auth import Role
+from live.polls import Polls
 from live.server import Running, running
 from live.settings import Settings
 
@@ -340,3 +341,52 @@ async def test_a_restart_keeps_the_poll_and_a_lost_one_comes_back_from_its_recor
         assert (closes[kept["id"]]["tallies"], closes[kept["id"]]["votes"]) == ([0, 0, 1], 1)
         assert (closes[lost["id"]]["tallies"], closes[lost["id"]]["votes"]) == ([1, 0, 1], 2)
         assert not [m for m in await watcher.collect(0.5) if m["type"] == "poll_closed"]
+
+
+def polls_tool(server: Running) -> Polls:
+    return next(t for t in server.services.tools if isinstance(t, Polls))
+
+
+async def test_a_dead_closer_a_poll_lost_while_running_and_polls_waiting_for_the_gate(
+    server: Running, http: aiohttp.ClientSession, host_token: str, shop: str
+) -> None:
+    tool = polls_tool(server)
+    redis = server.services.redis
+    ann = await Client.connect(http, "shop", token(server, "ann"))
+    watcher = await Client.connect(http, "shop", token(server, "cat"))
+    first, second, third = [await open_poll(http, host_token, options=["a", "b"]) for _ in range(3)]
+    # three polls of one room voted at once: one gets the gate, the others wait their turn
+    for n, poll in enumerate((first, second, third)):
+        assert (await ask(ann, vote(f"g{n}", poll["id"], 1)))["type"] == "ack"
+    got: set[str] = set()
+    deadline = time.monotonic() + 5
+    while len(got) < 3:  # each poll's last change goes out, one gate after the other
+        assert time.monotonic() < deadline, got
+        frames = await watcher.collect(0.2)
+        got |= {p["id"] for p in (first, second, third) if tallies_of(frames, p["id"])}
+
+    # Redis lost an open poll while this process runs: a vote puts it back from its record
+    async def checkpointed() -> bool:
+        row = await server.services.store.tool(first["id"])
+        return row is not None and json.loads(row.result or "{}").get("ballots") == {"ann": 1}
+
+    await wait_for(checkpointed)
+    prefix = server.services.settings.key_prefix
+    await redis.delete(*[k async for k in redis.scan_iter(match=f"{prefix}:tool:*{first['id']}*")])
+    assert (await ask(watcher, vote("c", first["id"], 0)))["type"] == "ack"
+    _, state = await api(http, "GET", f"/{first['id']}", host_token)
+    assert (state["tallies"], state["votes"], state["state"]) == ([1, 1], 2, "open")
+
+    # a closer that died between the close and its announcement: a due step announces it later
+    pid = second["id"]
+    closed = await tool.box.close("shop", pid, now=True)
+    assert closed.kind == "closed"
+    assert await tool.due("shop", pid) == closed.at_ms + 5000  # give the closer its time
+    await redis.hset(tool.box.keys("shop", pid).tool, "closed_at", closed.at_ms - 6000)
+    assert await tool.due("shop", pid) is None
+    done = await watcher.recv_until(lambda m: m["type"] == "poll_closed" and m["poll_id"] == pid)
+    assert (done["tallies"], done["votes"]) == ([0, 1], 1)
+    assert await tool.due("shop", pid) is None  # announced: nothing more
+    row = await server.services.store.tool(pid)
+    assert row is not None and row.state == "closed"
+    assert await tool.due("shop", "p_nothing") is None
