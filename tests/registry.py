@@ -9,7 +9,7 @@ from gateway.chat import CHAT_COMMANDS
 from gateway.commands import STAFF, Caller, Registry, Reply
 from gateway.messages import Command
 from gateway.moderation import RULES
-from live import auctions, draws, questions
+from live import auctions, draws, polls, questions
 from live.commands import register
 
 
@@ -38,6 +38,8 @@ def every_command() -> Registry[Caller]:
     for name, fields in questions.STAFF_COMMANDS.items():
         registry.register(name, _refuse, fields, roles=STAFF)
     for name, fields in draws.COMMANDS.items():
+        registry.register(name, _refuse, fields)
+    for name, fields in polls.COMMANDS.items():
         registry.register(name, _refuse, fields)
     return registry
 

@@ -46,6 +46,7 @@ async def test_welcome_and_ping(
         "auctions": [],
         "draws": [],
         "questions": [],
+        "polls": [],
     }
     assert w["user"] == {"id": "alice", "role": "viewer"}
     assert (w["online"], w["likes"], w["pinned"], w["slow_mode_s"], w["comments"]) == (1, 0, None, 0, [])
