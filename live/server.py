@@ -43,8 +43,8 @@ from live.logs import AccessLogger
 from live.metrics import GatewayMetrics, Metrics
 from live.nodes import NodeClaim, worker_names
 from live.notices import Notices
-from live.questions import Questions
 from live.polls import Polls
+from live.questions import Questions
 from live.redis_client import RedisClient, check_server, open_redis, redact_url
 from live.redis_server import EmbeddedRedis, find_redis_server
 from live.rooms import Rooms

@@ -297,7 +297,13 @@ def fuzz(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[F
         status, poll = http(server, "POST", f"/api/rooms/{ROOM}/polls", poll_body)
         assert status == 201, poll
         shop = Shop(
-            product["id"], sale["id"], group_sale["id"], batch["batch_id"], auction["id"], draw["id"], poll["id"]
+            product["id"],
+            sale["id"],
+            group_sale["id"],
+            batch["batch_id"],
+            auction["id"],
+            draw["id"],
+            poll["id"],
         )
         state = Fuzz(server, shop, {})
         yield state
