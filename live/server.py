@@ -36,6 +36,7 @@ from live.buying import Buying
 from live.commands import register as register_commands
 from live.datadir import DataDir
 from live.directory import Directory
+from live.draws import Draws
 from live.errors import StartupError
 from live.http_server import protocol_factory
 from live.logs import AccessLogger
@@ -247,6 +248,7 @@ async def _listening(
         tools=tools,
     )
     tools.add(Auctions(context))  # (lucky draws, polls and Q&A join here: issue 14)
+    tools.add(Draws(context))
     directory.selling = selling  # the sales a new viewer's welcome shows
     directory.tools = tools  # and the room's open auctions
     register_commands(hub.commands, buying)  # before any connection: the app's WebSocket commands

@@ -177,6 +177,10 @@ class Settings:
     #: Per user (per process): auction bids burst and rate; past it, rate_limited.
     bid_burst: int = _TOOLS.bid_burst
     bid_rate_per_s: float = _TOOLS.bid_rate_per_s
+    #: Lucky draws: entrants of one draw at most, and per client address at its close (0: no
+    #: limit); docs/draws.md.
+    draw_max_entries: int = _TOOLS.draw_max_entries
+    draw_max_entries_per_ip: int = _TOOLS.draw_max_entries_per_ip
     #: Base URL printed for the console; defaults to http://host:port.
     public_url: str | None = None
     #: This node's unique name among the nodes sharing the Redis (claimed there at start):
@@ -220,6 +224,10 @@ class Settings:
         _check(1 <= self.max_open_tools_per_room <= 1000, "max_open_tools_per_room must be 1..1000")
         _check(
             self.bid_burst >= 1 and self.bid_rate_per_s > 0, "bid_burst must be >= 1 and bid_rate_per_s > 0"
+        )
+        _check(
+            0 <= self.draw_max_entries <= 10_000_000 and self.draw_max_entries_per_ip >= 0,
+            "draw_max_entries must be 0..10000000 and draw_max_entries_per_ip >= 0 (0: no limit)",
         )
         _check(self.comments_per_tick >= 1, "comments_per_tick must be >= 1")
         _check(self.comment_fanout_per_s >= 0, "comment_fanout_per_s must be >= 0 (0: no budget)")
@@ -333,6 +341,8 @@ class Settings:
             max_open_per_room=self.max_open_tools_per_room,
             bid_burst=self.bid_burst,
             bid_rate_per_s=self.bid_rate_per_s,
+            draw_max_entries=self.draw_max_entries,
+            draw_max_entries_per_ip=self.draw_max_entries_per_ip,
         )
 
     def banned_words(self) -> tuple[str, ...]:

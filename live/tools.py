@@ -58,6 +58,11 @@ class ToolsConfig:
     #: Bids per user: burst and rate (per process); past it, rate_limited.
     bid_burst: int = 5
     bid_rate_per_s: float = 2.0
+    #: Entrants of one lucky draw at most (0: no limit); past it, draw_full.
+    draw_max_entries: int = 100_000
+    #: Entrants of one draw from one client address counted at its close (0: no limit); the
+    #: later ones are excluded as address_limit.
+    draw_max_entries_per_ip: int = 3
 
 
 @dataclass(frozen=True)

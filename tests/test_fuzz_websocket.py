@@ -116,6 +116,7 @@ class Shop:
     group_sale_id: str
     batch_id: str
     auction_id: str
+    draw_id: str = "d_none"
 
 
 def plausible(shop: Shop) -> dict[str, st.SearchStrategy[Any]]:
@@ -137,6 +138,7 @@ def plausible(shop: Shop) -> dict[str, st.SearchStrategy[Any]]:
         "batch_id": st.sampled_from([shop.batch_id]) | words,
         "auction_id": st.sampled_from([shop.auction_id]) | words,
         "amount_cents": st.integers(-1, 10**13),
+        "draw_id": st.sampled_from([shop.draw_id]) | words,
     }
 
 
@@ -284,7 +286,10 @@ def fuzz(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[F
         }
         status, auction = http(server, "POST", f"/api/rooms/{ROOM}/auctions", auction_body)
         assert status == 201, auction
-        shop = Shop(product["id"], sale["id"], group_sale["id"], batch["batch_id"], auction["id"])
+        draw_body = {"prize": {"product_id": product["id"]}, "winners": 3, "duration_s": 3600}
+        status, draw = http(server, "POST", f"/api/rooms/{ROOM}/draws", draw_body)
+        assert status == 201, draw
+        shop = Shop(product["id"], sale["id"], group_sale["id"], batch["batch_id"], auction["id"], draw["id"])
         state = Fuzz(server, shop, {})
         yield state
         for peer in state.peers.values():
