@@ -181,6 +181,8 @@ class Settings:
     #: limit); docs/draws.md.
     draw_max_entries: int = _TOOLS.draw_max_entries
     draw_max_entries_per_ip: int = _TOOLS.draw_max_entries_per_ip
+    #: Polls: at most one poll_tally per this many ms per room, across processes.
+    poll_tally_ms: int = _TOOLS.poll_tally_ms
     #: Base URL printed for the console; defaults to http://host:port.
     public_url: str | None = None
     #: This node's unique name among the nodes sharing the Redis (claimed there at start):
@@ -229,6 +231,7 @@ class Settings:
             0 <= self.draw_max_entries <= 10_000_000 and self.draw_max_entries_per_ip >= 0,
             "draw_max_entries must be 0..10000000 and draw_max_entries_per_ip >= 0 (0: no limit)",
         )
+        _check(50 <= self.poll_tally_ms <= 60_000, "poll_tally_ms must be 50..60000")
         _check(self.comments_per_tick >= 1, "comments_per_tick must be >= 1")
         _check(self.comment_fanout_per_s >= 0, "comment_fanout_per_s must be >= 0 (0: no budget)")
         _check(
@@ -343,6 +346,7 @@ class Settings:
             bid_rate_per_s=self.bid_rate_per_s,
             draw_max_entries=self.draw_max_entries,
             draw_max_entries_per_ip=self.draw_max_entries_per_ip,
+            poll_tally_ms=self.poll_tally_ms,
         )
 
     def banned_words(self) -> tuple[str, ...]:

@@ -63,6 +63,8 @@ class ToolsConfig:
     #: Entrants of one draw from one client address counted at its close (0: no limit); the
     #: later ones are excluded as address_limit.
     draw_max_entries_per_ip: int = 3
+    #: Polls: at most one poll_tally per this many ms per room (all processes together).
+    poll_tally_ms: int = 200
 
 
 @dataclass(frozen=True)

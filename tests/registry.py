@@ -9,7 +9,7 @@ from gateway.chat import CHAT_COMMANDS
 from gateway.commands import STAFF, Caller, Registry, Reply
 from gateway.messages import Command
 from gateway.moderation import RULES
-from live import auctions, draws
+from live import auctions, draws, polls
 from live.commands import register
 
 
@@ -34,6 +34,8 @@ def every_command() -> Registry[Caller]:
     for name, fields in auctions.COMMANDS.items():
         registry.register(name, _refuse, fields, signed_in=True, needs_rid=True)
     for name, fields in draws.COMMANDS.items():
+        registry.register(name, _refuse, fields)
+    for name, fields in polls.COMMANDS.items():
         registry.register(name, _refuse, fields)
     return registry
 

@@ -117,6 +117,7 @@ class Shop:
     batch_id: str
     auction_id: str
     draw_id: str = "d_none"
+    poll_id: str = "p_none"
 
 
 def plausible(shop: Shop) -> dict[str, st.SearchStrategy[Any]]:
@@ -139,6 +140,8 @@ def plausible(shop: Shop) -> dict[str, st.SearchStrategy[Any]]:
         "auction_id": st.sampled_from([shop.auction_id]) | words,
         "amount_cents": st.integers(-1, 10**13),
         "draw_id": st.sampled_from([shop.draw_id]) | words,
+        "poll_id": st.sampled_from([shop.poll_id]) | words,
+        "option": st.integers(-1, 7),
     }
 
 
@@ -289,7 +292,11 @@ def fuzz(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[F
         draw_body = {"prize": {"product_id": product["id"]}, "winners": 3, "duration_s": 3600}
         status, draw = http(server, "POST", f"/api/rooms/{ROOM}/draws", draw_body)
         assert status == 201, draw
-        shop = Shop(product["id"], sale["id"], group_sale["id"], batch["batch_id"], auction["id"], draw["id"])
+        poll_body = {"question": "q", "options": ["a", "b", "c"], "duration_s": 3600}
+        status, poll = http(server, "POST", f"/api/rooms/{ROOM}/polls", poll_body)
+        assert status == 201, poll
+        ids = (auction["id"], draw["id"], poll["id"])
+        shop = Shop(product["id"], sale["id"], group_sale["id"], batch["batch_id"], *ids)
         state = Fuzz(server, shop, {})
         yield state
         for peer in state.peers.values():
