@@ -44,6 +44,7 @@ from live.metrics import GatewayMetrics, Metrics
 from live.nodes import NodeClaim, worker_names
 from live.notices import Notices
 from live.polls import Polls
+from live.questions import Questions
 from live.redis_client import RedisClient, check_server, open_redis, redact_url
 from live.redis_server import EmbeddedRedis, find_redis_server
 from live.rooms import Rooms
@@ -251,6 +252,7 @@ async def _listening(
     tools.add(Auctions(context))  # (lucky draws, polls and Q&A join here: issue 14)
     tools.add(Draws(context))
     tools.add(Polls(context))
+    tools.add(Questions(context))
     directory.selling = selling  # the sales a new viewer's welcome shows
     directory.tools = tools  # and the room's open auctions
     register_commands(hub.commands, buying)  # before any connection: the app's WebSocket commands

@@ -65,6 +65,13 @@ class ToolsConfig:
     draw_max_entries_per_ip: int = 3
     #: Polls: at most one poll_tally per this many ms per room (all processes together).
     poll_tally_ms: int = 200
+    #: Q&A: a question's characters at most; questions per user (per process): burst and rate;
+    #: the open questions a room holds at most (0: no limit); how many ``qna_top`` shows.
+    question_max_chars: int = 200
+    question_burst: int = 3
+    question_rate_per_s: float = 0.2
+    question_max_open: int = 1000
+    qna_top_n: int = 10
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from gateway.chat import CHAT_COMMANDS
 from gateway.commands import STAFF, Caller, Registry, Reply
 from gateway.messages import Command
 from gateway.moderation import RULES
-from live import auctions, draws, polls
+from live import auctions, draws, polls, questions
 from live.commands import register
 
 
@@ -37,6 +37,10 @@ def every_command() -> Registry[Caller]:
         registry.register(name, _refuse, fields)
     for name, fields in polls.COMMANDS.items():
         registry.register(name, _refuse, fields)
+    for name, fields in questions.COMMANDS.items():
+        registry.register(name, _refuse, fields)
+    for name, fields in questions.STAFF_COMMANDS.items():
+        registry.register(name, _refuse, fields, roles=STAFF)
     return registry
 
 

@@ -142,6 +142,7 @@ def plausible(shop: Shop) -> dict[str, st.SearchStrategy[Any]]:
         "draw_id": st.sampled_from([shop.draw_id]) | words,
         "poll_id": st.sampled_from([shop.poll_id]) | words,
         "option": st.integers(-1, 7),
+        "question_id": st.sampled_from(["q_nothing"]) | words,
     }
 
 

@@ -45,6 +45,7 @@ async def test_welcome_and_ping(
         "sales": [],
         "auctions": [],
         "polls": [],
+        "questions": [],
     }
     assert w["user"] == {"id": "alice", "role": "viewer"}
     assert (w["online"], w["likes"], w["pinned"], w["slow_mode_s"], w["comments"]) == (1, 0, None, 0, [])
