@@ -313,6 +313,10 @@ async def test_lucky_draws_by_keyword_and_by_button_the_winners_claim_and_verify
     checks = verify.get_by_test_id("verify-checks").locator("li")
     await expect(checks.first).to_have_attribute("data-ok", "true")
     await snap(lucky, "tools-draw-won-and-verified")
+    # The console recomputes the winners from the seed and the entry list, as live draw verify.
+    console_row = console.locator(f'[data-id="{by_keyword}"]')
+    await console_row.get_by_test_id("verify-draw").click()
+    await expect(console_row.get_by_test_id("console-verified")).to_have_attribute("data-ok", "true")
 
     # The host closes the button draw early: both win, both claim.
     close = console.locator(f'[data-id="{by_button}"]').get_by_test_id("close-draw")
@@ -324,6 +328,9 @@ async def test_lucky_draws_by_keyword_and_by_button_the_winners_claim_and_verify
         await card.get_by_test_id("claim-prize").click()
         await expect(card.get_by_test_id("prize-claimed")).to_be_visible()
     await snap(console, "tools-console-draws")
+    async with http.get(f"/api/rooms/{ROOM}/draws/{by_button}", headers=bearer(host)) as resp:
+        claims = (await resp.json())["claims"]
+    assert sorted(claims) == ["amy", "bob"]
     assert script_errors(errors, 400) == []
 
 
@@ -426,9 +433,12 @@ async def test_questions_upvoted_ranked_pinned_and_answered(
     await expect(first.get_by_test_id("unpin-question")).to_be_visible()
     await snap(console, "tools-console-qna")
     await console.get_by_test_id("queue-question").first.get_by_test_id("answer-question").click()
-    for page in (amy, bob):
-        pinned = page.get_by_test_id("pinned-question")
-        await expect(pinned.get_by_test_id("question-answered")).to_be_visible()
+    for page in (amy, bob):  # answered: unpinned, out of the queue, shown as answered
+        await expect(page.get_by_test_id("pinned-question")).to_have_count(0)
+        answered = page.get_by_test_id("answered-question")
+        await expect(answered).to_contain_text("有证书吗")
+        await expect(answered.get_by_test_id("question-answered")).to_be_visible()
+        await expect(page.get_by_test_id("question")).to_have_count(1)
     await expect(console.get_by_test_id("queue-question")).to_have_count(1)
     await expect(console.get_by_test_id("queue-question")).to_contain_text("圈口")
     assert script_errors(errors) == []

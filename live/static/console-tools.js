@@ -5,6 +5,7 @@
 // console.js owns the sign-in, the room and its socket; it hands this module its helpers.
 
 import { api, clock, el, extend, money, t } from "/static/common.js";
+import { drawWinners, sha256Hex } from "/static/draw-verify.js";
 
 extend({
   en: {
@@ -64,6 +65,9 @@ extend({
     seed_line: "seed {seed}",
     votes_line: "{n} votes",
     close_early: "Close now",
+    verify_draw: "Verify",
+    verified_ok: "Verified: SHA-256(seed) is the commitment, and the winners recomputed from the seed and the {n} eligible of {e} entries are the ones announced ✓",
+    verified_bad: "Does NOT verify: the commitment or the winners differ from the recomputation ✗",
     confirm_close: "Really close?",
     closed_ok: "Closed.",
     qna_queue: "Q&A queue",
@@ -153,6 +157,9 @@ extend({
     seed_line: "种子 {seed}",
     votes_line: "{n} 票",
     close_early: "立即结束",
+    verify_draw: "验证",
+    verified_ok: "验证通过：SHA-256(种子) 等于承诺值，用种子和 {e} 个参与者中 {n} 个有效者重新计算的中奖名单与公布的一致 ✓",
+    verified_bad: "验证失败：承诺值或中奖名单与重新计算的不一致 ✗",
     confirm_close: "确定结束？",
     closed_ok: "已结束。",
     qna_queue: "观众提问",
@@ -553,9 +560,13 @@ export class ConsoleTools {
         el("p", { class: "tool-row-line", "data-testid": "draw-result" }, winners.length ? t("winners_line", { list: winners.join(", ") }) : t("no_winner")),
       );
       if (d.seed) body.push(el("p", { class: "tool-row-line hex muted small" }, t("seed_line", { seed: d.seed })));
+      if (d.verified) body.push(el("p", { class: `tool-row-line verified ${d.verified.ok ? "ok" : "bad"}`, "data-testid": "console-verified", dataset: { ok: String(d.verified.ok) } }, d.verified.text));
     }
     const open = d.state === "open";
-    this._row("draw", d, open ? "open" : "closed", prizeTitle(d.prize, this.h.products()), body, open ? () => this._closeButton("draws", d, "close-draw") : null);
+    const action = open ? () => this._closeButton("draws", d, "close-draw") : d.seed ? () => this._verifyButton(d) : null;
+    if (!open && d.rowActions && d.rowActions.dataset.kind !== "verify") d.rowActions.replaceChildren();
+    this._row("draw", d, open ? "open" : "closed", prizeTitle(d.prize, this.h.products()), body, action);
+    if (!open && d.seed) d.rowActions.dataset.kind = "verify";
   }
 
   _pollRow(p) {
@@ -577,6 +588,26 @@ export class ConsoleTools {
     const body = [bars, el("p", { class: "tool-row-line muted small num", "data-testid": "poll-votes" }, t("votes_line", { n: p.votes ?? total }))];
     const open = p.state === "open";
     this._row("poll", p, open ? "open" : "closed", p.question, body, open ? () => this._closeButton("polls", p, "close-poll") : null);
+  }
+
+  _verifyButton(d) {
+    const button = el("button", { type: "button", class: "small", "data-testid": "verify-draw" });
+    this.h.w(button, "verify_draw");
+    button.addEventListener("click", () => this.h.act(button, () => this.verifyDraw(d.id)));
+    return button;
+  }
+
+  /** Read the draw in full and recompute its commitment and winners, as `live draw verify` does. */
+  async verifyDraw(id) {
+    const full = await api(`/api/rooms/${enc(this.h.room())}/draws/${enc(id)}`, { token: this.h.token() });
+    const commitment = (await sha256Hex(full.seed)) === full.commitment;
+    const again = await drawWinners(full.seed, full.eligible || [], full.winners);
+    const winners = JSON.stringify(again) === JSON.stringify(full.winner_ids || []);
+    const ok = commitment && winners;
+    const d = this.draws.get(id);
+    if (!d) return;
+    d.verified = { ok, text: t(ok ? "verified_ok" : "verified_bad", { n: (full.eligible || []).length, e: (full.entries || []).length }) };
+    this.render();
   }
 
   _closeButton(kind, item, testid) {

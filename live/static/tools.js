@@ -7,6 +7,7 @@
 // the welcome and shows nothing.
 
 import { api, clock, el, extend, money, t } from "/static/common.js";
+import { drawWinners, sha256Hex } from "/static/draw-verify.js";
 
 extend({
   en: {
@@ -61,6 +62,7 @@ extend({
     drawing: "Drawing…",
     winners_are: "Winners",
     no_winners: "Nobody entered.",
+    winners_announced: "The winners were announced.",
     you_won_draw: "You won! Claim it within {time}.",
     claim_prize: "Claim prize",
     claiming: "Claiming…",
@@ -76,7 +78,7 @@ extend({
     check_winners_ok: "Winners recomputed from the seed and the {n} eligible entries: they match ✓",
     check_winners_bad: "Winners recomputed from the seed do NOT match ✗",
     check_unavailable: "This browser cannot compute SHA-256 here.",
-    verify_cli: "Check it yourself: live draw verify {url}",
+    verify_cli: "The winners, from the seed and the entry list: live draw verify {url}",
     votes_n: "{n} votes",
     poll_ends: "Closes in {time}",
     final_result: "Final result",
@@ -150,6 +152,7 @@ extend({
     drawing: "开奖中…",
     winners_are: "中奖名单",
     no_winners: "无人参与。",
+    winners_announced: "中奖名单已公布。",
     you_won_draw: "恭喜中奖！请在 {time} 内领取。",
     claim_prize: "领取奖品",
     claiming: "领取中…",
@@ -165,7 +168,7 @@ extend({
     check_winners_ok: "用种子和 {n} 个有效参与者重新计算的中奖名单一致 ✓",
     check_winners_bad: "用种子重新计算的中奖名单不一致 ✗",
     check_unavailable: "此浏览器无法在这里计算 SHA-256。",
-    verify_cli: "自己验证：live draw verify {url}",
+    verify_cli: "用种子和参与名单验证中奖者：live draw verify {url}",
     votes_n: "{n} 票",
     poll_ends: "{time} 后截止",
     final_result: "最终结果",
@@ -191,33 +194,7 @@ extend({
 
 const QUESTION_MAX = 200;
 const QUESTIONS_SHOWN = 10;
-
-// -- the draw's winners, as docs/draws.md defines them ---------------------------------------
-
-function utf8Compare(a, b) {
-  const x = new TextEncoder().encode(a);
-  const y = new TextEncoder().encode(b);
-  for (let i = 0; i < Math.min(x.length, y.length); i += 1) if (x[i] !== y[i]) return x[i] - y[i];
-  return x.length - y.length;
-}
-
-async function sha256Hex(text) {
-  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
-  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
-}
-
-/** The winners of a draw: a seeded partial Fisher-Yates shuffle of the eligible entries sorted by
- * their UTF-8 bytes (j = k + int(sha256("{seed}:{k}"), 16) mod (n - k)), its first `count`. */
-export async function drawWinners(seed, eligible, count) {
-  const pool = [...eligible].sort(utf8Compare);
-  const n = Math.min(count, pool.length);
-  for (let k = 0; k < n; k += 1) {
-    const h = BigInt(`0x${await sha256Hex(`${seed}:${k}`)}`);
-    const j = k + Number(h % BigInt(pool.length - k));
-    [pool[k], pool[j]] = [pool[j], pool[k]];
-  }
-  return pool.slice(0, n);
-}
+const ANSWERED_SHOWN = 3;
 
 // -- the panel ---------------------------------------------------------------------------------
 
@@ -233,6 +210,7 @@ export class RoomTools {
     this.polls = new Map();
     this.questions = []; // the top questions, ranked as the server sent them
     this.pinned = null; // the pinned question
+    this.answered = []; // the last few answered while this page watched
     this.qnaServed = false;
     this.products = null; // id -> product, fetched once for draw prizes
     this.mine = this._emptyMine();
@@ -246,7 +224,7 @@ export class RoomTools {
   // -- what this viewer did (kept in the tab across a reload, per room and user) ----------------
 
   _emptyMine() {
-    return { votes: {}, upvoted: [], entered: [], claims: {}, paid: {}, asked: [] };
+    return { votes: {}, upvoted: [], entered: [], claims: {}, paid: {}, won: {} };
   }
 
   _key(userId) {
@@ -400,12 +378,15 @@ export class RoomTools {
             excluded_counts: m.excluded || {},
             check: null,
           });
+          if (m.claim_by_ms) d.claim_by_ms = m.claim_by_ms;
+          if ((m.winner_ids || []).includes(this._myId())) this._won(d.id);
         });
         break;
       case "draw_won":
         this._patchDraw(m.draw_id, (d) => {
           d.won = { prize: m.prize, claim_by_ms: m.claim_by_ms };
           if (m.claim_by_ms) d.claim_by_ms = m.claim_by_ms;
+          this._won(d.id);
         });
         break;
       case "poll_opened":
@@ -837,7 +818,8 @@ export class RoomTools {
 
   _drawResult(d, me) {
     const parts = [];
-    const winners = d.winner_ids || [];
+    const known = Array.isArray(d.winner_ids);
+    const winners = known ? d.winner_ids : this.mine.won[d.id] ? [me] : [];
     if (!d.seed && !winners.length) return [el("p", { class: "tool-result" }, t("drawing"))];
     parts.push(el("h4", { class: "result-title" }, t("winners_are")));
     if (winners.length) {
@@ -849,7 +831,7 @@ export class RoomTools {
         ),
       );
     } else {
-      parts.push(el("p", { class: "tool-result" }, t("no_winners")));
+      parts.push(el("p", { class: "tool-result" }, known ? t("no_winners") : t("winners_announced")));
     }
     const excluded = Object.entries(d.excluded_counts || {}).filter(([, n]) => n > 0);
     if (excluded.length) {
@@ -876,7 +858,7 @@ export class RoomTools {
         );
         parts.push(el("div", { class: "won-box" }, d.claimLeft, d.claimButton));
       }
-    } else if (me && this.mine.entered.includes(d.id)) {
+    } else if (me && this.mine.entered.includes(d.id) && known) {
       parts.push(el("p", { class: "tool-note", "data-testid": "draw-not-won" }, t("not_won")));
     }
     if (d.seed) parts.push(this._verifyBox(d));
@@ -914,7 +896,10 @@ export class RoomTools {
     const commitment = await sha256Hex(d.seed);
     lines.push({ ok: commitment === d.commitment, text: commitment === d.commitment ? t("check_commitment_ok") : t("check_commitment_bad") });
     let eligible = d.eligible_list;
-    if (!eligible) {
+    const me = this.ctx.me();
+    // The entry list is the staff's to read (GET .../draws/{id}); a viewer checks the seed here
+    // and the winners with `live draw verify` on the published draw.
+    if (!eligible && me && (me.role === "host" || me.role === "moderator")) {
       try {
         const full = await api(`/api/rooms/${encodeURIComponent(this.ctx.room)}/draws/${encodeURIComponent(d.id)}`, { token: this.ctx.token() });
         if (Array.isArray(full.eligible)) eligible = d.eligible_list = full.eligible;
@@ -946,6 +931,13 @@ export class RoomTools {
       if (d.claimLeft.textContent !== text) d.claimLeft.textContent = text;
       if (d.claimButton) d.claimButton.disabled = (left !== null && left <= 0) || Boolean(d.busy);
     }
+  }
+
+  /** Won: kept in the tab (draw_won is not replayed, and the welcome's draw has no winners). */
+  _won(id) {
+    if (this.mine.won[id]) return;
+    this.mine.won[id] = true;
+    this._saveMine();
   }
 
   _signedInOnly(d) {
@@ -1121,9 +1113,12 @@ export class RoomTools {
     } else if (m.type === "question_unpinned") {
       if (this.pinned && (id === undefined || this.pinned.id === id)) this.pinned = null;
     } else if (m.type === "question_answered") {
-      for (const item of [...this.questions, this.pinned].filter(Boolean)) if (item.id === id) item.state = "answered";
+      const known = this._findQuestion(id);
       this.questions = this.questions.filter((item) => item.id !== id);
       if (this.pinned && this.pinned.id === id) this.pinned.state = "answered";
+      // The last few answered stay in view (answering leaves the queue, and unpins).
+      const answered = { ...(known || {}), ...q, state: "answered", pinned: false };
+      this.answered = [answered, ...this.answered.filter((item) => item.id !== id)].slice(0, ANSWERED_SHOWN);
     }
   }
 
@@ -1160,7 +1155,8 @@ export class RoomTools {
     this.qnaList = el("ol", { class: "questions", "data-testid": "questions" });
     this.qnaPinned = el("div", { class: "pinned-question-box" });
     this.qnaEmpty = el("p", { class: "tool-note qna-empty" });
-    this.qna.append(this.qnaTitle, this.qnaPinned, this.qnaForm, this.qnaList, this.qnaEmpty);
+    this.qnaAnswered = el("ol", { class: "questions answered", "data-testid": "answered-questions" });
+    this.qna.append(this.qnaTitle, this.qnaPinned, this.qnaForm, this.qnaList, this.qnaEmpty, this.qnaAnswered);
   }
 
   _renderCount() {
@@ -1223,6 +1219,13 @@ export class RoomTools {
       const again = this.qnaList.querySelector(`[data-question-id="${CSS.escape(focusId)}"] [data-testid="upvote"]`);
       if (again && !again.disabled) again.focus({ preventScroll: true });
     }
+    this.qnaAnswered.replaceChildren(
+      ...this.answered.map((q) => {
+        const item = this._questionItem(q, false);
+        item.dataset.testid = "answered-question";
+        return item;
+      }),
+    );
     this.qnaEmpty.textContent = t("no_questions");
     this.qnaEmpty.hidden = shown.length > 0 || Boolean(this.pinned);
   }
