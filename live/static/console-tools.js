@@ -57,7 +57,7 @@ extend({
     offer_line: "Offered to {user} at {amount}, pay by {time}",
     sold_line: "Sold to {user} for {amount} · order {order}",
     ends_in: "ends in {time}",
-    ended: "ended",
+    tool_ended: "ended",
     entrants_line: "{n} entered · {w} winners",
     keyword_line: "keyword “{keyword}”",
     winners_line: "Winners: {list}",
@@ -76,7 +76,7 @@ extend({
     answer: "Answered",
     pin_q: "Pin",
     unpin_q: "Unpin",
-    dismiss: "Dismiss",
+    dismiss_q: "Dismiss",
     pinned_badge: "Pinned",
     answered_ok: "Marked as answered.",
     pinned_q_ok: "Pinned for every viewer.",
@@ -149,7 +149,7 @@ extend({
     offer_line: "由 {user} 以 {amount} 拍得，{time} 前付款",
     sold_line: "{user} 以 {amount} 成交 · 订单 {order}",
     ends_in: "{time} 后结束",
-    ended: "已结束",
+    tool_ended: "已结束",
     entrants_line: "{n} 人参与 · {w} 个名额",
     keyword_line: "口令“{keyword}”",
     winners_line: "中奖：{list}",
@@ -168,7 +168,7 @@ extend({
     answer: "已回答",
     pin_q: "置顶",
     unpin_q: "取消置顶",
-    dismiss: "移除",
+    dismiss_q: "移除",
     pinned_badge: "已置顶",
     answered_ok: "已标记为已回答。",
     pinned_q_ok: "已向所有观众置顶。",
@@ -621,7 +621,7 @@ export class ConsoleTools {
     if (!this.list) return;
     for (const node of this.list.querySelectorAll(".tool-clock")) {
       const ends = Number(node.dataset.endsAt);
-      const text = ends ? (ends > this._now() ? t("ends_in", { time: clock(ends - this._now()) }) : t("ended")) : "";
+      const text = ends ? (ends > this._now() ? t("ends_in", { time: clock(ends - this._now()) }) : t("tool_ended")) : "";
       if (node.textContent !== text) node.textContent = text;
     }
   }
@@ -702,7 +702,7 @@ export class ConsoleTools {
           { class: "queue-actions" },
           button("answer-question", "answer", "answer", "answered_ok"),
           q.pinned ? button("unpin-question", "unpin_q", "unpin", "unpinned_q_ok") : button("pin-question", "pin_q", "pin", "pinned_q_ok"),
-          button("dismiss-question", "dismiss", "dismiss", "dismissed_ok"),
+          button("dismiss-question", "dismiss_q", "dismiss", "dismissed_ok"),
         ),
       ),
     );

@@ -827,7 +827,7 @@ export class RoomTools {
         el(
           "ol",
           { class: "winners", "data-testid": "draw-winners" },
-          winners.map((id) => el("li", { class: id === me ? "winner me" : "winner", "data-testid": "draw-winner" }, id === me ? `🎉 ${id}` : id)),
+          winners.map((id) => el("li", { class: id === me ? "winner me" : "winner", "data-testid": "draw-winner" }, id === me ? `★ ${id}` : id)),
         ),
       );
     } else {
@@ -1173,7 +1173,7 @@ export class RoomTools {
     return el(
       pinned ? "div" : "li",
       { class: `question${pinned ? " pinned" : ""}${own ? " own" : ""}`, "data-testid": pinned ? "pinned-question" : "question", dataset: { questionId: q.id, state: q.state || "open" } },
-      pinned ? el("span", { class: "tag tag-pinned-q" }, `📌 ${t("pinned_question")}`) : null,
+      pinned ? el("span", { class: "tag tag-pinned-q" }, `★ ${t("pinned_question")}`) : null,
       q.state === "answered" ? el("span", { class: "tag tag-answered", "data-testid": "question-answered" }, `✓ ${t("answered")}`) : null,
       el("p", { class: "question-text" }, q.text || ""),
       el(
