@@ -422,3 +422,48 @@ def _spec(winners: int) -> Any:
         duration_ms=60_000,
         seed=new_seed(),
     )
+
+
+async def test_a_restart_mid_draw_and_a_redis_that_lost_it(settings: Settings) -> None:
+    async with running(settings) as first, aiohttp.ClientSession(base_url=first.url) as http:
+        await first.services.rooms.create("shop", host_id="host1", room_id="shop")
+        host_token = first.services.auth.mint("host1", "shop", Role.HOST, 600)
+        async with http.post(
+            "/api/rooms/shop/products", json={"title": "玉", "price_cents": 500}, headers=bearer(host_token)
+        ) as resp:
+            product = (await resp.json())["id"]
+        kept = await open_draw(http, host_token, product, winners=1, duration_s=3)
+        lost = await open_draw(http, host_token, product, winners=1, duration_s=3)
+        done = await open_draw(http, host_token, product, winners=1, duration_s=1, claim_s=60)
+        ann = await Client.connect(http, "shop", token(first, "ann"))
+        for n, draw in enumerate((kept, lost, done)):
+            assert (await ask(ann, enter(f"e{n}", draw["id"])))["type"] == "ack"
+        closed = await ann.recv_type("draw_closed", timeout=10)
+        assert closed["draw_id"] == done["id"] and closed["winner_ids"] == ["ann"]
+        await ann.close()
+    # the Redis lost one draw (a failover, say) and everything about when each is due
+    redis = first.services.redis
+    await redis.delete(
+        *[k async for k in redis.scan_iter(match=f"{settings.key_prefix}:tool:*{lost['id']}*")]
+    )
+    await redis.delete(f"{{{settings.key_prefix}:tools}}:due")
+    async with running(settings) as second, aiohttp.ClientSession(base_url=second.url) as http:
+        watcher = await Client.connect(http, "shop", token(second, "cat"))
+        shown = {d["id"]: d for d in watcher.welcome["room"]["draws"]}
+        assert set(shown) == {kept["id"], lost["id"], done["id"]}
+        assert shown[lost["id"]]["commitment"] == lost["commitment"] and shown[lost["id"]]["entrants"] == 0
+        assert shown[lost["id"]]["closes_at_ms"] == lost["closes_at_ms"]
+        endings: dict[str, dict[str, Any]] = {}
+        while len(endings) < 2:
+            ended = await watcher.recv_type("draw_closed", timeout=15)
+            assert ended["draw_id"] not in endings  # each closes once
+            endings[ended["draw_id"]] = ended
+        assert endings[kept["id"]]["winner_ids"] == ["ann"]
+        assert (
+            endings[lost["id"]]["winner_ids"] == []
+            and commitment_of(endings[lost["id"]]["seed"]) == lost["commitment"]
+        )
+        assert not [m for m in await watcher.collect(0.5) if m["type"] == "draw_closed"]
+        host_token = second.services.auth.mint("host1", "shop", Role.HOST, 600)
+        read = await get_draw(http, host_token, done["id"])
+        assert read["claims_open"] is True and read["winner_ids"] == ["ann"]

@@ -266,3 +266,57 @@ async def test_the_scripts_winners_are_the_pure_recomputation(
     expected = draw_winners(s.seed, result["eligible"], winners)
     assert step.closed.winner_ids == expected == result["winner_ids"]
     assert len(expected) == min(winners, len(set(entries))) == len(set(expected))
+
+
+def test_problems_names_what_is_wrong() -> None:
+    seed = "ab" * 32
+    good = {
+        "id": "d_x",
+        "state": "closed",
+        "seed": seed,
+        "commitment": commitment_of(seed),
+        "winners": 2,
+        "entries": ["b", "a", "c"],
+        "excluded": {"c": "banned"},
+        "eligible": ["a", "b"],
+        "winner_ids": draw_winners(seed, ["a", "b"], 2),
+    }
+    assert problems(good) == [] and problems(good, commitment_of(seed)) == []
+    assert "not closed" in problems({**good, "state": "open"})[0]
+    assert problems({**good, "seed": None}) == ["the draw has no seed or no commitment"]
+    assert problems({**good, "eligible": None})[-1] == "the draw has no eligible list"
+    assert problems({**good, "winner_ids": None})[-1] == "the draw has no winner_ids or no winners count"
+    assert any("not sorted" in p for p in problems({**good, "eligible": ["b", "a"]}))
+    assert any("unknown rules" in p for p in problems({**good, "excluded": {"c": "rude"}}))
+    assert any("less the excluded" in p for p in problems({**good, "excluded": {}}))
+    assert draw_winners(seed, ["a"], 0) == []
+
+
+def test_verify_reads_stdin_and_only_local_urls(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import io
+    import json
+    import socket
+
+    from live import cli
+
+    seed = "cd" * 32
+    draw = {
+        "id": "d_y",
+        "state": "closed",
+        "seed": seed,
+        "commitment": commitment_of(seed),
+        "winners": 1,
+        "eligible": ["李", "a"][::-1],
+        "winner_ids": draw_winners(seed, ["a", "李"], 1),
+    }
+    monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps(draw)))
+    assert cli.main(["draw", "verify", "-"]) == 0
+    assert "ok: draw d_y" in capsys.readouterr().out
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there once closed
+    assert cli.main(["draw", "verify", f"http://localhost:{port}/x"]) == 2
+    assert "cannot read it" in capsys.readouterr().err
+    assert cli.main(["draw", "verify", "http://10.1.2.3/x"]) == 2
