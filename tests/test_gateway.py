@@ -44,6 +44,7 @@ async def test_welcome_and_ping(
         "host_id": "host1",
         "sales": [],
         "auctions": [],
+        "draws": [],
         "polls": [],
         "questions": [],
     }
