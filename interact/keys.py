@@ -27,6 +27,11 @@ def room_tools(prefix: str, room_id: str) -> str:
     return f"{prefix}:tools:{{{room_id}}}"
 
 
+def qna(prefix: str, room_id: str, name: str) -> str:
+    """A key of the room's Q&A (interact/questions.py: its questions, open queue, upvotes, pin)."""
+    return f"{prefix}:qna:{{{room_id}}}:{name}"
+
+
 def due(prefix: str) -> str:
     """Sorted set: ``<room id>/<tool id>`` scored by when (ms) the tool's next step is due (a
     close, an offer's expiry). Its own hash tag: every process reads it."""

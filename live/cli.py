@@ -137,8 +137,42 @@ def build_parser() -> argparse.ArgumentParser:
         help="the PostgreSQL the servers use (default: SQLite in the data dir); from any node",
     )
 
+    draw = sub.add_parser(
+        "draw",
+        help="lucky draws: verify a closed draw's winners",
+        description="Lucky draws (docs/draws.md).",
+    )
+    draw_sub = draw.add_subparsers(dest="draw_command", metavar="ACTION")
+    draw_sub.required = True
+    verify = draw_sub.add_parser(
+        "verify",
+        help="recompute a closed draw's winners from its revealed seed",
+        description="Check a closed draw: SHA-256 of its seed is its commitment, and its winners are "
+        "the documented function of the seed and the eligible list (docs/draws.md). Exit 0 when it "
+        "verifies, 1 when it does not (one line per mismatch), 2 when the draw cannot be read.",
+        epilog=DRAW_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    verify.add_argument(
+        "source",
+        help="a file with the draw's JSON (GET /api/rooms/{room}/draws/{id}), '-' for stdin, or "
+        "that URL on this machine (http://127.0.0.1:...)",
+    )
+    verify.add_argument("--token", help="a host or moderator token for a URL (default $LIVE_TOKEN)")
+    verify.add_argument(
+        "--commitment", metavar="HEX", help="the commitment published at the draw's open, to check too"
+    )
+
     sub.add_parser("version", help="print the version", description="Print the version.")
     return parser
+
+
+DRAW_EXAMPLES = """\
+examples:
+  live draw verify draw.json
+  curl -s -H "Authorization: Bearer $TOKEN" $URL/api/rooms/shop1/draws/d_AbC | live draw verify -
+  live draw verify --token "$TOKEN" http://127.0.0.1:8080/api/rooms/shop1/draws/d_AbC
+"""
 
 
 RECONCILE_EXAMPLES = """\
@@ -206,12 +240,24 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     return asyncio.run(reconcile.run(settings, args.sale, args.repair))
 
 
+def cmd_draw(args: argparse.Namespace) -> int:
+    from live import draw_cli
+
+    return draw_cli.verify(args.source, args.token, args.commitment)
+
+
 def cmd_version(args: argparse.Namespace) -> int:
     print(f"live {__version__} (Python {platform.python_version()})")
     return 0
 
 
-COMMANDS = {"serve": cmd_serve, "token": cmd_token, "reconcile": cmd_reconcile, "version": cmd_version}
+COMMANDS = {
+    "serve": cmd_serve,
+    "token": cmd_token,
+    "reconcile": cmd_reconcile,
+    "draw": cmd_draw,
+    "version": cmd_version,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

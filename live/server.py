@@ -36,12 +36,15 @@ from live.buying import Buying
 from live.commands import register as register_commands
 from live.datadir import DataDir
 from live.directory import Directory
+from live.draws import Draws
 from live.errors import StartupError
 from live.http_server import protocol_factory
 from live.logs import AccessLogger
 from live.metrics import GatewayMetrics, Metrics
 from live.nodes import NodeClaim, worker_names
 from live.notices import Notices
+from live.polls import Polls
+from live.questions import Questions
 from live.redis_client import RedisClient, check_server, open_redis, redact_url
 from live.redis_server import EmbeddedRedis, find_redis_server
 from live.rooms import Rooms
@@ -247,6 +250,9 @@ async def _listening(
         tools=tools,
     )
     tools.add(Auctions(context))  # (lucky draws, polls and Q&A join here: issue 14)
+    tools.add(Questions(context))
+    tools.add(Draws(context))
+    tools.add(Polls(context))
     directory.selling = selling  # the sales a new viewer's welcome shows
     directory.tools = tools  # and the room's open auctions
     register_commands(hub.commands, buying)  # before any connection: the app's WebSocket commands

@@ -177,6 +177,20 @@ class Settings:
     #: Per user (per process): auction bids burst and rate; past it, rate_limited.
     bid_burst: int = _TOOLS.bid_burst
     bid_rate_per_s: float = _TOOLS.bid_rate_per_s
+    #: Q&A: a question's characters at most; questions per user (per process): burst and rate
+    #: (past it, rate_limited); open questions per room at most (0: no limit; past it,
+    #: queue_full); the top questions viewers see (qna_top, the welcome).
+    question_max_chars: int = _TOOLS.question_max_chars
+    question_burst: int = _TOOLS.question_burst
+    question_rate_per_s: float = _TOOLS.question_rate_per_s
+    question_max_open: int = _TOOLS.question_max_open
+    qna_top_n: int = _TOOLS.qna_top_n
+    #: Lucky draws: entrants of one draw at most, and per client address at its close (0: no
+    #: limit); docs/draws.md.
+    draw_max_entries: int = _TOOLS.draw_max_entries
+    draw_max_entries_per_ip: int = _TOOLS.draw_max_entries_per_ip
+    #: Polls: at most one poll_tally per this many ms per room, across processes.
+    poll_tally_ms: int = _TOOLS.poll_tally_ms
     #: Base URL printed for the console; defaults to http://host:port.
     public_url: str | None = None
     #: This node's unique name among the nodes sharing the Redis (claimed there at start):
@@ -221,6 +235,18 @@ class Settings:
         _check(
             self.bid_burst >= 1 and self.bid_rate_per_s > 0, "bid_burst must be >= 1 and bid_rate_per_s > 0"
         )
+        _check(1 <= self.question_max_chars <= 2000, "question_max_chars must be 1..2000")
+        _check(
+            self.question_burst >= 1 and self.question_rate_per_s > 0,
+            "question_burst must be >= 1 and question_rate_per_s > 0",
+        )
+        _check(self.question_max_open >= 0, "question_max_open must be >= 0 (0: no limit)")
+        _check(1 <= self.qna_top_n <= 100, "qna_top_n must be 1..100")
+        _check(
+            0 <= self.draw_max_entries <= 10_000_000 and self.draw_max_entries_per_ip >= 0,
+            "draw_max_entries must be 0..10000000 and draw_max_entries_per_ip >= 0 (0: no limit)",
+        )
+        _check(50 <= self.poll_tally_ms <= 60_000, "poll_tally_ms must be 50..60000")
         _check(self.comments_per_tick >= 1, "comments_per_tick must be >= 1")
         _check(self.comment_fanout_per_s >= 0, "comment_fanout_per_s must be >= 0 (0: no budget)")
         _check(
@@ -333,6 +359,14 @@ class Settings:
             max_open_per_room=self.max_open_tools_per_room,
             bid_burst=self.bid_burst,
             bid_rate_per_s=self.bid_rate_per_s,
+            question_max_chars=self.question_max_chars,
+            question_burst=self.question_burst,
+            question_rate_per_s=self.question_rate_per_s,
+            question_max_open=self.question_max_open,
+            qna_top_n=self.qna_top_n,
+            draw_max_entries=self.draw_max_entries,
+            draw_max_entries_per_ip=self.draw_max_entries_per_ip,
+            poll_tally_ms=self.poll_tally_ms,
         )
 
     def banned_words(self) -> tuple[str, ...]:

@@ -58,6 +58,20 @@ class ToolsConfig:
     #: Bids per user: burst and rate (per process); past it, rate_limited.
     bid_burst: int = 5
     bid_rate_per_s: float = 2.0
+    #: Q&A: a question's characters at most; questions per user (per process): burst and rate;
+    #: the open questions a room holds at most (0: no limit); how many ``qna_top`` shows.
+    question_max_chars: int = 200
+    question_burst: int = 3
+    question_rate_per_s: float = 0.2
+    question_max_open: int = 1000
+    qna_top_n: int = 10
+    #: Entrants of one lucky draw at most (0: no limit); past it, draw_full.
+    draw_max_entries: int = 100_000
+    #: Entrants of one draw from one client address counted at its close (0: no limit); the
+    #: later ones are excluded as address_limit.
+    draw_max_entries_per_ip: int = 3
+    #: Polls: at most one poll_tally per this many ms per room (all processes together).
+    poll_tally_ms: int = 200
 
 
 @dataclass(frozen=True)

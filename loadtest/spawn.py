@@ -47,6 +47,8 @@ LOAD_SETTINGS = {
     "LIVE_MAX_PENDING_CONNECTIONS_PER_IP": "15000",
     "LIVE_BUY_IP_BURST": "1000000",
     "LIVE_BUY_IP_RATE_PER_S": "1000000",
+    # every harness user enters the lucky draws from one address (docs/draws.md)
+    "LIVE_DRAW_MAX_ENTRIES_PER_IP": "0",
 }
 
 

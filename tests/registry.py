@@ -9,7 +9,7 @@ from gateway.chat import CHAT_COMMANDS
 from gateway.commands import STAFF, Caller, Registry, Reply
 from gateway.messages import Command
 from gateway.moderation import RULES
-from live import auctions
+from live import auctions, draws, polls, questions
 from live.commands import register
 
 
@@ -33,6 +33,14 @@ def every_command() -> Registry[Caller]:
     register(registry, _NoBuyer())
     for name, fields in auctions.COMMANDS.items():
         registry.register(name, _refuse, fields, signed_in=True, needs_rid=True)
+    for name, fields in questions.COMMANDS.items():
+        registry.register(name, _refuse, fields)
+    for name, fields in questions.STAFF_COMMANDS.items():
+        registry.register(name, _refuse, fields, roles=STAFF)
+    for name, fields in draws.COMMANDS.items():
+        registry.register(name, _refuse, fields)
+    for name, fields in polls.COMMANDS.items():
+        registry.register(name, _refuse, fields)
     return registry
 
 

@@ -167,6 +167,10 @@ def _endpoints(served: Served) -> dict[str, tuple[str, dict[str, Any]]]:
         "stock": (f"/api/sales/{served.sale}/stock", {"units": 1}),
         "coupons": (f"/api/sales/{served.sale}/coupons", {"count": 1, "discount_cents": 1}),
         "stop": (f"/api/sales/{served.stop_sale}/stop", {}),
+        "polls": (
+            f"/api/rooms/{served.room}/polls",
+            {"question": "q?", "options": ["a", "b"], "duration_s": 60},
+        ),
     }
 
 
@@ -188,6 +192,9 @@ FIELDS = [
     "units",
     "count",
     "discount_cents",
+    "question",
+    "options",
+    "allow_change",
 ]
 
 
@@ -254,6 +261,8 @@ PATHS = [
     ("GET", "/api/sales/SALE/orders?limit={}"),
     ("GET", "/api/rooms?{}=1"),
     ("GET", "/r/{}"),
+    ("GET", "/api/rooms/fuzz/polls/{}"),
+    ("POST", "/api/rooms/fuzz/polls/{}/close"),
 ]
 
 

@@ -38,7 +38,16 @@ async def test_welcome_and_ping(
     alice = await Client.connect(http, room, token(server, "alice"), framing)
     w = alice.welcome
     assert w["v"] == 1 and w["resumed"] is False and w["seq"] == 0
-    assert w["room"] == {"id": "shop", "title": "直播 room", "host_id": "host1", "sales": [], "auctions": []}
+    assert w["room"] == {
+        "id": "shop",
+        "title": "直播 room",
+        "host_id": "host1",
+        "sales": [],
+        "auctions": [],
+        "draws": [],
+        "questions": [],
+        "polls": [],
+    }
     assert w["user"] == {"id": "alice", "role": "viewer"}
     assert (w["online"], w["likes"], w["pinned"], w["slow_mode_s"], w["comments"]) == (1, 0, None, 0, [])
     await alice.send({"type": "ping", "rid": "p1"})

@@ -59,6 +59,31 @@ const WORDS = {
     internal: "Something went wrong on the server.",
     too_many_connections: "Too many connections from your network.",
     server_full: "The room is full right now; try again soon.",
+    // The room's tools: auctions, lucky draws, polls, Q&A.
+    auction_not_found: "That auction is not in this room.",
+    auction_ended: "The auction is over: no more bids.",
+    bid_too_low: "Bid too low: the minimum bid now is {min}.",
+    bid_too_low_plain: "Bid too low: someone bid more meanwhile.",
+    invalid_amount: "That amount cannot be bid.",
+    own_auction: "The host does not bid on their own auction.",
+    not_your_offer: "This auction is not offered to you.",
+    offer_expired: "Your offer lapsed: it was not paid in time. Nothing was charged.",
+    draw_not_found: "That lucky draw is not in this room.",
+    draw_closed: "That lucky draw has closed.",
+    keyword_required: "Enter this draw by commenting its keyword.",
+    draw_full: "The lucky draw is full.",
+    sign_in_required: "Sign in to take part.",
+    not_a_winner: "You did not win this draw.",
+    claim_expired: "The time to claim this prize is over.",
+    poll_not_found: "That poll is not in this room.",
+    poll_closed: "The poll has closed.",
+    invalid_option: "That is not one of the poll's options.",
+    already_voted: "You have voted already; this poll does not allow changing a vote.",
+    invalid_text: "The question is empty or too long.",
+    question_not_found: "That question is no longer there.",
+    own_question: "You cannot upvote your own question.",
+    question_closed: "That question was answered or dismissed.",
+    limit_exceeded: "The room has as many open tools as it may have.",
   },
   zh: {
     connecting: "连接中…",
@@ -111,6 +136,30 @@ const WORDS = {
     internal: "服务器出错了。",
     too_many_connections: "你所在网络的连接过多。",
     server_full: "直播间人数已满，请稍后再试。",
+    auction_not_found: "此直播间没有该拍卖。",
+    auction_ended: "拍卖已结束，不能再出价。",
+    bid_too_low: "出价太低：当前最低出价为 {min}。",
+    bid_too_low_plain: "出价太低：已有人出了更高的价。",
+    invalid_amount: "该金额不能出价。",
+    own_auction: "主播不能对自己的拍卖出价。",
+    not_your_offer: "该拍品没有轮到你付款。",
+    offer_expired: "付款时限已过，未扣款。",
+    draw_not_found: "此直播间没有该福袋。",
+    draw_closed: "该福袋已开奖。",
+    keyword_required: "发送口令评论即可参与该福袋。",
+    draw_full: "福袋参与人数已满。",
+    sign_in_required: "请先登录再参与。",
+    not_a_winner: "你没有中奖。",
+    claim_expired: "领奖时间已过。",
+    poll_not_found: "此直播间没有该投票。",
+    poll_closed: "投票已结束。",
+    invalid_option: "没有这个选项。",
+    already_voted: "你已经投过票了，本次投票不能改票。",
+    invalid_text: "问题为空或太长。",
+    question_not_found: "该问题已不存在。",
+    own_question: "不能给自己的问题点赞。",
+    question_closed: "该问题已回答或已被移除。",
+    limit_exceeded: "直播间同时进行的互动已达上限。",
   },
 };
 
@@ -143,6 +192,11 @@ export function setLanguage(code) {
 /** Words for an error from the server or the network: ours if we know the code, else theirs. */
 export function describeError(error) {
   const code = error && error.code;
+  // The fields an error frame carries (min_bid_cents of bid_too_low, say) fill in its words.
+  const details = (error && error.details) || error || {};
+  if (code === "bid_too_low") {
+    return typeof details.min_bid_cents === "number" ? t(code, { min: money(details.min_bid_cents) }) : t("bid_too_low_plain");
+  }
   if (code && (WORDS[lang][code] || WORDS.en[code])) return t(code);
   return (error && error.message) || String(error);
 }

@@ -19,6 +19,7 @@ import {
   setLanguage,
   t,
 } from "/static/common.js";
+import { ConsoleTools } from "/static/console-tools.js";
 
 // -- words ------------------------------------------------------------------------------------
 
@@ -740,6 +741,7 @@ function leaveRoom() {
 }
 
 function resetRoomState() {
+  if (tools) tools.clear();
   S.products = [];
   S.pinnedId = null;
   S.sales = new Map();
@@ -796,6 +798,7 @@ function enterRoom(roomId) {
   socket.connect();
   loadProducts(gen).catch(fail);
   loadSales(gen, true).catch(fail);
+  tools.enter();
 }
 
 function renderSocketState(state) {
@@ -897,6 +900,7 @@ function renderProducts() {
   if (S.products.some((p) => p.id === before)) select.value = before;
   else if (S.products.length) select.value = S.products[S.products.length - 1].id;
   updateSalePricePlaceholder();
+  if (tools) tools.products();
 }
 
 function updateSalePricePlaceholder() {
@@ -1333,6 +1337,7 @@ function tick() {
 // -- the room's WebSocket -------------------------------------------------------------------
 
 function onMessage(m) {
+  if (tools.handle(m)) return; // auctions, lucky draws, polls, Q&A
   switch (m.type) {
     case "welcome":
       setOnline(m.online ?? 0);
@@ -1351,6 +1356,7 @@ function onMessage(m) {
         loadSales(S.roomGen).catch(fail);
       }
       S.everLive = true;
+      tools.welcome(m);
       break;
     case "batch":
       if (typeof m.online === "number") setOnline(m.online);
@@ -1668,10 +1674,33 @@ function renderLanguage() {
     renderSales();
     renderSale();
     renderOrders();
+    tools.render();
+    tools.renderQueue();
   }
 }
 
+let tools = null;
+
 function start() {
+  tools = new ConsoleTools({
+    token: () => S.token,
+    room: () => S.room,
+    roomGen: () => S.roomGen,
+    socket: () => S.socket,
+    products: () => S.products,
+    onSubmit,
+    act,
+    ok,
+    fail,
+    w,
+    twoStep,
+    intOf,
+    centsOf,
+    LocalError,
+    localError,
+    addSystem,
+    timeOf,
+  });
   setLanguage(language());
   renderLanguage();
   $("#lang-en").addEventListener("click", () => {

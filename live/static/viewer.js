@@ -5,6 +5,7 @@
 // messages) goes into the page as text through el(), never as HTML.
 
 import { RoomSocket, api, clock, describeError, el, extend, language, money, setLanguage, t } from "/static/common.js";
+import { RoomTools } from "/static/tools.js";
 
 extend({
   en: {
@@ -498,6 +499,7 @@ function restart(token) {
     if (sale.coupon) Object.assign(sale.coupon, { coupon_id: null, used: false, busy: false, gone: false });
   }
   if (invite) invite.used = false;
+  tools.reset();
   const old = S.socket;
   S.socket = null;
   if (old) old.close();
@@ -544,6 +546,7 @@ function onState(state) {
   } else if (state === "banned") {
     S.banned = true;
     showError({ code: "banned" });
+    tools.renderAll();
     renderAllSales();
     renderComposer();
   } else if (state === "expired") {
@@ -581,6 +584,7 @@ function toggleSignIn() {
 // -- messages from the server -----------------------------------------------------------------
 
 function onMessage(m) {
+  if (tools.handle(m)) return undefined; // auctions, lucky draws, polls, Q&A
   switch (m.type) {
     case "welcome":
       return onWelcome(m);
@@ -681,6 +685,7 @@ function onWelcome(w) {
   }
   restorePurchases(current);
   renderJoinOffer();
+  tools.welcome(w);
 }
 
 function onBatch(b) {
@@ -811,11 +816,8 @@ async function sendComment(event) {
   S.commentBusy = true;
   $id("send-comment").disabled = true;
   try {
-    const ack = await S.socket.request("comment", { text });
+    await postComment(text);
     if (input.value.trim() === text) input.value = "";
-    // Ours is shown at once; the batch that carries it later is recognised by its id.
-    if (S.me) addComment({ id: ack.seq, user_id: S.me.id, role: S.me.role, text, ts_ms: Date.now() });
-    updateChatEmpty();
   } catch (error) {
     showError(error);
   } finally {
@@ -823,6 +825,16 @@ async function sendComment(event) {
     $id("send-comment").disabled = S.banned;
     input.focus();
   }
+}
+
+/** Post a comment; ours is shown at once (the batch that carries it later is recognised by its
+ * id), and a lucky draw whose keyword it has counts us in. */
+async function postComment(text) {
+  const ack = await S.socket.request("comment", { text });
+  if (S.me) addComment({ id: ack.seq, user_id: S.me.id, role: S.me.role, text, ts_ms: Date.now() });
+  updateChatEmpty();
+  tools.commented(text);
+  return ack;
 }
 
 function like() {
@@ -1646,9 +1658,20 @@ function applyLanguage() {
   renderPinned();
   renderComposer();
   renderAllSales();
+  tools.renderAll();
 }
 
 // -- start ------------------------------------------------------------------------------------
+
+const tools = new RoomTools({
+  room: ROOM,
+  socket: () => S.socket,
+  me: () => S.me,
+  banned: () => S.banned,
+  token: () => S.token,
+  showError,
+  comment: postComment,
+});
 
 function start() {
   applyLanguage();
@@ -1676,6 +1699,7 @@ function start() {
   $id("notice").addEventListener("click", clearNotice);
   setInterval(() => {
     for (const sale of S.sales.values()) tickSale(sale);
+    tools.tick();
     if (S.mutedUntil && S.mutedUntil <= now()) {
       S.mutedUntil = 0;
       renderComposer();

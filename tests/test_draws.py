@@ -1,0 +1,469 @@
+"""Lucky draws end to end: the host API over HTTP, entrants over WebSocket (enter_draw, and a
+keyword comment), the refusals, the exclusions (banned, muted, address_limit, not_present), the
+close on the priority lane and privately to the winners, a claim once (an order in the ledger),
+the claim window's end, and ``live draw verify`` on the result (ok, and tampered)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from conftest import bearer
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+from test_gateway import token
+from wsclient import MSGPACK, Client
+
+from interact.draw_verify import commitment_of, draw_winners
+from live import cli
+from live.auth import Role
+from live.server import Running, running
+from live.settings import Settings
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    return dataclasses.replace(settings, tools_tick_ms=50, draw_max_entries=50, draw_max_entries_per_ip=0)
+
+
+@pytest.fixture
+async def shop(server: Running, http: aiohttp.ClientSession, host_token: str) -> dict[str, str]:
+    await server.services.rooms.create("shop", host_id="host1", room_id="shop", allow_anonymous=True)
+    async with http.post(
+        "/api/rooms/shop/products", json={"title": "福袋", "price_cents": 9900}, headers=bearer(host_token)
+    ) as resp:
+        assert resp.status == 201
+        product = await resp.json()
+    return {"room": "shop", "product": product["id"]}
+
+
+async def open_draw(http: aiohttp.ClientSession, host_token: str, product: str, **body: Any) -> Any:
+    fields = {"prize": {"product_id": product}, "winners": 2, "duration_s": 60, **body}
+    async with http.post("/api/rooms/shop/draws", json=fields, headers=bearer(host_token)) as resp:
+        assert resp.status == 201, await resp.text()
+        return await resp.json()
+
+
+async def get_draw(http: aiohttp.ClientSession, host_token: str, draw_id: str) -> Any:
+    async with http.get(f"/api/rooms/shop/draws/{draw_id}", headers=bearer(host_token)) as resp:
+        assert resp.status == 200, await resp.text()
+        return await resp.json()
+
+
+async def close_draw(http: aiohttp.ClientSession, host_token: str, draw_id: str) -> Any:
+    async with http.post(f"/api/rooms/shop/draws/{draw_id}/close", headers=bearer(host_token)) as resp:
+        assert resp.status == 200, await resp.text()
+        return await resp.json()
+
+
+async def ask(client: Client, message: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
+    await client.send(message)
+    return await client.recv_until(
+        lambda m: m.get("rid") == message["rid"] and m["type"] in ("ack", "error"), timeout
+    )
+
+
+def enter(rid: str, draw_id: str) -> dict[str, Any]:
+    return {"type": "enter_draw", "rid": rid, "draw_id": draw_id}
+
+
+def claim(rid: str, draw_id: str) -> dict[str, Any]:
+    return {"type": "claim_prize", "rid": rid, "draw_id": draw_id}
+
+
+async def wait_for(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+def verify(path: Path, capsys: pytest.CaptureFixture[str], *more: str) -> tuple[int, str]:
+    code = cli.main(["draw", "verify", str(path), *more])
+    return code, capsys.readouterr().out
+
+
+async def test_a_draw_from_open_to_claim_and_verify(
+    server: Running,
+    http: aiohttp.ClientSession,
+    host_token: str,
+    shop: dict[str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    ann = await Client.connect(http, "shop", token(server, "ann"), framing=MSGPACK)
+    bob = await Client.connect(http, "shop", token(server, "bob"))
+    cat = await Client.connect(http, "shop", token(server, "cat"))
+    draw = await open_draw(http, host_token, shop["product"], winners=2, claim_s=60)
+    did = draw["id"]
+    assert draw["state"] == "open" and "seed" not in draw and draw["entrants"] == 0
+    assert draw["prize"]["title"] == "福袋" and draw["rules"]["keyword"] is None
+    opened = await ann.recv_type("draw_opened")
+    assert opened["draw"]["commitment"] == draw["commitment"] and "seq" in opened  # the priority lane
+
+    for n, client in enumerate((ann, bob, cat)):
+        ack = await ask(client, enter(f"e{n}", did))
+        assert ack["type"] == "ack" and (ack["draw_id"], ack["entered"]) == (did, True)
+    again = await ask(ann, enter("e9", did))
+    assert again["type"] == "ack" and again["entered"] is True  # not counted twice
+    gauge = await cat.recv_until(lambda m: m["type"] == "draw_entries" and m["entrants"] == 3)
+    assert gauge["draw_id"] == did
+    for message, code in (
+        (enter("x1", "d_nothing"), "draw_not_found"),
+        (enter("x2", "../x"), "draw_not_found"),
+        (claim("x3", did), "not_a_winner"),
+    ):
+        answer = await ask(ann, message)
+        assert (answer["type"], answer["code"]) == ("error", code), answer
+    assert (await get_draw(http, host_token, did))["entrants"] == 3
+
+    # a reconnecting viewer sees the open draw in the welcome
+    again_viewer = await Client.connect(http, "shop", token(server, "dan"))
+    shown = again_viewer.welcome["room"]["draws"]
+    assert [(d["id"], d["entrants"], "seed" in d) for d in shown] == [(did, 3, False)]
+
+    closed = await close_draw(http, host_token, did)  # early
+    assert closed["state"] == "closed" and commitment_of(closed["seed"]) == draw["commitment"]
+    assert sorted(closed["entries"]) == ["ann", "bob", "cat"] and closed["excluded"] == {}
+    assert closed["eligible"] == ["ann", "bob", "cat"]
+    assert closed["winner_ids"] == draw_winners(closed["seed"], closed["eligible"], 2)
+    event = await again_viewer.recv_type("draw_closed")
+    assert "seq" in event and (event["seed"], event["winner_ids"], event["entrants"], event["eligible"]) == (
+        closed["seed"],
+        closed["winner_ids"],
+        3,
+        3,
+    )
+    assert event["excluded"] == {
+        "banned": 0,
+        "muted": 0,
+        "address_limit": 0,
+        "not_present": 0,
+        "watch_time": 0,
+    }
+    clients = {"ann": ann, "bob": bob, "cat": cat}
+    winner, other = closed["winner_ids"]
+    (loser,) = set(clients) - {winner, other}
+    won = await clients[winner].recv_type("draw_won")
+    assert won["draw_id"] == did and won["prize"]["product_id"] == shop["product"]
+    assert won["claim_by_ms"] == closed["claim_by_ms"]
+    assert not [m for m in await clients[loser].collect(0.3) if m["type"] == "draw_won"]
+    assert (await ask(clients[loser], claim("c0", did)))["code"] == "not_a_winner"
+    assert (await ask(bob, enter("late", did)))["code"] == "draw_closed"
+
+    got = await ask(clients[winner], claim("c1", did))
+    assert got["type"] == "ack", got
+    order = got["order"]
+    assert (order["sale_id"], order["amount_cents"], order["quantity"]) == (did, 0, 1)
+    assert (await ask(clients[winner], claim("c2", did)))["order"] == order  # once
+    recorded = await server.services.ledger.order(order["order_id"])
+    assert recorded is not None and recorded.user_id == winner and recorded.amount_cents == 0
+    async with http.get(f"/api/orders/{order['order_id']}", headers=bearer(token(server, winner))) as resp:
+        assert resp.status == 200
+    read = await get_draw(http, host_token, did)
+    assert read["claims"] == {winner: order["order_id"]}
+    assert (await close_draw(http, host_token, did))["winner_ids"] == closed["winner_ids"]  # once
+    assert not [m for m in await again_viewer.collect(0.3) if m["type"] == "draw_closed"]
+    async with http.get("/api/rooms/shop/draws", headers=bearer(host_token)) as resp:
+        assert [d["id"] for d in (await resp.json())["draws"]] == [did]
+
+    # live draw verify: the draw as read, ok; tampered, a mismatch
+    good = tmp_path / "draw.json"
+    good.write_text(json.dumps(read, ensure_ascii=False), encoding="utf-8")
+    code, out = verify(good, capsys, "--commitment", draw["commitment"])
+    assert code == 0 and out.startswith(f"ok: draw {did}")
+    for tamper in (
+        {"seed": "00" * 32},
+        {"winner_ids": list(reversed(read["winner_ids"]))},
+        {"eligible": read["eligible"][:-1]},
+    ):
+        bad = tmp_path / "bad.json"
+        bad.write_text(json.dumps({**read, **tamper}), encoding="utf-8")
+        code, out = verify(bad, capsys)
+        assert code == 1 and out.startswith("mismatch:"), out
+    code, out = verify(good, capsys, "--commitment", "ab" * 32)
+    assert code == 1 and "published at its open" in out
+    url = f"{server.url}/api/rooms/shop/draws/{did}"
+    # (in a thread: the server runs on this event loop)
+    assert await asyncio.to_thread(cli.main, ["draw", "verify", url, "--token", host_token]) == 0
+    assert await asyncio.to_thread(cli.main, ["draw", "verify", url]) == 2  # no token: HTTP 401
+    assert cli.main(["draw", "verify", "http://example.com/x"]) == 2
+    assert cli.main(["draw", "verify", str(tmp_path / "missing.json")]) == 2
+    (tmp_path / "junk.json").write_text("{nope")
+    assert cli.main(["draw", "verify", str(tmp_path / "junk.json")]) == 2
+    (tmp_path / "list.json").write_text("[]")
+    assert cli.main(["draw", "verify", str(tmp_path / "list.json")]) == 2
+    open_one = tmp_path / "open.json"
+    open_one.write_text(json.dumps(draw))
+    assert verify(open_one, capsys)[0] == 1
+
+
+async def test_keyword_entry_by_comment_and_the_refusals(
+    server: Running, http: aiohttp.ClientSession, host_token: str, shop: dict[str, str]
+) -> None:
+    ann = await Client.connect(http, "shop", token(server, "ann"))
+    guest = await Client.connect(http, "shop")
+    keyword = await open_draw(http, host_token, shop["product"], keyword="Lucky 福", signed_in=True)
+    kid = keyword["id"]
+    assert keyword["rules"]["keyword"] == "Lucky 福" and keyword["rules"]["signed_in"] is True
+    # an enter_draw on a keyword draw: refused
+    assert (await ask(ann, enter("k1", kid)))["code"] == "keyword_required"
+    comment = await ask(ann, {"type": "comment", "rid": "c1", "text": "I want it! lucky 福 please"})
+    assert comment["type"] == "ack" and "seq" in comment  # the comment's own ack
+    await ask(guest, {"type": "comment", "rid": "g1", "text": "LUCKY 福"})  # a guest: not entered
+    await ask(ann, {"type": "comment", "rid": "c2", "text": "no keyword here"})
+
+    async def entered() -> bool:
+        return bool((await get_draw(http, host_token, kid))["entrants"] == 1)
+
+    await wait_for(entered)
+    await ask(ann, {"type": "comment", "rid": "c3", "text": "lucky 福 again"})  # not twice
+    guarded = await open_draw(http, host_token, shop["product"], signed_in=True)
+    assert (await ask(guest, enter("g2", guarded["id"])))["code"] == "sign_in_required"
+    # draw_full: draw_max_entries = 50
+    full = await open_draw(http, host_token, shop["product"])
+    many = aiohttp.ClientSession(base_url=server.url, connector=aiohttp.TCPConnector(limit=0))
+    users = [await Client.connect(many, "shop", token(server, f"u{n}")) for n in range(50)]
+    for n, client in enumerate(users):
+        assert (await ask(client, enter(f"f{n}", full["id"])))["type"] == "ack"
+    assert (await ask(ann, enter("f99", full["id"])))["code"] == "draw_full"
+    assert (await ask(users[0], enter("f0b", full["id"])))["type"] == "ack"  # entered: still an ack
+    closed = await close_draw(http, host_token, kid)
+    assert closed["entries"] == ["ann"] and closed["winner_ids"] == ["ann"]
+    await asyncio.gather(*(c.close() for c in users))
+    await many.close()
+
+    # the host API's own refusals
+    product = shop["product"]
+    for body, status, code in (
+        ({"prize": {"product_id": "p_none"}, "winners": 1, "duration_s": 5}, 404, "product_not_found"),
+        ({"prize": {"coupon_batch_id": "b_none"}, "winners": 1, "duration_s": 5}, 404, "batch_not_found"),
+        ({"prize": {}, "winners": 1, "duration_s": 5}, 400, "invalid_field"),
+        ({"prize": "x", "winners": 1, "duration_s": 5}, 400, "invalid_field"),
+        ({"winners": 1, "duration_s": 5}, 400, "missing_field"),
+        ({"prize": {"product_id": product}, "winners": 0, "duration_s": 5}, 400, "invalid_field"),
+        ({"prize": {"product_id": product}, "winners": 1001, "duration_s": 5}, 400, "invalid_field"),
+        (
+            {"prize": {"product_id": product}, "winners": 1, "duration_s": 5, "keyword": " "},
+            400,
+            "invalid_field",
+        ),
+        (
+            {"prize": {"product_id": product}, "winners": 1, "duration_s": 5, "min_watch_s": 6},
+            400,
+            "invalid_field",
+        ),
+        ({"prize": {"product_id": product}, "winners": 1}, 400, "missing_field"),
+    ):
+        async with http.post("/api/rooms/shop/draws", json=body, headers=bearer(host_token)) as resp:
+            assert resp.status == status and (await resp.json())["error"]["code"] == code, body
+    async with http.post(
+        "/api/rooms/shop/draws",
+        json={"prize": {"product_id": product}, "winners": 1, "duration_s": 5},
+        headers=bearer(token(server, "ann")),
+    ) as resp:
+        assert resp.status == 403
+    async with http.get("/api/rooms/shop/draws/d_nothing", headers=bearer(host_token)) as resp:
+        assert resp.status == 404 and (await resp.json())["error"]["code"] == "draw_not_found"
+    moderator = token(server, "mod", Role.MODERATOR)
+    async with http.get(f"/api/rooms/shop/draws/{kid}", headers=bearer(moderator)) as resp:
+        assert resp.status == 200
+
+
+async def test_exclusions_at_the_close_and_the_claim_window(settings: Settings) -> None:
+    limited = dataclasses.replace(settings, draw_max_entries_per_ip=2)  # every socket is 127.0.0.1
+    async with running(limited) as server, aiohttp.ClientSession(base_url=server.url) as http:
+        await server.services.rooms.create("shop", host_id="host1", room_id="shop")
+        host_token = server.services.auth.mint("host1", "shop", Role.HOST, 600)
+        async with http.post(
+            "/api/rooms/shop/products", json={"title": "福袋", "price_cents": 1}, headers=bearer(host_token)
+        ) as resp:
+            product = (await resp.json())["id"]
+        await _exclusions(server, http, host_token, product)
+
+
+async def _exclusions(server: Running, http: aiohttp.ClientSession, host_token: str, product: str) -> None:
+    people = ["ann", "bob", "cat", "dan", "eve", "fay"]
+    clients = {u: await Client.connect(http, "shop", token(server, u)) for u in people}
+    draw = await open_draw(
+        http, host_token, product, winners=10, duration_s=3, present_at_close=True, claim_s=1
+    )
+    did = draw["id"]
+    for n, user in enumerate(people):
+        assert (await ask(clients[user], enter(f"e{n}", did)))["type"] == "ack"
+    bus = server.services.hub.bus
+    await bus.ban("shop", "eve")
+    await bus.mute("shop", "fay", int(time.time() * 1000) + 60_000)
+    await clients["dan"].close()  # gone before the close
+    watcher = clients["ann"]
+    event = await watcher.recv_type("draw_closed", timeout=15)
+    read = await get_draw(http, host_token, did)
+    assert read["excluded"] == {"eve": "banned", "fay": "muted", "cat": "address_limit", "dan": "not_present"}
+    assert read["eligible"] == ["ann", "bob"] and sorted(read["winner_ids"]) == ["ann", "bob"]
+    assert event["excluded"] == {
+        "banned": 1,
+        "muted": 1,
+        "address_limit": 1,
+        "not_present": 1,
+        "watch_time": 0,
+    }
+    assert event["eligible"] == 2 and event["entrants"] == 6
+    winner = read["winner_ids"][0]
+    assert (await ask(clients[winner], claim("c1", did)))["type"] == "ack"
+
+    async def expired() -> bool:
+        row = await server.services.store.tool(did)
+        return row is not None and "unclaimed" in json.loads(row.result or "{}")
+
+    await wait_for(expired)
+    late = read["winner_ids"][1]
+    assert (await ask(clients[late], claim("c2", did)))["code"] == "claim_expired"
+    assert (await ask(clients[winner], claim("c3", did)))["type"] == "ack"  # claimed before: kept
+    row = await server.services.store.tool(did)
+    assert row is not None and row.state == "closed"
+    result = json.loads(row.result or "{}")
+    assert result["unclaimed"] == [late] and result["claims_open"] is False
+    fresh = await Client.connect(http, "shop", token(server, "zed"))
+    assert fresh.welcome["room"]["draws"] == []  # settled: no longer shown
+
+
+async def test_watch_time_and_a_coupon_prize(
+    server: Running, http: aiohttp.ClientSession, host_token: str, shop: dict[str, str]
+) -> None:
+    async with http.post(
+        "/api/rooms/shop/sales",
+        json={
+            "product_id": shop["product"],
+            "stock": 5,
+            "price_cents": 9900,
+            "per_user_limit": 1,
+            "duration_s": 600,
+        },
+        headers=bearer(host_token),
+    ) as resp:
+        assert resp.status == 201, await resp.text()
+        sale = await resp.json()
+    async with http.post(
+        f"/api/sales/{sale['id']}/coupons",
+        json={"count": 5, "discount_cents": 500},
+        headers=bearer(host_token),
+    ) as resp:
+        assert resp.status == 201, await resp.text()
+        batch = await resp.json()
+    ann = await Client.connect(http, "shop", token(server, "ann"))
+    draw = await open_draw(
+        http, host_token, shop["product"], prize={"coupon_batch_id": batch["batch_id"]}, winners=1,
+        duration_s=3, min_watch_s=2,
+    )  # fmt: skip
+    assert draw["prize"] == {"coupon_batch_id": batch["batch_id"], "sale_id": sale["id"]}
+    assert (await ask(ann, enter("e1", draw["id"])))["type"] == "ack"
+    await asyncio.sleep(1)
+    late = await Client.connect(http, "shop", token(server, "bob"))  # stays 2 s at most
+    assert (await ask(late, enter("e2", draw["id"])))["type"] == "ack"
+    await ann.recv_type("draw_closed", timeout=15)
+    read = await get_draw(http, host_token, draw["id"])
+    assert read["excluded"] == {"bob": "watch_time"} and read["winner_ids"] == ["ann"]
+    got = await ask(ann, claim("c1", draw["id"]))
+    assert got["type"] == "ack", got
+    assert got["coupon"]["discount_cents"] == 500 and got["order"]["coupon_id"] == got["coupon"]["coupon_id"]
+    assert (await ask(ann, claim("c2", draw["id"])))["coupon"] == got["coupon"]
+
+
+@hsettings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    users=st.lists(
+        st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=10), max_size=25
+    ),
+    winners=st.integers(1, 8),
+)
+async def test_verify_recomputes_what_the_server_drew(
+    server: Running, users: list[str], winners: int, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """For any entry list (non-ASCII ids too) the server's winners are what ``live draw verify``
+    recomputes."""
+    draws = next(t for t in server.services.tools if t.welcome_key == "draws")
+    box = draws.box  # type: ignore[attr-defined]
+    spec = dataclasses.replace(_spec(winners), id=f"d_{time.monotonic_ns()}")
+    await box.open(spec)
+    for n, user in enumerate(users):
+        await box.enter("shop", spec.id, user, f"10.0.0.{n % 4}", False, False, 0)
+    await server.services.redis.hset(box.keys("shop", spec.id).tool, "closes_at", 0)
+    step = await box.close("shop", spec.id, "{shop}:b", "{shop}:m", 0, 0)
+    assert step.closed is not None
+    read = {**(await box.get("shop", spec.id)).public(), **(await box.result("shop", spec.id))}
+    path = tmp_path_factory.mktemp("v") / "draw.json"
+    path.write_text(json.dumps(read, ensure_ascii=False), encoding="utf-8")
+    assert cli.main(["draw", "verify", str(path)]) == 0
+    assert read["winner_ids"] == step.closed.winner_ids
+    assert len(read["winner_ids"]) == min(winners, len(set(users)))
+
+
+def _spec(winners: int) -> Any:
+    from interact.draws import DrawSpec, new_seed
+
+    return DrawSpec(
+        id="",
+        room_id="shop",
+        prize={"product_id": "p"},
+        winners=winners,
+        keyword=None,
+        signed_in=False,
+        present_at_close=False,
+        min_watch_ms=0,
+        claim_ms=1000,
+        duration_ms=60_000,
+        seed=new_seed(),
+    )
+
+
+async def test_a_restart_mid_draw_and_a_redis_that_lost_it(settings: Settings) -> None:
+    async with running(settings) as first, aiohttp.ClientSession(base_url=first.url) as http:
+        await first.services.rooms.create("shop", host_id="host1", room_id="shop")
+        host_token = first.services.auth.mint("host1", "shop", Role.HOST, 600)
+        async with http.post(
+            "/api/rooms/shop/products", json={"title": "玉", "price_cents": 500}, headers=bearer(host_token)
+        ) as resp:
+            product = (await resp.json())["id"]
+        kept = await open_draw(http, host_token, product, winners=1, duration_s=3)
+        lost = await open_draw(http, host_token, product, winners=1, duration_s=3)
+        done = await open_draw(http, host_token, product, winners=1, duration_s=1, claim_s=60)
+        ann = await Client.connect(http, "shop", token(first, "ann"))
+        for n, draw in enumerate((kept, lost, done)):
+            assert (await ask(ann, enter(f"e{n}", draw["id"])))["type"] == "ack"
+        closed = await ann.recv_type("draw_closed", timeout=10)
+        assert closed["draw_id"] == done["id"] and closed["winner_ids"] == ["ann"]
+        await ann.close()
+    # the Redis lost one draw (a failover, say) and everything about when each is due
+    redis = first.services.redis
+    await redis.delete(
+        *[k async for k in redis.scan_iter(match=f"{settings.key_prefix}:tool:*{lost['id']}*")]
+    )
+    await redis.delete(f"{{{settings.key_prefix}:tools}}:due")
+    async with running(settings) as second, aiohttp.ClientSession(base_url=second.url) as http:
+        watcher = await Client.connect(http, "shop", token(second, "cat"))
+        shown = {d["id"]: d for d in watcher.welcome["room"]["draws"]}
+        assert set(shown) == {kept["id"], lost["id"], done["id"]}
+        assert shown[lost["id"]]["commitment"] == lost["commitment"] and shown[lost["id"]]["entrants"] == 0
+        assert shown[lost["id"]]["closes_at_ms"] == lost["closes_at_ms"]
+        endings: dict[str, dict[str, Any]] = {}
+        while len(endings) < 2:
+            ended = await watcher.recv_type("draw_closed", timeout=15)
+            assert ended["draw_id"] not in endings  # each closes once
+            endings[ended["draw_id"]] = ended
+        assert endings[kept["id"]]["winner_ids"] == ["ann"]
+        assert (
+            endings[lost["id"]]["winner_ids"] == []
+            and commitment_of(endings[lost["id"]]["seed"]) == lost["commitment"]
+        )
+        assert not [m for m in await watcher.collect(0.5) if m["type"] == "draw_closed"]
+        host_token = second.services.auth.mint("host1", "shop", Role.HOST, 600)
+        read = await get_draw(http, host_token, done["id"])
+        assert read["claims_open"] is True and read["winner_ids"] == ["ann"]
