@@ -19,11 +19,8 @@ SCENARIOS = (
 )  # fmt: skip
 #: The room's interaction tools (issue 14): each brings users of its own.
 TOOL_SCENARIOS = ("draw", "auction", "poll", "qna")
-#: Tools whose server side is still being built (issue 14): their scenarios drive a server that
-#: serves them, and stay out of big-night until live does.
-NOT_YET_SERVED = ("draw", "poll", "qna")
 #: Named combinations.
-ALIASES = {"big-night": tuple(s for s in SCENARIOS if s not in NOT_YET_SERVED)}
+ALIASES = {"big-night": SCENARIOS}
 
 #: A worker process holds at most this many connections: the machine allows 20,000 open files
 #: per process, and a worker also needs a few for itself.

@@ -279,7 +279,7 @@ async def test_a_big_night_against_a_spawned_server_passes_its_audit(tmp_path: P
     assert audit["passed"], audit
     assert audit["reconcile"]["clean"]
     assert result["errors"] == {}
-    tool_users = 20  # the auction's bidders (draws, polls and Q&A are not in big night yet)
+    tool_users = 40 + 20 + 40 + 20  # the draws' entrants, the bidders, the voters, the Q&A users
     assert (
         result["connections"]["peak"] == result["connections"]["target"] == 150 + 150 + 6 * 3 + tool_users + 1
     )
@@ -288,13 +288,13 @@ async def test_a_big_night_against_a_spawned_server_passes_its_audit(tmp_path: P
     assert load["shortfall"] is False and load["short"] == [], load
     assert {s["unsent"] for s in load["streams"].values()} == {0}, load["streams"]
     streams = ("connect", "host_message", "comment", "like", "reserve", "confirm", "team_open", "team_join")
-    streams += ("bid", "pay_auction")
+    streams += ("draw_comment", "enter_draw", "bid", "pay_auction", "vote", "ask", "upvote")
     for stream in streams:
         assert load["streams"][stream]["planned"] > 0, stream
     assert load["streams"]["connect"]["planned"] == 319 + tool_users
     assert load["streams"]["reserve"]["planned"] == 150
     assert set(load["starts"]) == {
-        "comment", "like", "host_message", "reserve", "team_open", "bid",
+        "comment", "like", "host_message", "reserve", "team_open", "enter", "bid", "vote", "ask",
     }  # fmt: skip
     metrics = result["metrics"]
     for name in (
@@ -317,7 +317,7 @@ async def test_a_big_night_against_a_spawned_server_passes_its_audit(tmp_path: P
     assert audit["chat"]["observers"] > 0 and audit["chat"]["acked_comments"] > 0
     # The interaction tools ran and passed their audits.
     tools = audit["tools"]
-    assert set(tools) == {"auctions"} and len(tools["auctions"]) == 1
+    assert set(tools) == {"draws", "auctions", "polls", "qna"} and len(tools["draws"]) == 2
     assert all(not r["violations"] for reports in tools.values() for r in reports), tools
     assert tools["auctions"][0]["state"] == "sold"
     assert result["outcomes"]["reserve"]["ok"] > 0 and result["outcomes"]["reserve"].get("sold_out", 0) > 0

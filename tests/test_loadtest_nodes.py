@@ -52,9 +52,9 @@ def test_every_connection_has_one_node_and_each_kind_is_spread_within_one(count:
     given = nodes.assignment(BIG_NIGHT, urls)
 
     assert [n["url"] for n in given] == urls
-    # (big night's tools: the auction's 5 bidders; draws, polls and Q&A are not in it yet)
-    assert sum(n["connections"] for n in given) == BIG_NIGHT.connections == 101 + 53 + 21 + 5 + 1
-    for kind, total in (("viewers", 101), ("buyers", 53), ("team_members", 21), ("tool_users", 5)):
+    # (big night's tools: 11 draw entrants, 5 bidders, 7 voters, 4 Q&A users)
+    assert sum(n["connections"] for n in given) == BIG_NIGHT.connections == 101 + 53 + 21 + 27 + 1
+    for kind, total in (("viewers", 101), ("buyers", 53), ("team_members", 21), ("tool_users", 27)):
         shares = [n[kind] for n in given]
         assert sum(shares) == total, kind
         assert max(shares) - min(shares) <= 1, (kind, shares)

@@ -191,14 +191,14 @@ async def test_a_big_night_over_two_nodes_on_one_valkey_and_postgresql_is_accoun
     assert audit["passed"], audit
     assert audit["reconcile"]["clean"], audit["reconcile"]
     assert result["errors"] == {}, result["errors"]
-    connections = 80 + 60 + 4 * 3 + 10 + 1  # (the tools' users: the auction's 10 bidders)
+    connections = 80 + 60 + 4 * 3 + 60 + 1  # (the tools' users: 20 entrants, 10 bidders, 20 voters, 10 Q&A)
     first, second = result["nodes"]
     assert first["connections"] + second["connections"] == connections
     assert first["host"] and not second["host"]
     assert (first["viewers"], second["viewers"]) == (40, 40)
     assert (first["buyers"], second["buyers"]) == (30, 30)
     assert (first["team_members"], second["team_members"]) == (6, 6)  # each team spans both nodes
-    assert (first["tool_users"], second["tool_users"]) == (5, 5)
+    assert (first["tool_users"], second["tool_users"]) == (30, 30)
     for node in (first, second):
         assert node["connected"] == node["open_at_end"] == node["connections"]
     # Every connection on either node got every host message, and every observer (half of
