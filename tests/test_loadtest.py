@@ -257,6 +257,7 @@ def unmeasured_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in handed_down}
 
 
+@pytest.mark.harness
 @pytest.mark.timeout(180)
 async def test_a_big_night_against_a_spawned_server_passes_its_audit(tmp_path: Path) -> None:
     result_file, report_dir = tmp_path / "night.json", tmp_path / "report"
@@ -332,6 +333,7 @@ async def test_a_big_night_against_a_spawned_server_passes_its_audit(tmp_path: P
     assert loadtest_main(["compare", str(result_file), str(result_file)]) == 0
 
 
+@pytest.mark.harness
 @pytest.mark.timeout(120)
 async def test_messagepack_viewers_measure_and_account_the_same(tmp_path: Path) -> None:
     result_file = tmp_path / "msgpack.json"

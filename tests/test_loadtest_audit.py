@@ -64,6 +64,7 @@ def sane_run(result: dict[str, Any]) -> None:
     assert result["load"]["shortfall"] is False, result["load"]
 
 
+@pytest.mark.harness
 async def test_audit_passes_an_honest_server(tmp_path: Path) -> None:
     fake = BrokenServer(SECRET, "honest")
     status, result = await run_harness(fake, tmp_path)
@@ -80,6 +81,7 @@ async def test_audit_passes_an_honest_server(tmp_path: Path) -> None:
     assert result["outcomes"].get("reserve_retry"), "no reserve was retried with its rid"
 
 
+@pytest.mark.harness
 async def test_audit_catches_an_oversell(tmp_path: Path) -> None:
     fake = BrokenServer(SECRET, "oversell")
     status, result = await run_harness(fake, tmp_path)
@@ -94,6 +96,7 @@ async def test_audit_catches_an_oversell(tmp_path: Path) -> None:
     assert status == 1
 
 
+@pytest.mark.harness
 async def test_audit_catches_lost_orders(tmp_path: Path) -> None:
     fake = BrokenServer(SECRET, "drop")
     status, result = await run_harness(fake, tmp_path)

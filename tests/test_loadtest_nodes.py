@@ -277,6 +277,7 @@ async def three_nodes(mode: str) -> tuple[BrokenServer, list[Node]]:
     return fake, cluster
 
 
+@pytest.mark.harness
 @pytest.mark.timeout(90)
 async def test_a_rush_over_three_nodes_is_spread_and_audited_once(tmp_path: Path) -> None:
     fake, cluster = await three_nodes("honest")
@@ -305,6 +306,7 @@ async def test_a_rush_over_three_nodes_is_spread_and_audited_once(tmp_path: Path
     assert "3 nodes" in output and urls[2] in output
 
 
+@pytest.mark.harness
 @pytest.mark.timeout(90)
 async def test_lost_orders_are_found_across_nodes_and_told_by_node(tmp_path: Path) -> None:
     fake, cluster = await three_nodes("drop")  # every third confirmed order never reaches the ledger
@@ -320,6 +322,7 @@ async def test_lost_orders_are_found_across_nodes_and_told_by_node(tmp_path: Pat
     assert sum(node["lost_orders"] for node in result["nodes"]) == audit["lost_orders"]
 
 
+@pytest.mark.harness
 @pytest.mark.timeout(90)
 async def test_a_node_that_dies_mid_run_costs_its_connections_and_the_audit_reads_another(
     tmp_path: Path,

@@ -62,6 +62,7 @@ async def run_harness(fake: BrokenServer, tmp_path: Path, *flags: str) -> tuple[
     return process.returncode, text, result
 
 
+@pytest.mark.harness
 async def test_refused_buyers_are_a_shortfall_and_the_run_exits_3(tmp_path: Path) -> None:
     fake = BrokenServer(SECRET, "honest", refuse_every=5)  # 40 of 200 buyers never get in
     status, output, result = await run_harness(fake, tmp_path, "--duration", "8")
@@ -79,6 +80,7 @@ async def test_refused_buyers_are_a_shortfall_and_the_run_exits_3(tmp_path: Path
     assert status == EXIT_SHORTFALL
 
 
+@pytest.mark.harness
 async def test_allow_shortfall_exits_0_and_still_reports_it(tmp_path: Path) -> None:
     fake = BrokenServer(SECRET, "honest", refuse_every=5)
     status, output, result = await run_harness(fake, tmp_path, "--duration", "8", "--allow-shortfall")
@@ -90,6 +92,7 @@ async def test_allow_shortfall_exits_0_and_still_reports_it(tmp_path: Path) -> N
     assert status == 0
 
 
+@pytest.mark.harness
 async def test_a_server_that_stalls_every_handshake_is_a_shortfall(tmp_path: Path) -> None:
     # Every handshake is held past the harness's connect timeout: nobody gets in.
     fake = BrokenServer(SECRET, "honest", handshake_delay_s=3.0)
@@ -103,6 +106,7 @@ async def test_a_server_that_stalls_every_handshake_is_a_shortfall(tmp_path: Pat
     assert status == EXIT_SHORTFALL
 
 
+@pytest.mark.harness
 async def test_the_rush_waits_for_buyers_still_connecting(tmp_path: Path) -> None:
     # Every handshake takes 3 s: buyers ramped in over [0, 2] s are in at [3, 5] s, after the
     # rush's planned start at 4 s. It must wait for them, not fire into unconnected buyers.

@@ -343,6 +343,7 @@ def sane(result: dict[str, Any], text: str) -> None:
     assert result["connections"]["peak"] == result["connections"]["target"]
 
 
+@pytest.mark.harness
 @pytest.mark.timeout(90)
 async def test_a_spawned_auction_run_passes_its_audit(tmp_path: Path) -> None:
     status, text, result = await spawned(
