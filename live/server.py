@@ -249,12 +249,12 @@ async def _listening(
         supervisor=supervisor,
         tools=tools,
     )
-    tools.add(Auctions(context))  # (lucky draws, polls and Q&A join here: issue 14)
+    tools.add(Auctions(context))
     tools.add(Questions(context))
     tools.add(Draws(context))
     tools.add(Polls(context))
     directory.selling = selling  # the sales a new viewer's welcome shows
-    directory.tools = tools  # and the room's open auctions
+    directory.tools = tools  # and the room's tools
     register_commands(hub.commands, buying)  # before any connection: the app's WebSocket commands
     for registered in tools:
         registered.register(hub.commands)

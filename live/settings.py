@@ -170,7 +170,7 @@ class Settings:
     #: Consume the order streams into this node's SQLite ledger. Turn off on nodes that do
     #: not share the ledger's data dir (one ledger per deployment; docs/inventory.md).
     ledger_consumer: bool = True
-    #: The interaction tools (auctions): how often their loop runs (closes, offers, the
+    #: The interaction tools (auctions, draws, polls, Q&A): how often their loop runs (closes, offers, the
     #: coalesced fan-out), and open tools of one kind per room.
     tools_tick_ms: int = _TOOLS.tick_ms
     max_open_tools_per_room: int = _TOOLS.max_open_per_room

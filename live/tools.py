@@ -1,5 +1,5 @@
-"""The room's interaction tools, wired: live auctions (live/auctions.py) today; lucky draws,
-polls and Q&A (issue 14) are tools of the same kind.
+"""The room's interaction tools, wired: live auctions, lucky draws, polls and Q&A
+(live/auctions.py, draws.py, polls.py, questions.py).
 
 Each is a ``Tool``: it registers its WebSocket commands and HTTP routes, adds its part to a new
 viewer's welcome, does what is due (a close, an offer that expired) and its coalesced fan-out
