@@ -5,12 +5,15 @@ coalesced entry count, and the prize's order in the ledger.
 Every decision is a script of interact/draws.py on the shard's clock; this module tells people
 of them. A comment chat admitted (``hub.observe_comments``) whose text contains an open keyword
 draw's keyword (casefolded) enters its author at the next tick; the comment's ack stays the
-comment's. Each process knows the open draws of the rooms it has connections in from Redis, read
-again every ``REFRESH_MS`` (a draw another process opened enters comments from then on; one this
-process opened, at once), and records its present users in each open draw as often (first and
-last seen), so the closing process applies ``present_at_close`` and ``min_watch_s`` to users on
-any process. Entry counts this process changed go out once per tick per draw (``draw_entries``,
-a gauge). docs/draws.md.
+comment's. At each tick with comments the process reads the open draws of those comments'
+rooms from Redis first, so a draw another process opened a moment ago takes them too (its
+viewers heard ``draw_opened`` at once); every ``REFRESH_MS`` it reads those of all the rooms it
+has connections in, and records its present users in each open draw (first and last seen), so
+the closing process applies ``present_at_close`` and ``min_watch_s`` to users on any process.
+Entry counts this process changed go out once per tick per draw (``draw_entries``, a gauge:
+the count read at the tick, and read and sent again ``SETTLE_MS`` after this process's last
+change, so the count a viewer is left with is the final one, whichever process sent last).
+docs/draws.md.
 
 The record (the store's ``tools`` row) is written at the open (the spec, with the secret seed)
 and at the close and the claim window's end (the whole result). A Redis that lost an open draw
@@ -52,6 +55,9 @@ _ID = re.compile(r"d_[A-Za-z0-9_-]{1,40}")
 REFRESH_MS = 1000
 #: A user last seen this long before the close still counts as present at the close.
 PRESENCE_GRACE_MS = 2 * REFRESH_MS + 500
+#: A draw's count is sent once more this long after this process last changed it (ms): of the
+#: gauges two processes send at once, the one a viewer keeps may be the other's older read.
+SETTLE_MS = 1000
 #: Keyword comments waiting for the next tick at most (more are dropped, with a warning).
 _PENDING_MAX = 100_000
 MAX_KEYWORD = 40
@@ -103,8 +109,10 @@ class Draws:
         #: room id -> {draw id: casefolded keyword ("" none)}: the open draws of this process's rooms
         self._open: dict[str, dict[str, str]] = {}
         self._refreshed = 0.0
-        #: draw id -> (room id, entrants): counts this process changed since the last tick
-        self._counts: dict[str, tuple[str, int]] = {}
+        #: draw id -> room id: the draws whose count this process changed since the last tick
+        self._counts: dict[str, str] = {}
+        #: draw id -> (room id, monotonic time): when to send its count once more
+        self._settle: dict[str, tuple[str, float]] = {}
         self._pending: list[Posted] = []
         ctx.hub.observe_comments(self._observe)
 
@@ -167,13 +175,26 @@ class Draws:
         pending, self._pending = self._pending, []
         if pending:
             await self._enter_comments(pending)
-        counts, self._counts = self._counts, {}
-        for draw_id, (room_id, entrants) in counts.items():
-            await self.ctx.notices.gauge(room_id, f"draw:{draw_id}", draw_entries(draw_id, entrants))
+        await self._send_counts()
         now = time.monotonic()
         if now - self._refreshed >= REFRESH_MS / 1000:
             self._refreshed = now
             await self._refresh()
+
+    async def _send_counts(self) -> None:
+        """The counts changed since the last tick, and those due to be sent once more, as read
+        now."""
+        changed, self._counts = self._counts, {}
+        now = time.monotonic()
+        again = {d: r for d, (r, at) in self._settle.items() if at <= now and d not in changed}
+        for draw_id in again:
+            del self._settle[draw_id]
+        for draw_id, room_id in changed.items():
+            self._settle[draw_id] = (room_id, now + SETTLE_MS / 1000)
+        for draw_id, room_id in {**changed, **again}.items():
+            draw = await self.box.get(room_id, draw_id)
+            if draw is not None:
+                await self.ctx.notices.gauge(room_id, f"draw:{draw_id}", draw_entries(draw_id, draw.entrants))
 
     # -- presence and keyword comments ------------------------------------------------------------
 
@@ -181,19 +202,24 @@ class Draws:
         """Read the open draws of this process's rooms; record their present users."""
         found: dict[str, dict[str, str]] = {}
         for room_id in list(self.ctx.hub.rooms):
-            ids = await self.ctx.redis.smembers(keys.room_tools(self.ctx.key_prefix, room_id))
-            mine: dict[str, str] = {}
-            for raw in ids:
-                draw_id = raw.decode() if isinstance(raw, bytes) else str(raw)
-                if not draw_id.startswith(self.id_prefix):
-                    continue
-                draw = await self.box.get(room_id, draw_id)
-                if draw is not None and draw.state == "open":
-                    mine[draw_id] = (draw.spec.keyword or "").casefold()
+            mine = await self._open_draws(room_id)
             if mine:
                 found[room_id] = mine
                 await self._record_presence(room_id, list(mine))
         self._open = found
+
+    async def _open_draws(self, room_id: str) -> dict[str, str]:
+        """The room's open draws in Redis: {draw id: casefolded keyword ("" none)}."""
+        ids = await self.ctx.redis.smembers(keys.room_tools(self.ctx.key_prefix, room_id))
+        mine: dict[str, str] = {}
+        for raw in ids:
+            draw_id = raw.decode() if isinstance(raw, bytes) else str(raw)
+            if not draw_id.startswith(self.id_prefix):
+                continue
+            draw = await self.box.get(room_id, draw_id)
+            if draw is not None and draw.state == "open":
+                mine[draw_id] = (draw.spec.keyword or "").casefold()
+        return mine
 
     async def _record_presence(self, room_id: str, draw_ids: list[str]) -> None:
         users = sorted(self.ctx.hub.present_users(room_id))
@@ -203,15 +229,21 @@ class Draws:
             await self.box.record_presence(room_id, draw_id, users)
 
     def _observe(self, posted: list[Posted]) -> None:
-        """A comment observer (runs on the event loop, must not block): queued for the tick."""
-        if not self._open.get(posted[0].room_id):
-            return
+        """A comment observer (runs on the event loop, must not block): queued for the tick.
+        Every room's comments, not only those of the draws this process knows of: a draw
+        another process opened since the last refresh is looked up at the tick."""
         if len(self._pending) + len(posted) > _PENDING_MAX:
             log.warning("keyword comments dropped: too many waiting", extra={"room": posted[0].room_id})
             return
         self._pending.extend(posted)
 
     async def _enter_comments(self, posted: list[Posted]) -> None:
+        for room_id in dict.fromkeys(p.room_id for p in posted):
+            mine = await self._open_draws(room_id)
+            if mine:
+                self._open[room_id] = mine
+            else:
+                self._open.pop(room_id, None)
         for p in posted:
             text = p.text.casefold()
             for draw_id, keyword in list(self._open.get(p.room_id, {}).items()):
@@ -226,9 +258,9 @@ class Draws:
         self, room_id: str, draw_id: str, user: str, ip: str, by_comment: bool, guest: bool
     ) -> None:
         most = self.ctx.config.draw_max_entries
-        entered, entrants = await self.box.enter(room_id, draw_id, user, ip, by_comment, guest, most)
+        entered, _ = await self.box.enter(room_id, draw_id, user, ip, by_comment, guest, most)
         if entered:
-            self._counts[draw_id] = (room_id, max(entrants, self._counts.get(draw_id, ("", 0))[1]))
+            self._counts[draw_id] = room_id
 
     # -- commands -------------------------------------------------------------------------------
 

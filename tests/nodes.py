@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -272,8 +273,19 @@ class Viewer:
     """A viewer's WebSocket on one node, read by a background task into ``messages``; it can
     move to another node and resume with ``last_seq``, as a client after its node died."""
 
-    def __init__(self, http: aiohttp.ClientSession, room: str, token: str, name: str) -> None:
+    def __init__(
+        self,
+        http: aiohttp.ClientSession,
+        room: str,
+        token: str,
+        name: str,
+        keep: Callable[[str], bool] | None = None,
+    ) -> None:
+        """``keep``: of the frames after the welcome, only those whose text it accepts are parsed
+        and kept (a crowd of thousands need not parse every chat batch); ``last_seq`` then
+        counts the kept frames only (for a viewer that does not resume)."""
         self.http = http
+        self.keep = keep
         self.room = room
         self.token = token
         self.name = name
@@ -310,6 +322,8 @@ class Viewer:
             async for msg in ws:
                 if msg.type is not aiohttp.WSMsgType.TEXT:
                     break
+                if self.keep is not None and not self.keep(msg.data):
+                    continue
                 message = json.loads(msg.data)
                 if "seq" in message and message["type"] != "batch":
                     self.last_seq = max(self.last_seq, int(message["seq"]))
@@ -331,13 +345,20 @@ class Viewer:
         await self.send({**message, "rid": rid})
         deadline = time.monotonic() + timeout_s
         while True:
-            for reply in self.messages[start:]:
-                if reply.get("rid") == rid and reply["type"] in ("ack", "error"):
-                    return reply
+            reply = self.answer(rid, start)
+            if reply is not None:
+                return reply
             if self.closed.is_set():
                 raise ConnectionError(f"{self.name}: connection closed before the answer to {rid}")
             assert time.monotonic() < deadline, f"{self.name}: no answer to {rid}"
             await asyncio.sleep(0.01)
+
+    def answer(self, rid: str, start: int = 0) -> dict[str, Any] | None:
+        """The ack or error of the command ``rid`` (among the messages from ``start``), if in."""
+        for reply in self.messages[start:]:
+            if reply.get("rid") == rid and reply["type"] in ("ack", "error"):
+                return reply
+        return None
 
     def of_type(self, kind: str) -> list[dict[str, Any]]:
         return [m for m in self.messages if m["type"] == kind]

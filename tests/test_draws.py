@@ -24,6 +24,7 @@ from wsclient import MSGPACK, Client
 
 from interact.draw_verify import commitment_of, draw_winners
 from live import cli
+from live import draws as live_draws
 from live.auth import Role
 from live.server import Running, running
 from live.settings import Settings
@@ -467,3 +468,74 @@ async def test_a_restart_mid_draw_and_a_redis_that_lost_it(settings: Settings) -
         host_token = second.services.auth.mint("host1", "shop", Role.HOST, 600)
         read = await get_draw(http, host_token, done["id"])
         assert read["claims_open"] is True and read["winner_ids"] == ["ann"]
+
+
+async def test_a_keyword_comment_on_another_process_enters_at_once(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A viewer on a process that did not open the keyword draw comments the keyword as soon as
+    they hear ``draw_opened``: entered, although that process's periodic read of the open draws
+    (made rare here) has not seen the draw yet."""
+    monkeypatch.setattr(live_draws, "REFRESH_MS", 3_600_000)
+    async with (
+        running(dataclasses.replace(settings, node_name="draw-a")) as a,
+        running(dataclasses.replace(settings, node_name="draw-b"), worker=True) as b,
+    ):
+        await a.services.rooms.create("shop", host_id="host1", room_id="shop")
+        host_token = a.services.auth.mint("host1", "shop", Role.HOST, 600)
+        async with (
+            aiohttp.ClientSession(base_url=a.url) as on_a,
+            aiohttp.ClientSession(base_url=b.url) as on_b,
+        ):
+            body = {"title": "福袋", "price_cents": 1}
+            async with on_a.post("/api/rooms/shop/products", json=body, headers=bearer(host_token)) as resp:
+                product = (await resp.json())["id"]
+            ann = await Client.connect(on_b, "shop", token(a, "ann"))
+            bob = await Client.connect(on_a, "shop", token(a, "bob"))
+            draw = await open_draw(on_a, host_token, product, keyword="福")
+            await ann.recv_type("draw_opened")
+            for client, rid in ((ann, "a1"), (bob, "b1")):
+                assert (await ask(client, {"type": "comment", "rid": rid, "text": "要福"}))["type"] == "ack"
+
+            async def entered() -> bool:
+                return bool((await get_draw(on_b, host_token, draw["id"]))["entrants"] == 2)
+
+            await wait_for(entered, timeout=5)
+            closed = await close_draw(on_b, host_token, draw["id"])
+            assert sorted(closed["entries"]) == ["ann", "bob"]
+
+
+def gauges_of(frames: list[dict[str, Any]], draw_id: str) -> list[int]:
+    """The draw_entries counts among frames (alone, or in a chat batch's gauges)."""
+    out = []
+    for m in frames:
+        for g in [m, *(m.get("gauges", []) if m["type"] == "batch" else [])]:
+            if g.get("type") == "draw_entries" and g.get("draw_id") == draw_id:
+                out.append(int(g["entrants"]))
+    return out
+
+
+async def test_the_count_sent_is_the_count_now_and_is_sent_again_after_the_last_change(
+    server: Running, http: aiohttp.ClientSession, host_token: str, shop: dict[str, str]
+) -> None:
+    """Another process's entries (entered here straight through the script) since this one's
+    last change: the count this process sends is read at its tick, and read and sent once more
+    a moment after its last change, so a viewer is not left with an older count."""
+    box = next(t for t in server.services.tools if t.welcome_key == "draws").box  # type: ignore[attr-defined]
+    ann = await Client.connect(http, "shop", token(server, "ann"))
+    draw = await open_draw(http, host_token, shop["product"])
+    did = draw["id"]
+    for n in range(3):  # "elsewhere", before this process's entry is sent
+        await box.enter("shop", did, f"other{n}", "10.0.0.1", False, False, 0)
+    assert (await ask(ann, enter("e1", did)))["type"] == "ack"
+    frames = await ann.collect(0.5)
+    assert gauges_of(frames, did) == [4]
+    await box.enter("shop", did, "later", "10.0.0.1", False, False, 0)  # elsewhere, after
+
+    async def sent_again() -> bool:
+        frames.extend(await ann.collect(0.2))
+        return gauges_of(frames, did)[-1] == 5
+
+    await wait_for(sent_again, timeout=5)
+    assert gauges_of(frames, did) == [4, 5]  # once more, then no more
+    assert not gauges_of(await ann.collect(1.5), did)
