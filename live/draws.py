@@ -114,6 +114,9 @@ class Draws:
         #: draw id -> (room id, monotonic time): when to send its count once more
         self._settle: dict[str, tuple[str, float]] = {}
         self._pending: list[Posted] = []
+        #: the open draws whose rules need presence (present_at_close, min_watch_s): only these
+        #: are told who is here (two sorted-set writes of every user present, every second)
+        self._watched: set[str] = set()
         ctx.hub.observe_comments(self._observe)
 
     # -- the Tool protocol ----------------------------------------------------------------------
@@ -144,7 +147,8 @@ class Draws:
             if draw is None:
                 return None
             if draw.state == "open":
-                await self._record_presence(room_id, [tool_id])  # this process's, fresh
+                if _needs_presence(draw):
+                    await self._record_presence(room_id, [tool_id])  # this process's, fresh
                 step = await self._close(room_id, tool_id)
                 if step.kind == "later":
                     return step.at_ms
@@ -205,8 +209,9 @@ class Draws:
             mine = await self._open_draws(room_id)
             if mine:
                 found[room_id] = mine
-                await self._record_presence(room_id, list(mine))
+                await self._record_presence(room_id, [d for d in mine if d in self._watched])
         self._open = found
+        self._watched &= {d for mine in found.values() for d in mine}  # (closed ones go)
 
     async def _open_draws(self, room_id: str) -> dict[str, str]:
         """The room's open draws in Redis: {draw id: casefolded keyword ("" none)}."""
@@ -219,6 +224,10 @@ class Draws:
             draw = await self.box.get(room_id, draw_id)
             if draw is not None and draw.state == "open":
                 mine[draw_id] = (draw.spec.keyword or "").casefold()
+                if _needs_presence(draw):
+                    self._watched.add(draw_id)
+                else:
+                    self._watched.discard(draw_id)
         return mine
 
     async def _record_presence(self, room_id: str, draw_ids: list[str]) -> None:
@@ -484,6 +493,10 @@ class Draws:
             await self._announce(draw, step.closed)
             await self.ctx.tools.schedule(row.room_id, row.id, step.closed.claim_by_ms)
         return reply(await self._view(row))
+
+
+def _needs_presence(draw: Draw) -> bool:
+    return draw.spec.present_at_close or draw.spec.min_watch_ms > 0
 
 
 def _int(body: dict[str, Any], name: str, default: int | None, low: int, high: int) -> int:

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from test_gateway import token
 from wsclient import MSGPACK, Client
 
+from interact import keys
 from interact.draw_verify import commitment_of, draw_winners
 from live import cli
 from live import draws as live_draws
@@ -539,3 +540,22 @@ async def test_the_count_sent_is_the_count_now_and_is_sent_again_after_the_last_
     await wait_for(sent_again, timeout=5)
     assert gauges_of(frames, did) == [4, 5]  # once more, then no more
     assert not gauges_of(await ann.collect(1.5), did)
+
+
+async def test_only_a_draw_with_a_presence_rule_is_told_who_is_present(
+    server: Running, http: aiohttp.ClientSession, host_token: str, shop: dict[str, str]
+) -> None:
+    ann = await Client.connect(http, "shop", token(server, "ann"))
+    plain = await open_draw(http, host_token, shop["product"], winners=1, duration_s=60)
+    watched = await open_draw(http, host_token, shop["product"], winners=1, duration_s=60, min_watch_s=1)
+    redis, prefix = server.services.redis, server.services.settings.key_prefix
+
+    def seen(draw_id: str) -> Awaitable[int]:
+        return redis.zcard(keys.ToolKeys(prefix, "shop", draw_id).part("last"))
+
+    async def recorded() -> bool:
+        return await seen(watched["id"]) == 1
+
+    await wait_for(recorded)  # (a refresh came: it skipped the draw with no presence rule)
+    assert await seen(plain["id"]) == 0
+    await ann.close()
