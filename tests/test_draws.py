@@ -295,8 +295,9 @@ async def test_exclusions_at_the_close_and_the_claim_window(settings: Settings) 
 async def _exclusions(server: Running, http: aiohttp.ClientSession, host_token: str, product: str) -> None:
     people = ["ann", "bob", "cat", "dan", "eve", "fay"]
     clients = {u: await Client.connect(http, "shop", token(server, u)) for u in people}
+    # (dan leaves at once: long enough before the close, at any speed, not to count as present)
     draw = await open_draw(
-        http, host_token, product, winners=10, duration_s=3, present_at_close=True, claim_s=1
+        http, host_token, product, winners=10, duration_s=5, present_at_close=True, claim_s=1
     )
     did = draw["id"]
     for n, user in enumerate(people):
@@ -363,12 +364,14 @@ async def test_watch_time_and_a_coupon_prize(
     ann = await Client.connect(http, "shop", token(server, "ann"))
     draw = await open_draw(
         http, host_token, shop["product"], prize={"coupon_batch_id": batch["batch_id"]}, winners=1,
-        duration_s=3, min_watch_s=2,
+        duration_s=6, min_watch_s=3,
     )  # fmt: skip
     assert draw["prize"] == {"coupon_batch_id": batch["batch_id"], "sale_id": sale["id"]}
     assert (await ask(ann, enter("e1", draw["id"])))["type"] == "ack"
-    await asyncio.sleep(1)
-    late = await Client.connect(http, "shop", token(server, "bob"))  # stays 2 s at most
+    # Presence is sampled about once a second: a second's margin either side of min_watch_s
+    # (ann watches 4 s at least, counted from the first sample, bob 2 s at most).
+    await asyncio.sleep(4)
+    late = await Client.connect(http, "shop", token(server, "bob"))
     assert (await ask(late, enter("e2", draw["id"])))["type"] == "ack"
     await ann.recv_type("draw_closed", timeout=15)
     read = await get_draw(http, host_token, draw["id"])
