@@ -360,3 +360,27 @@ async def test_a_spawned_auction_run_passes_its_audit(tmp_path: Path) -> None:
     assert result["outcomes"].get("bid_retry"), "no bid was retried with its rid"
     assert result["outcomes"]["pay_auction"].get("ok") == 1
     assert result["outcomes"]["pay_auction"].get("not_your_offer", 0) >= 1
+
+
+@pytest.mark.harness
+@pytest.mark.timeout(90)
+async def test_a_spawned_run_of_draws_a_poll_and_qna_passes_its_audits(tmp_path: Path) -> None:
+    status, text, result = await spawned(
+        tmp_path, "draw", "poll", "qna", "--duration", "14", "--ramp", "2", "--draw-entrants", "60",
+        "--voters", "60", "--qna-users", "20", "--askers", "8", "--upvotes", "40", "--workers", "2",
+    )  # fmt: skip
+    sane(result, text)
+    assert status == 0, text
+    tools = result["audit"]["tools"]
+    assert set(tools) == {"draws", "polls", "qna"}, tools
+    keyword, plain = tools["draws"]
+    assert keyword["keyword"] and plain["keyword"] is None
+    assert keyword["entries"] + plain["entries"] == 60 and all(d["winners"] for d in tools["draws"])
+    (poll,) = tools["polls"]
+    assert poll["state"] == "closed" and poll["voters"] == 60 and sum(poll["tallies"]) == 60
+    (qna,) = tools["qna"]
+    assert qna["questions"] >= 8 and qna["upvotes"] > 0
+    outcomes = result["outcomes"]
+    assert outcomes["enter_draw"].get("keyword_required", 0) > 0  # the tenth of the commenters
+    assert outcomes["draw_comment"].get("ok", 0) > 0 and outcomes["vote_retry"].get("ok", 0) > 0
+    assert outcomes["upvote"].get("ok", 0) > 0
