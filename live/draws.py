@@ -12,6 +12,11 @@ last seen), so the closing process applies ``present_at_close`` and ``min_watch_
 any process. Entry counts this process changed go out once per tick per draw (``draw_entries``,
 a gauge). docs/draws.md.
 
+Anyone in the room may read a closed draw's proof (``GET .../draws/{id}/verification``: the
+seed, the commitment, the eligible list, the winners, and the exclusions as counts per rule),
+so a viewer recomputes the winners as ``live draw verify`` does; the rest of the result (who
+was excluded and why, the entries, the claims) is the staff's.
+
 The record (the store's ``tools`` row) is written at the open (the spec, with the secret seed)
 and at the close and the claim window's end (the whole result). A Redis that lost an open draw
 gets it back from the row with the same seed, commitment and times; its entries are lost.
@@ -34,12 +39,13 @@ from gateway.commands import Caller, Registry
 from gateway.keys import RoomKeys
 from gateway.messages import Command, Field, ProtocolError
 from interact import keys
+from interact.draw_verify import RULES
 from interact.draws import Closed, Draw, DrawBox, DrawSpec, Step, new_seed
 from interact.errors import InteractError
 from inventory.model import InventoryError, Order, Unavailable
 from live.auth import Identity, Role
 from live.events import event_type
-from live.http_api import ApiError, identify, json_body, reply, take
+from live.http_api import ApiError, identify, json_body, reply, room_reader, take
 from live.rooms import new_id, now_ms
 from live.store import ToolRow
 from live.tools import ToolContext, refusal
@@ -119,6 +125,7 @@ class Draws:
         app.router.add_post("/api/rooms/{room_id}/draws", self._open_route)
         app.router.add_get("/api/rooms/{room_id}/draws", self._list_route)
         app.router.add_get("/api/rooms/{room_id}/draws/{draw_id}", self._get_route)
+        app.router.add_get("/api/rooms/{room_id}/draws/{draw_id}/verification", self._verification_route)
         app.router.add_post("/api/rooms/{room_id}/draws/{draw_id}/close", self._close_route)
 
     async def start(self) -> None:
@@ -439,6 +446,22 @@ class Draws:
         await self._present(row.room_id, row.id)
         return reply(await self._view(row))
 
+    async def _verification_route(self, request: web.Request) -> web.Response:
+        """What anyone in the room needs to check a closed draw (``live draw verify`` reads it):
+        the seed, the commitment, the eligible list and the winners; of the exclusions only the
+        count per rule (which user was excluded, and why, and their client address are the
+        staff's)."""
+        room_id = request.match_info["room_id"]
+        await room_reader(request, room_id)  # before the lookup: no probing draw ids
+        row = await self.ctx.store.tool(request.match_info["draw_id"])
+        if row is None or row.kind != KIND or row.room_id != room_id:
+            raise InteractError("draw_not_found", "no such draw in this room")
+        await self._present(room_id, row.id)
+        full = await self._view(row)
+        if full.get("state") != "closed":
+            raise InteractError("draw_open", "the draw is still open: its seed is revealed at the close")
+        return reply(verification(full))
+
     async def _list_route(self, request: web.Request) -> web.Response:
         _, room_id = self._staff(request)
         rows = await self.ctx.store.tools(room_id=room_id, kind=KIND)
@@ -452,6 +475,25 @@ class Draws:
             await self._announce(draw, step.closed)
             await self.ctx.tools.schedule(row.room_id, row.id, step.closed.claim_by_ms)
         return reply(await self._view(row))
+
+
+def verification(full: dict[str, Any]) -> dict[str, Any]:
+    """A closed draw's public proof, from its whole object (``Draws._full`` or its record)."""
+    counts = dict.fromkeys(RULES, 0)
+    for rule in (full.get("excluded") or {}).values():
+        counts[rule] = counts.get(rule, 0) + 1
+    return {
+        "draw_id": full["id"],
+        "room_id": full["room_id"],
+        "state": full["state"],
+        "commitment": full["commitment"],
+        "seed": full["seed"],
+        "winners": full["winners"],
+        "entrants": full["entrants"],
+        "eligible": full["eligible"],
+        "winner_ids": full["winner_ids"],
+        "excluded_counts": counts,
+    }
 
 
 def _int(body: dict[str, Any], name: str, default: int | None, low: int, high: int) -> int:
