@@ -69,6 +69,16 @@ def problems(draw: Mapping[str, Any], commitment: str | None = None) -> list[str
         strange = sorted({str(r) for r in excluded.values()} - set(RULES))
         if strange:
             out.append(f"excluded by unknown rules: {', '.join(strange)}")
+    counts, entrants = draw.get("excluded_counts"), draw.get("entrants")
+    if isinstance(counts, dict):  # the verification read: counts per rule, not who
+        strange = sorted(set(map(str, counts)) - set(RULES))
+        if strange:
+            out.append(f"excluded by unknown rules: {', '.join(strange)}")
+        numbers = list(counts.values())
+        if not all(type(n) is int and n >= 0 for n in numbers):
+            out.append("the excluded counts are not counts")
+        elif type(entrants) is int and len(eligible) + sum(numbers) != entrants:
+            out.append("the eligible users and the excluded counts do not add up to the entrants")
     expected = draw_winners(seed, eligible, count)
     if winner_ids != expected:
         out.append(f"the winners are not the recomputation: announced {winner_ids}, recomputed {expected}")

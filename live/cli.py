@@ -155,10 +155,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify.add_argument(
         "source",
-        help="a file with the draw's JSON (GET /api/rooms/{room}/draws/{id}), '-' for stdin, or "
-        "that URL on this machine (http://127.0.0.1:...)",
+        help="a file with the draw's JSON (GET /api/rooms/{room}/draws/{id}, or anyone's "
+        "GET .../draws/{id}/verification), '-' for stdin, or that URL on this machine "
+        "(http://127.0.0.1:...)",
     )
-    verify.add_argument("--token", help="a host or moderator token for a URL (default $LIVE_TOKEN)")
+    verify.add_argument(
+        "--token",
+        help="a token for a URL (default $LIVE_TOKEN): any token of the room for .../verification, "
+        "a host's or moderator's for the draw itself",
+    )
     verify.add_argument(
         "--commitment", metavar="HEX", help="the commitment published at the draw's open, to check too"
     )
@@ -172,6 +177,9 @@ examples:
   live draw verify draw.json
   curl -s -H "Authorization: Bearer $TOKEN" $URL/api/rooms/shop1/draws/d_AbC | live draw verify -
   live draw verify --token "$TOKEN" http://127.0.0.1:8080/api/rooms/shop1/draws/d_AbC
+  live draw verify --token "$VIEWER_TOKEN" http://127.0.0.1:8080/api/rooms/shop1/draws/d_AbC/verification
+  curl -s -H "Authorization: Bearer $TOKEN" https://live.example/api/rooms/shop1/draws/d_AbC/verification \\
+    | live draw verify -
 """
 
 

@@ -1,6 +1,7 @@
-"""``live draw verify``: read a closed draw's JSON (a file, stdin, or the host API on this
-machine) and check it with interact/draw_verify.py: the seed hashes to the commitment and the
-winners are the recomputation. Exit 0 verified, 1 a mismatch (one line each), 2 unreadable."""
+"""``live draw verify``: read a closed draw's JSON (a file, stdin, or the HTTP API on this
+machine: the staff's draw or anyone's ``.../verification``) and check it with
+interact/draw_verify.py: the seed hashes to the commitment and the winners are the
+recomputation. Exit 0 verified, 1 a mismatch (one line each), 2 unreadable."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import Any
 from interact.draw_verify import problems
 from live.errors import UsageError
 
-#: Host names a URL may name: this machine only (the draw is read with a staff token).
+#: Host names a URL may name: this machine only (the draw is read with the caller's token).
 LOOPBACK_NAMES = frozenset({"localhost"})
 URL_TIMEOUT_S = 10
 
@@ -65,7 +66,7 @@ def verify(source: str, token: str | None, commitment: str | None) -> int:
     if not isinstance(draw, dict):
         raise UsageError(f"{source}: not a draw object")
     found = problems(draw, commitment)
-    name = draw.get("id", "?")
+    name = draw.get("id") or draw.get("draw_id") or "?"  # the draw, or its verification read
     if found:
         for problem in found:
             print(f"mismatch: draw {name}: {problem}")

@@ -15,6 +15,11 @@ the count read at the tick, and read and sent again ``SETTLE_MS`` after this pro
 change, so the count a viewer is left with is the final one, whichever process sent last).
 docs/draws.md.
 
+Anyone in the room may read a closed draw's proof (``GET .../draws/{id}/verification``: the
+seed, the commitment, the eligible list, the winners, and the exclusions as counts per rule),
+so a viewer recomputes the winners as ``live draw verify`` does; the rest of the result (who
+was excluded and why, the entries, the claims) is the staff's.
+
 The record (the store's ``tools`` row) is written at the open (the spec, with the secret seed)
 and at the close and the claim window's end (the whole result). A Redis that lost an open draw
 gets it back from the row with the same seed, commitment and times; its entries are lost.
@@ -37,12 +42,13 @@ from gateway.commands import Caller, Registry
 from gateway.keys import RoomKeys
 from gateway.messages import Command, Field, ProtocolError
 from interact import keys
+from interact.draw_verify import RULES
 from interact.draws import Closed, Draw, DrawBox, DrawSpec, Step, new_seed
 from interact.errors import InteractError
 from inventory.model import InventoryError, Order, Unavailable
 from live.auth import Identity, Role
 from live.events import event_type
-from live.http_api import ApiError, identify, json_body, reply, take
+from live.http_api import ApiError, identify, json_body, reply, room_reader, take
 from live.rooms import new_id, now_ms
 from live.store import ToolRow
 from live.tools import ToolContext, refusal
@@ -130,6 +136,7 @@ class Draws:
         app.router.add_post("/api/rooms/{room_id}/draws", self._open_route)
         app.router.add_get("/api/rooms/{room_id}/draws", self._list_route)
         app.router.add_get("/api/rooms/{room_id}/draws/{draw_id}", self._get_route)
+        app.router.add_get("/api/rooms/{room_id}/draws/{draw_id}/verification", self._verification_route)
         app.router.add_post("/api/rooms/{room_id}/draws/{draw_id}/close", self._close_route)
 
     async def start(self) -> None:
@@ -480,6 +487,22 @@ class Draws:
         await self._present(row.room_id, row.id)
         return reply(await self._view(row))
 
+    async def _verification_route(self, request: web.Request) -> web.Response:
+        """What anyone in the room needs to check a closed draw (``live draw verify`` reads it):
+        the seed, the commitment, the eligible list and the winners; of the exclusions only the
+        count per rule (which user was excluded, and why, and their client address are the
+        staff's)."""
+        room_id = request.match_info["room_id"]
+        await room_reader(request, room_id)  # before the lookup: no probing draw ids
+        row = await self.ctx.store.tool(request.match_info["draw_id"])
+        if row is None or row.kind != KIND or row.room_id != room_id:
+            raise InteractError("draw_not_found", "no such draw in this room")
+        await self._present(room_id, row.id)
+        full = await self._view(row)
+        if full.get("state") != "closed":
+            raise InteractError("draw_open", "the draw is still open: its seed is revealed at the close")
+        return reply(verification(full))
+
     async def _list_route(self, request: web.Request) -> web.Response:
         _, room_id = self._staff(request)
         rows = await self.ctx.store.tools(room_id=room_id, kind=KIND)
@@ -497,6 +520,25 @@ class Draws:
 
 def _needs_presence(draw: Draw) -> bool:
     return draw.spec.present_at_close or draw.spec.min_watch_ms > 0
+
+
+def verification(full: dict[str, Any]) -> dict[str, Any]:
+    """A closed draw's public proof, from its whole object (``Draws._full`` or its record)."""
+    counts = dict.fromkeys(RULES, 0)
+    for rule in (full.get("excluded") or {}).values():
+        counts[rule] = counts.get(rule, 0) + 1
+    return {
+        "draw_id": full["id"],
+        "room_id": full["room_id"],
+        "state": full["state"],
+        "commitment": full["commitment"],
+        "seed": full["seed"],
+        "winners": full["winners"],
+        "entrants": full["entrants"],
+        "eligible": full["eligible"],
+        "winner_ids": full["winner_ids"],
+        "excluded_counts": counts,
+    }
 
 
 def _int(body: dict[str, Any], name: str, default: int | None, low: int, high: int) -> int:

@@ -169,6 +169,20 @@ def identify(request: web.Request, allow_query: bool = False) -> Identity:
     return request.app[SERVICES].auth.verify(token)
 
 
+async def room_reader(request: web.Request, room_id: str) -> Identity | None:
+    """Who reads a room's public side: any token of the room (every role), or, with no token,
+    a guest (None) where the room lets guests in (as the WebSocket handshake admits them)."""
+    token = bearer_token(request)
+    if token is not None:
+        who = request.app[SERVICES].auth.verify(token)
+        who.require_room(room_id)
+        return who
+    room = await request.app[SERVICES].rooms.get(room_id)  # 404 room_not_found
+    if not room.allow_anonymous:
+        raise AuthError("token_missing", "send a token: Authorization: Bearer <token>")
+    return None
+
+
 async def read_body(request: web.Request) -> bytes:
     """The whole body: 413 past client_max_size, 408 if it has not all arrived within
     http_body_timeout_s (aiohttp itself waits for a body for as long as the client likes)."""

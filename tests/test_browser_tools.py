@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 from browser import DESKTOP, PHONE, PageErrors, screenshot
 from conftest import bearer
-from playwright.async_api import Browser, Page, WebSocketRoute, expect
+from playwright.async_api import Browser, Page, Route, WebSocketRoute, expect
 
 from live.auth import ANY_ROOM, Role
 from live.server import Running
@@ -247,6 +247,30 @@ async def draw_ids(http: aiohttp.ClientSession, host: str) -> list[str]:
     return [d["id"] for d in sorted(draws, key=lambda d: d["opened_at_ms"])]
 
 
+async def expect_verified(card: Any, winners: list[str], eligible: int) -> None:
+    """Open a closed draw's Verify box and see it verified: every check and the verdict √, the
+    winners recomputed in the browser (in draw order) and the `live draw verify` line."""
+    verify = card.get_by_test_id("draw-verify")
+    await verify.locator("summary").click()
+    verdict = verify.get_by_test_id("verify-verdict")
+    await expect(verdict).to_have_attribute("data-ok", "true")
+    await expect(verdict).to_have_text("√ 验证通过：中奖名单由种子算出")
+    await expect(verify.locator("summary")).to_have_text("验证开奖 √")
+    checks = verify.get_by_test_id("verify-checks").locator("li")
+    await expect(checks).to_have_count(3)
+    for n in range(3):
+        await expect(checks.nth(n)).to_have_attribute("data-ok", "true")
+        await expect(checks.nth(n)).to_contain_text("√")
+    await expect(verify.get_by_test_id("verify-winner")).to_have_text(winners)
+    await expect(verify.get_by_test_id("verify-eligible")).to_have_attribute("data-count", str(eligible))
+    seed = await verify.get_by_test_id("draw-seed").inner_text()
+    assert re.fullmatch(r"[0-9a-f]{64}", seed)
+    cli = verify.get_by_test_id("verify-cli")
+    await expect(cli).to_contain_text(
+        re.compile(r"live draw verify http://127\.0\.0\.1:\d+/api/rooms/jade/draws/d_\S+/verification$")
+    )
+
+
 @served("draws")
 async def test_lucky_draws_by_keyword_and_by_button_the_winners_claim_and_verify(
     server: Running, http: aiohttp.ClientSession, browser: Browser
@@ -308,11 +332,12 @@ async def test_lucky_draws_by_keyword_and_by_button_the_winners_claim_and_verify
     await won.get_by_test_id("claim-prize").click()
     await expect(won.get_by_test_id("prize-claimed")).to_be_visible()
     await expect(tool_card(unlucky, "draw", by_keyword).get_by_test_id("draw-not-won")).to_be_visible()
-    verify = won.get_by_test_id("draw-verify")
-    await verify.locator("summary").click()
-    checks = verify.get_by_test_id("verify-checks").locator("li")
-    await expect(checks.first).to_have_attribute("data-ok", "true")
+    # Both viewers verify in the browser: the seed against the commitment, and the winners
+    # recomputed from the seed and the eligible list (the verification read any viewer may make).
+    for card in (won, tool_card(unlucky, "draw", by_keyword)):
+        await expect_verified(card, [winner], eligible=2)
     await snap(lucky, "tools-draw-won-and-verified")
+    await snap(unlucky, "tools-draw-verified-by-a-viewer")
     # The console recomputes the winners from the seed and the entry list, as live draw verify.
     console_row = console.locator(f'[data-id="{by_keyword}"]')
     await console_row.get_by_test_id("verify-draw").click()
@@ -327,6 +352,26 @@ async def test_lucky_draws_by_keyword_and_by_button_the_winners_claim_and_verify
         await expect(card.get_by_test_id("draw-winner")).to_have_count(2, timeout=15_000)
         await card.get_by_test_id("claim-prize").click()
         await expect(card.get_by_test_id("prize-claimed")).to_be_visible()
+    announced = [
+        n.replace("★", "").strip() for n in await card.get_by_test_id("draw-winner").all_inner_texts()
+    ]
+    assert sorted(announced) == ["amy", "bob"]
+    await expect_verified(card, announced, eligible=2)  # in draw order, as announced
+
+    # A forged verification (the winners swapped) is caught in the browser: a cross, not a tick.
+    async def forged(route: Route) -> None:
+        answer = await route.fetch()
+        proof = await answer.json()
+        await route.fulfill(response=answer, json={**proof, "winner_ids": proof["winner_ids"][::-1]})
+
+    await amy.route("**/verification", forged)
+    verify = tool_card(amy, "draw", by_button).get_by_test_id("draw-verify")
+    await verify.locator("summary").click()
+    await expect(verify.get_by_test_id("verify-verdict")).to_have_attribute("data-ok", "false")
+    await expect(verify.get_by_test_id("verify-verdict")).to_have_text("× 验证未通过")
+    await expect(verify.get_by_test_id("verify-checks").locator('li[data-ok="false"]')).to_have_text(
+        ["× 用种子重新计算的中奖名单与公布的不一致"]
+    )
     await snap(console, "tools-console-draws")
     async with http.get(f"/api/rooms/{ROOM}/draws/{by_button}", headers=bearer(host)) as resp:
         claims = (await resp.json())["claims"]

@@ -1,7 +1,8 @@
 """Lucky draws end to end: the host API over HTTP, entrants over WebSocket (enter_draw, and a
 keyword comment), the refusals, the exclusions (banned, muted, address_limit, not_present), the
 close on the priority lane and privately to the winners, a claim once (an order in the ledger),
-the claim window's end, and ``live draw verify`` on the result (ok, and tampered)."""
+the claim window's end, ``live draw verify`` on the result (ok, and tampered), and the
+verification read any token of the room (or a guest) may make."""
 
 from __future__ import annotations
 
@@ -562,3 +563,105 @@ async def test_only_a_draw_with_a_presence_rule_is_told_who_is_present(
     await wait_for(recorded)  # (a refresh came: it skipped the draw with no presence rule)
     assert await seen(plain["id"]) == 0
     await ann.close()
+
+
+async def verification(
+    http: aiohttp.ClientSession, room: str, draw_id: str, tok: str | None
+) -> tuple[int, Any]:
+    headers = bearer(tok) if tok is not None else {}
+    async with http.get(f"/api/rooms/{room}/draws/{draw_id}/verification", headers=headers) as resp:
+        return resp.status, await resp.json()
+
+
+async def test_anyone_in_the_room_reads_a_closed_draws_verification(
+    server: Running,
+    http: aiohttp.ClientSession,
+    host_token: str,
+    shop: dict[str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``GET .../draws/{id}/verification``: any token of the room (and a guest where the room
+    admits guests) reads a closed draw's seed, eligible list and winners, the exclusions only as
+    counts; ``live draw verify`` checks it with a viewer's token."""
+    await server.services.rooms.create("privy", host_id="host2", room_id="privy")
+    people = ["ann", "bob", "cat", "eve"]
+    clients = {u: await Client.connect(http, "shop", token(server, u)) for u in people}
+    draw = await open_draw(http, host_token, shop["product"], winners=2)
+    did = draw["id"]
+    for n, user in enumerate(people):
+        assert (await ask(clients[user], enter(f"e{n}", did)))["type"] == "ack"
+    viewer = token(server, "zed")
+
+    status, body = await verification(http, "shop", did, viewer)  # open: the seed is secret
+    assert (status, body["error"]["code"]) == (409, "draw_open") and set(body) == {"error"}
+    for room, draw_id, tok, want in (
+        ("shop", "d_nothing", viewer, (404, "draw_not_found")),
+        ("shop", "notadraw", viewer, (404, "draw_not_found")),
+        ("shop", did, token(server, "zed", room="privy"), (403, "wrong_room")),
+        ("privy", did, token(server, "zed", room="privy"), (404, "draw_not_found")),  # shop's draw
+        ("privy", did, None, (401, "token_missing")),  # privy admits no guests
+        ("nowhere", did, None, (404, "room_not_found")),
+        ("shop", did, "junk", (401, "token_invalid")),
+    ):
+        status, body = await verification(http, room, draw_id, tok)
+        assert (status, body["error"]["code"]) == want, (room, draw_id, body)
+
+    await server.services.hub.bus.ban("shop", "eve")
+    staff = await close_draw(http, host_token, did)
+    assert staff["excluded"] == {"eve": "banned"}
+    for tok in (viewer, token(server, "mod", Role.MODERATOR), host_token, None):  # None: a guest
+        status, read = await verification(http, "shop", did, tok)
+        assert status == 200, read
+        assert read == {
+            "draw_id": did,
+            "room_id": "shop",
+            "state": "closed",
+            "commitment": draw["commitment"],
+            "seed": staff["seed"],
+            "winners": 2,
+            "entrants": 4,
+            "eligible": ["ann", "bob", "cat"],
+            "winner_ids": staff["winner_ids"],
+            "excluded_counts": {
+                "banned": 1,
+                "muted": 0,
+                "address_limit": 0,
+                "not_present": 0,
+                "watch_time": 0,
+            },
+        }
+    text = json.dumps(read)
+    assert "eve" not in text and "127.0.0.1" not in text  # who was excluded, and addresses: staff's
+    status, wrong = await verification(http, "shop", did, token(server, "zed", room="privy"))
+    assert (status, wrong["error"]["code"]) == (403, "wrong_room")
+
+    # live draw verify on the URL with a viewer's token (in a thread: the server runs on this loop)
+    url = f"{server.url}/api/rooms/shop/draws/{did}/verification"
+    capsys.readouterr()
+    assert await asyncio.to_thread(cli.main, ["draw", "verify", url, "--token", viewer]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"ok: draw {did}:") and "3 eligible" in out
+    assert await asyncio.to_thread(cli.main, ["draw", "verify", url, "--commitment", draw["commitment"]]) == 0
+    good = tmp_path / "verification.json"
+    good.write_text(json.dumps(read), encoding="utf-8")
+    assert verify(good, capsys)[0] == 0
+    for tamper in (
+        {"seed": "00" * 32},
+        {"winner_ids": list(reversed(read["winner_ids"]))},
+        {"eligible": ["ann", "bob", "cat", "dan"]},
+        {"excluded_counts": {**read["excluded_counts"], "banned": 0}},
+        {"excluded_counts": {**read["excluded_counts"], "bribed": 1}},
+    ):
+        bad = tmp_path / "tampered.json"
+        bad.write_text(json.dumps({**read, **tamper}), encoding="utf-8")
+        code, out = verify(bad, capsys)
+        assert code == 1 and out.startswith(f"mismatch: draw {did}:"), (tamper, out)
+
+    # a draw whose Redis keys are gone is answered from its record, the same
+    box = next(t for t in server.services.tools if t.welcome_key == "draws").box  # type: ignore[attr-defined]
+    keys = box.keys("shop", did)
+    await server.services.redis.delete(
+        keys.tool, *(keys.part(p) for p in ("order", "ip", "eligible", "excluded", "winners"))
+    )
+    assert await verification(http, "shop", did, viewer) == (200, read)

@@ -8,6 +8,11 @@ function utf8Compare(a, b) {
   return x.length - y.length;
 }
 
+/** The entries in the order of their UTF-8 bytes (the draw's eligible list is sorted so). */
+export function utf8Sorted(entries) {
+  return [...entries].sort(utf8Compare);
+}
+
 /** The hex SHA-256 of a text's UTF-8 bytes (needs a secure context: https or loopback). */
 export async function sha256Hex(text) {
   const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
@@ -17,7 +22,7 @@ export async function sha256Hex(text) {
 /** A seeded partial Fisher-Yates shuffle of the eligible entries sorted by their UTF-8 bytes
  * (j = k + int(sha256("{seed}:{k}"), 16) mod (n - k)); the winners are its first `count`. */
 export async function drawWinners(seed, eligible, count) {
-  const pool = [...eligible].sort(utf8Compare);
+  const pool = utf8Sorted(eligible);
   const n = Math.min(count, pool.length);
   for (let k = 0; k < n; k += 1) {
     const h = BigInt(`0x${await sha256Hex(`${seed}:${k}`)}`);

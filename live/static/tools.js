@@ -6,8 +6,8 @@
 // goes in as text through el(), never as HTML. A tool the server does not serve has no key in
 // the welcome and shows nothing.
 
-import { api, clock, el, extend, money, t } from "/static/common.js";
-import { drawWinners, sha256Hex } from "/static/draw-verify.js";
+import { api, clock, describeError, el, extend, money, t } from "/static/common.js";
+import { drawWinners, sha256Hex, utf8Sorted } from "/static/draw-verify.js";
 
 extend({
   en: {
@@ -73,12 +73,23 @@ extend({
     verify: "Verify the draw",
     commitment: "Commitment (published at open)",
     seed: "Seed (revealed at close)",
-    check_commitment_ok: "SHA-256(seed) equals the commitment ✓",
-    check_commitment_bad: "SHA-256(seed) does NOT equal the commitment ✗",
-    check_winners_ok: "Winners recomputed from the seed and the {n} eligible entries: they match ✓",
-    check_winners_bad: "Winners recomputed from the seed do NOT match ✗",
+    eligible_entries: "Eligible entries",
+    eligible_of: "{n} of {entrants} entered",
+    recomputed_winners: "Winners recomputed in this browser",
+    nobody: "nobody",
+    verifying: "Checking…",
+    check_commitment_ok: "√ SHA-256(seed) equals the commitment published at the open",
+    check_commitment_bad: "× SHA-256(seed) does NOT equal the commitment published at the open",
+    check_seed_bad: "× The seed read is not the one revealed at the close",
+    check_list_ok: "√ The {n} eligible entries and the {k} excluded add up to the {entrants} who entered",
+    check_list_bad: "× The eligible list is not sorted, repeats someone, or does not add up to the entrants",
+    check_winners_ok: "√ Winners recomputed from the seed and the {n} eligible entries match the announced ones",
+    check_winners_bad: "× Winners recomputed from the seed do NOT match the announced ones",
+    check_unread: "× The entry list could not be read: {reason}",
     check_unavailable: "This browser cannot compute SHA-256 here.",
-    verify_cli: "The winners, from the seed and the entry list: live draw verify {url}",
+    verdict_ok: "√ Verified: the winners follow from the seed",
+    verdict_bad: "× Not verified",
+    verify_cli: "Check it again yourself: {command}",
     votes_n: "{n} votes",
     poll_ends: "Closes in {time}",
     final_result: "Final result",
@@ -163,12 +174,23 @@ extend({
     verify: "验证开奖",
     commitment: "承诺值（开始时公布）",
     seed: "种子（开奖时公布）",
-    check_commitment_ok: "SHA-256(种子) 与承诺值一致 ✓",
-    check_commitment_bad: "SHA-256(种子) 与承诺值不一致 ✗",
-    check_winners_ok: "用种子和 {n} 个有效参与者重新计算的中奖名单一致 ✓",
-    check_winners_bad: "用种子重新计算的中奖名单不一致 ✗",
+    eligible_entries: "有效参与者",
+    eligible_of: "{n} 人（共 {entrants} 人参与）",
+    recomputed_winners: "本浏览器重新计算的中奖名单",
+    nobody: "无",
+    verifying: "验证中…",
+    check_commitment_ok: "√ SHA-256(种子) 与开始时公布的承诺值一致",
+    check_commitment_bad: "× SHA-256(种子) 与开始时公布的承诺值不一致",
+    check_seed_bad: "× 读到的种子与开奖时公布的不一致",
+    check_list_ok: "√ {n} 个有效参与者加上 {k} 个被排除者，等于 {entrants} 个参与者",
+    check_list_bad: "× 有效参与名单未排序、有重复，或与参与人数对不上",
+    check_winners_ok: "√ 用种子和 {n} 个有效参与者重新计算的中奖名单与公布的一致",
+    check_winners_bad: "× 用种子重新计算的中奖名单与公布的不一致",
+    check_unread: "× 无法读取参与名单：{reason}",
     check_unavailable: "此浏览器无法在这里计算 SHA-256。",
-    verify_cli: "用种子和参与名单验证中奖者：live draw verify {url}",
+    verdict_ok: "√ 验证通过：中奖名单由种子算出",
+    verdict_bad: "× 验证未通过",
+    verify_cli: "也可以自己再验证一次：{command}",
     votes_n: "{n} 票",
     poll_ends: "{time} 后截止",
     final_result: "最终结果",
@@ -377,6 +399,7 @@ export class RoomTools {
             eligible_count: m.eligible,
             excluded_counts: m.excluded || {},
             check: null,
+            proof: null,
           });
           if (m.claim_by_ms) d.claim_by_ms = m.claim_by_ms;
           if ((m.winner_ids || []).includes(this._myId())) this._won(d.id);
@@ -713,7 +736,6 @@ export class RoomTools {
       const entrants = Math.max(d.entrants || 0, data.entrants || 0);
       Object.assign(d, data, { entrants });
     }
-    if (d.state === "closed" && Array.isArray(d.eligible)) d.eligible_list = d.eligible;
     if (d.state === "closed" && Array.isArray(d.eligible)) d.eligible_count = d.eligible.length;
     this._needProducts(d);
     this.renderDraw(d);
@@ -726,16 +748,33 @@ export class RoomTools {
     this.renderDraw(d);
   }
 
-  /** A draw we showed open is not in the welcome any more: it closed while we were away. */
+  _verificationPath(id) {
+    return `/api/rooms/${encodeURIComponent(this.ctx.room)}/draws/${encodeURIComponent(id)}/verification`;
+  }
+
+  /** A draw we showed open is not in the welcome any more: it closed while we were away. Its
+   * verification read (any token of the room) has the seed and the winners. */
   async _refreshDraw(id) {
     try {
-      const full = await api(`/api/rooms/${encodeURIComponent(this.ctx.room)}/draws/${encodeURIComponent(id)}`, { token: this.ctx.token() });
-      this._upsertDraw(full);
+      const proof = await api(this._verificationPath(id), { token: this.ctx.token() });
+      this._patchDraw(id, (d) => this._takeProof(d, proof));
     } catch (error) {
       this._patchDraw(id, (d) => {
         d.state = "closed";
       });
     }
+  }
+
+  /** What the verification read says that the card did not know (a draw closed while away). */
+  _takeProof(d, proof) {
+    d.proof = proof;
+    d.state = "closed";
+    if (!d.seed) d.seed = proof.seed;
+    if (!d.commitment) d.commitment = proof.commitment;
+    if (!Array.isArray(d.winner_ids)) d.winner_ids = proof.winner_ids;
+    if (typeof d.eligible_count !== "number") d.eligible_count = proof.eligible.length;
+    if (!d.excluded_counts) d.excluded_counts = proof.excluded_counts;
+    d.entrants = Math.max(d.entrants || 0, proof.entrants || 0);
   }
 
   async _needProducts(d) {
@@ -865,56 +904,104 @@ export class RoomTools {
     return parts;
   }
 
+  /** The command line that checks this draw outside the browser: the URL itself where the
+   * page is served from this machine (the CLI reads no other), else fetched and piped in. */
+  _verifyCommand(d) {
+    const url = `${location.origin}${this._verificationPath(d.id)}`;
+    const local = ["localhost", "127.0.0.1", "[::1]"].includes(location.hostname);
+    const auth = this.ctx.token() ? ' -H "Authorization: Bearer $LIVE_TOKEN"' : "";
+    return local ? `live draw verify ${url}` : `curl -s${auth} '${url}' | live draw verify -`;
+  }
+
   _verifyBox(d) {
-    const url = `${location.origin}/api/rooms/${encodeURIComponent(this.ctx.room)}/draws/${encodeURIComponent(d.id)}`;
+    const c = d.check;
     const checks = el("ul", { class: "checks", "data-testid": "verify-checks" });
-    if (d.check) {
-      for (const line of d.check) checks.append(el("li", { class: line.ok ? "ok" : "bad", dataset: { ok: String(line.ok) } }, line.text));
+    if (c) {
+      for (const line of c.lines) checks.append(el("li", { class: line.ok ? "ok" : "bad", dataset: { ok: String(line.ok) } }, line.text));
+    }
+    const rows = [el("dt", {}, t("commitment")), el("dd", { class: "hex", "data-testid": "draw-commitment" }, d.commitment || ""), el("dt", {}, t("seed")), el("dd", { class: "hex", "data-testid": "draw-seed" }, d.seed)];
+    if (c && c.eligible !== null) {
+      rows.push(
+        el("dt", {}, t("eligible_entries")),
+        el("dd", { class: "num", "data-testid": "verify-eligible", dataset: { count: c.eligible } }, t("eligible_of", { n: c.eligible, entrants: c.entrants })),
+        el("dt", {}, t("recomputed_winners")),
+        el(
+          "dd",
+          {},
+          c.recomputed.length
+            ? el("ol", { class: "winners recomputed", "data-testid": "verify-winners" }, c.recomputed.map((id) => el("li", { "data-testid": "verify-winner" }, id)))
+            : t("nobody"),
+        ),
+      );
+    }
+    let verdict = el("p", { class: "verdict", "data-testid": "verify-verdict", dataset: { ok: "pending" }, role: "status" }, d.verifying ? t("verifying") : "");
+    if (c && c.verdict !== null) {
+      verdict = el("p", { class: `verdict ${c.verdict ? "ok" : "bad"}`, "data-testid": "verify-verdict", dataset: { ok: String(c.verdict) }, role: "status" }, t(c.verdict ? "verdict_ok" : "verdict_bad"));
     }
     const box = el(
       "details",
       { class: "verify", "data-testid": "draw-verify" },
-      el("summary", {}, t("verify")),
-      el("dl", {}, el("dt", {}, t("commitment")), el("dd", { class: "hex", "data-testid": "draw-commitment" }, d.commitment || ""), el("dt", {}, t("seed")), el("dd", { class: "hex", "data-testid": "draw-seed" }, d.seed)),
+      el("summary", {}, c && c.verdict !== null ? `${t("verify")} ${c.verdict ? "√" : "×"}` : t("verify")),
+      verdict,
+      el("dl", {}, ...rows),
       checks,
-      el("p", { class: "tool-note cli" }, t("verify_cli", { url })),
+      el("p", { class: "tool-note cli", "data-testid": "verify-cli" }, t("verify_cli", { command: this._verifyCommand(d) })),
     );
     box.addEventListener("toggle", () => {
-      if (box.open && !d.check) this.verifyDraw(d);
+      if (box.open && (!d.check || d.check.retry)) this.verifyDraw(d);
     });
     return box;
   }
 
-  /** Recompute what the draw says: the commitment from the seed, and the winners from the seed
-   * and the eligible entries (from the draw object, when the server lets this viewer read it). */
+  /** Check the draw in this browser, as `live draw verify` does: read its verification once
+   * (any token of the room), then SHA-256(seed) against the commitment seen at the open, the
+   * eligible list against the counts, and the winners recomputed from the seed and the list
+   * against the ones announced. */
   async verifyDraw(d) {
-    const lines = [];
+    if (d.verifying) return undefined;
     if (!(globalThis.crypto && crypto.subtle)) {
-      d.check = [{ ok: false, text: t("check_unavailable") }];
+      d.check = { lines: [{ ok: false, text: t("check_unavailable") }], verdict: null, eligible: null, retry: false };
       return this.renderDraw(d);
     }
-    const commitment = await sha256Hex(d.seed);
-    lines.push({ ok: commitment === d.commitment, text: commitment === d.commitment ? t("check_commitment_ok") : t("check_commitment_bad") });
-    let eligible = d.eligible_list;
-    const me = this.ctx.me();
-    // The entry list is the staff's to read (GET .../draws/{id}); a viewer checks the seed here
-    // and the winners with `live draw verify` on the published draw.
-    if (!eligible && me && (me.role === "host" || me.role === "moderator")) {
-      try {
-        const full = await api(`/api/rooms/${encodeURIComponent(this.ctx.room)}/draws/${encodeURIComponent(d.id)}`, { token: this.ctx.token() });
-        if (Array.isArray(full.eligible)) eligible = d.eligible_list = full.eligible;
-      } catch (error) {
-        eligible = null; // not readable by this viewer: the CLI line says how to check
-      }
+    d.verifying = true;
+    this.renderDraw(d);
+    try {
+      d.check = await this._check(d);
+    } finally {
+      d.verifying = false;
     }
-    if (eligible) {
-      const again = await drawWinners(d.seed, eligible, d.winners);
-      const same = JSON.stringify(again) === JSON.stringify(d.winner_ids || []);
-      lines.push({ ok: same, text: same ? t("check_winners_ok", { n: eligible.length }) : t("check_winners_bad") });
-    }
-    d.check = lines;
     this.renderDraw(d);
     return undefined;
+  }
+
+  async _check(d) {
+    const lines = [];
+    const line = (ok, key, vars) => lines.push({ ok, text: t(key, vars) });
+    if (!d.proof) {
+      try {
+        this._takeProof(d, await api(this._verificationPath(d.id), { token: this.ctx.token() }));
+      } catch (error) {
+        const commitment = await sha256Hex(d.seed);
+        line(commitment === d.commitment, commitment === d.commitment ? "check_commitment_ok" : "check_commitment_bad");
+        line(false, "check_unread", { reason: describeError(error) });
+        return { lines, verdict: null, eligible: null, retry: true };
+      }
+    }
+    const p = d.proof;
+    if (p.seed !== d.seed) line(false, "check_seed_bad");
+    const commitment = await sha256Hex(p.seed);
+    const committed = commitment === d.commitment && commitment === p.commitment;
+    line(committed, committed ? "check_commitment_ok" : "check_commitment_bad");
+    const eligible = Array.isArray(p.eligible) ? p.eligible : [];
+    const excluded = Object.values(p.excluded_counts || {}).reduce((sum, n) => sum + n, 0);
+    const sorted = JSON.stringify(utf8Sorted(eligible)) === JSON.stringify(eligible) && new Set(eligible).size === eligible.length;
+    const listOk = sorted && eligible.length + excluded === p.entrants;
+    line(listOk, listOk ? "check_list_ok" : "check_list_bad", { n: eligible.length, k: excluded, entrants: p.entrants });
+    const recomputed = await drawWinners(p.seed, eligible, p.winners);
+    const announced = Array.isArray(d.winner_ids) ? d.winner_ids : p.winner_ids;
+    const same = JSON.stringify(recomputed) === JSON.stringify(announced) && JSON.stringify(recomputed) === JSON.stringify(p.winner_ids);
+    line(same, same ? "check_winners_ok" : "check_winners_bad", { n: eligible.length });
+    return { lines, verdict: lines.every((l) => l.ok), eligible: eligible.length, entrants: p.entrants, recomputed, retry: false };
   }
 
   tickDraw(d) {
