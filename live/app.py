@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from live import http_api, pages, sales_api
+from live import http_api, openapi, pages, sales_api
 from live.http_server import SERVER_NAME
 from live.services import SERVICES, Services
 
@@ -65,6 +65,7 @@ def build_app(services: Services) -> web.Application:
     sales_api.add_routes(app)
     for tool in services.tools:
         tool.add_routes(app)
+    openapi.add_routes(app)
     pages.add_routes(app)
     app.router.add_get("/ws/{tail:.*}", http_api.websocket_on_reused_connection)
     app.cleanup_ctx.append(_probe_redis)
