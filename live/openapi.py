@@ -639,6 +639,9 @@ AUTH_ERRORS = {
     "403": errors(403, "wrong_room", "forbidden"),
 }
 BODY_ERRORS = {"400": errors(400, "bad_json", "missing_field", "invalid_field")}
+#: Responses in components/responses, referenced by the operations that have them exactly.
+SHARED = {"401": "Unauthorized", "403": "Forbidden"}
+SHARED_RESPONSES = {"Unauthorized": AUTH_ERRORS["401"], "Forbidden": AUTH_ERRORS["403"]}
 PARAM_ERRORS = {"400": errors(400, "invalid_field")}
 
 
@@ -678,6 +681,9 @@ def op(
         out["security"] = []
     all_responses: dict[str, Schema] = dict(responses)
     all_responses.update(refusals or {})
+    for status, name in SHARED.items():  # the common refusals, by reference
+        if all_responses.get(status) == SHARED_RESPONSES[name]:
+            all_responses[status] = {"$ref": f"#/components/responses/{name}"}
     all_responses["default"] = {"$ref": "#/components/responses/Error"}
     out["responses"] = dict(sorted(all_responses.items(), key=lambda kv: (kv[0] == "default", kv[0])))
     return out
@@ -1265,7 +1271,7 @@ def document() -> Schema:
                     "moderator, viewer), exp; never read from the query string by the HTTP API",
                 }
             },
-            "responses": {"Error": DEFAULT_ERROR},
+            "responses": {"Error": DEFAULT_ERROR, **SHARED_RESPONSES},
             "schemas": {**SCHEMAS, **BODIES},
         },
     }

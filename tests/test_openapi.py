@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -23,6 +24,7 @@ from live.app import build_app
 from live.auth import ANY_ROOM, Role
 from live.server import Running
 
+DOCS = Path(__file__).parent.parent / "docs"
 DOC: dict[str, Any] = json.loads(openapi.PATH.read_text(encoding="utf-8"))
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
 
@@ -40,6 +42,26 @@ def test_the_document_is_valid_openapi_3_1() -> None:
     # every operation has an id (a client generator names its methods by them), all different
     ids = [o["operationId"] for p in DOC["paths"].values() for m, o in p.items() if m in METHODS]
     assert len(ids) == len(set(ids)) and all(ids)
+
+
+def test_every_error_code_in_the_document_is_in_the_prose_docs() -> None:
+    prose = (DOCS / "http-api.md").read_text(encoding="utf-8") + (DOCS / "protocol.md").read_text(
+        encoding="utf-8"
+    )
+    error_codes = {
+        code
+        for item in DOC["paths"].values()
+        for method, operation in item.items()
+        if method in METHODS
+        for response in operation["responses"].values()
+        if "content" in response
+        and "allOf" in response["content"].get("application/json", {}).get("schema", {})
+        for code in response["content"]["application/json"]["schema"]["properties"]["error"]["properties"][
+            "code"
+        ]["enum"]
+    }
+    assert len(error_codes) > 20
+    assert {c for c in error_codes if f"`{c}`" not in prose} == set()
 
 
 def documented() -> set[tuple[str, str]]:
@@ -106,7 +128,10 @@ class Checker:
             operation = DOC["paths"][template][method.lower()]
             responses = operation["responses"]
             assert str(status) in responses, f"{method} {template}: {status} is not documented"
-            schema = responses[str(status)]["content"]["application/json"]["schema"]
+            documented = responses[str(status)]
+            if "$ref" in documented:  # a shared one: #/components/responses/<name>
+                documented = DOC["components"]["responses"][documented["$ref"].rsplit("/", 1)[1]]
+            schema = documented["content"]["application/json"]["schema"]
             assert resp.content_type == "application/json"
             answer = json.loads(text)
         errors = sorted(validator(schema).iter_errors(answer), key=str)
@@ -115,6 +140,16 @@ class Checker:
         )
         if error_code is not None:
             assert answer["error"]["code"] == error_code, answer
+        if body is not None and "requestBody" in operation:
+            # the request schema says what the code enforces: what it took is valid, what it
+            # refused as a bad field is not
+            valid = validator(operation["requestBody"]["content"]["application/json"]["schema"]).is_valid(
+                body
+            )
+            if status < 300:
+                assert valid, f"{method} {template}: the server took a body its schema refuses: {body}"
+            elif error_code in ("missing_field", "invalid_field"):
+                assert not valid, f"{method} {template}: the server refused a body its schema takes: {body}"
         if status < 300:
             self.succeeded.add((template, method.upper()))
         return answer
