@@ -16,10 +16,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from interact.errors import InteractError
 from interact.keys import ToolKeys
 from interact.ports import RedisClient
-from interact.scripts import Scripts
+from interact.scripts import Scripts, raise_if_refused, text
 
 SCRIPTS = ("auction_open", "auction_bid", "auction_close", "auction_expire", "auction_pay")
 #: A bid's amount at most (as a product's price: live/http_api.py MAX_PRICE_CENTS).
@@ -156,28 +155,19 @@ class Step:
     state: str = ""
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _refused(reply: Any) -> None:
-    if isinstance(reply, list) and reply and _text(reply[0]) == "err":
-        code = _text(reply[1])
-        data = None
-        if code == "bid_too_low" and len(reply) > 2:
-            data = {"min_bid_cents": int(_text(reply[2]))}
-        raise InteractError(code, _MESSAGES.get(code, code), data)
+    raise_if_refused(reply, _MESSAGES, {"bid_too_low": "min_bid_cents"})
 
 
 def _step(reply: Any) -> Step:
     _refused(reply)
-    kind = _text(reply[0])
+    kind = text(reply[0])
     if kind == "later":
         return Step(kind, at_ms=int(reply[1]))
     if kind == "offered":
-        return Step(kind, at_ms=int(reply[3]), user_id=_text(reply[1]), amount_cents=int(reply[2]))
+        return Step(kind, at_ms=int(reply[3]), user_id=text(reply[1]), amount_cents=int(reply[2]))
     if kind == "state":
-        return Step(kind, state=_text(reply[1]))
+        return Step(kind, state=text(reply[1]))
     return Step(kind)
 
 
@@ -242,7 +232,7 @@ class AuctionHouse:
         raw = await self.redis.hgetall(self.keys(room_id, auction_id).tool)
         if not raw:
             return None
-        h = {_text(key): _text(value) for key, value in raw.items()}
+        h = {text(key): text(value) for key, value in raw.items()}
         spec = AuctionSpec(
             id=h["id"],
             room_id=h["room_id"],
@@ -281,7 +271,7 @@ class AuctionHouse:
 
     async def offered(self, room_id: str, auction_id: str) -> list[str]:
         members = await self.redis.smembers(self.keys(room_id, auction_id).part("offered"))
-        return sorted(_text(m) for m in members)
+        return sorted(text(m) for m in members)
 
     async def bid(
         self, room_id: str, auction_id: str, user_id: str, rid: str, amount: int, banned_key: str
@@ -295,7 +285,7 @@ class AuctionHouse:
             [user_id, rid, str(amount), MAX_AMOUNT_CENTS],
         )
         _refused(reply)
-        r = [_text(v) for v in reply]
+        r = [text(v) for v in reply]
         return Bid(
             seq=int(r[1]),
             amount_cents=int(r[2]),
@@ -312,7 +302,7 @@ class AuctionHouse:
         """Every accepted bid, in order."""
         out = []
         for raw in await self.redis.lrange(self.keys(room_id, auction_id).part("bids"), 0, -1):
-            seq, amount, at, ends, user = _text(raw).split("|", 4)
+            seq, amount, at, ends, user = text(raw).split("|", 4)
             out.append(
                 {
                     "seq": int(seq),
@@ -337,7 +327,7 @@ class AuctionHouse:
         k = self.keys(room_id, auction_id)
         reply = await self.scripts.call("auction_pay", self._pay_keys(k), [user_id, "check", "", -1])
         _refused(reply)
-        return _text(reply[1]) if _text(reply[0]) == "paid" else int(reply[1])
+        return text(reply[1]) if text(reply[0]) == "paid" else int(reply[1])
 
     async def pay(
         self, room_id: str, auction_id: str, user_id: str, attempt: str, amount: int
@@ -346,7 +336,7 @@ class AuctionHouse:
         k = self.keys(room_id, auction_id)
         reply = await self.scripts.call("auction_pay", self._pay_keys(k), [user_id, "spend", attempt, amount])
         _refused(reply)
-        return _text(reply[1]), int(reply[2]) == 1
+        return text(reply[1]), int(reply[2]) == 1
 
     def _pay_keys(self, k: ToolKeys) -> list[str]:
         return [k.tool, k.part("pay"), k.part("offered"), k.room_tools]

@@ -21,10 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from interact.draw_verify import commitment_of
-from interact.errors import InteractError
 from interact.keys import ToolKeys
 from interact.ports import RedisClient
-from interact.scripts import Scripts
+from interact.scripts import Scripts, raise_if_refused, text
 
 SCRIPTS = ("draw_open", "draw_enter", "draw_presence", "draw_close", "draw_claim", "draw_expire")
 #: How long a finished draw's keys stay in Redis (the store keeps its record for ever).
@@ -135,14 +134,8 @@ class Step:
     state: str = ""
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _refused(reply: Any) -> None:
-    if isinstance(reply, list) and reply and _text(reply[0]) == "err":
-        code = _text(reply[1])
-        raise InteractError(code, _MESSAGES.get(code, code))
+    raise_if_refused(reply, _MESSAGES)
 
 
 class DrawBox:
@@ -187,7 +180,7 @@ class DrawBox:
         raw = await self.redis.hgetall(self.keys(room_id, draw_id).tool)
         if not raw:
             return None
-        h = {_text(key): _text(value) for key, value in raw.items()}
+        h = {text(key): text(value) for key, value in raw.items()}
         spec = DrawSpec(
             id=h["id"],
             room_id=h["room_id"],
@@ -225,7 +218,7 @@ class DrawBox:
             [user_id, ip, "comment" if by_comment else "command", int(guest), most],
         )
         _refused(reply)
-        return _text(reply[0]) == "entered", int(reply[1])
+        return text(reply[0]) == "entered", int(reply[1])
 
     async def record_presence(self, room_id: str, draw_id: str, users: list[str]) -> bool:
         """Record the users as in the room now; False when the draw is not open (nothing done)."""
@@ -236,7 +229,7 @@ class DrawBox:
                 [k.tool, k.part("first"), k.part("last")],
                 users[start : start + PRESENCE_CHUNK],
             )
-            if _text(reply[0]) != "recorded":
+            if text(reply[0]) != "recorded":
                 return False
         return True
 
@@ -268,12 +261,12 @@ class DrawBox:
             [per_ip, grace_ms, "early" if early else ""],
         )
         _refused(reply)
-        kind = _text(reply[0])
+        kind = text(reply[0])
         if kind == "later":
             return Step(kind, at_ms=int(reply[1]))
         if kind == "state":
-            return Step(kind, state=_text(reply[1]))
-        r = [_text(v) for v in reply]
+            return Step(kind, state=text(reply[1]))
+        r = [text(v) for v in reply]
         counts = dict(
             zip(
                 ("banned", "muted", "address_limit", "not_present", "watch_time"),
@@ -305,24 +298,24 @@ class DrawBox:
             pipe.hgetall(k.part("claims"))
             entries, eligible, excluded, winners, claims = await pipe.execute()
         return {
-            "entries": [_text(u) for u in entries],
-            "eligible": [_text(u) for u in eligible],
-            "excluded": {_text(u): _text(r) for u, r in excluded.items()},
-            "winner_ids": [_text(u) for u in winners],
-            "claims": {_text(u): json.loads(o)["id"] for u, o in claims.items()},
+            "entries": [text(u) for u in entries],
+            "eligible": [text(u) for u in eligible],
+            "excluded": {text(u): text(r) for u, r in excluded.items()},
+            "winner_ids": [text(u) for u in winners],
+            "claims": {text(u): json.loads(o)["id"] for u, o in claims.items()},
         }
 
     async def check_claim(self, room_id: str, draw_id: str, user_id: str) -> str | None:
         """None: the user may claim now; else the order JSON of their claim before."""
         reply = await self._claim(room_id, draw_id, user_id, "", "check")
-        return _text(reply[1]) if _text(reply[0]) == "claimed" else None
+        return text(reply[1]) if text(reply[0]) == "claimed" else None
 
     async def claim(
         self, room_id: str, draw_id: str, user_id: str, coupon_id: str | None
     ) -> tuple[str, bool]:
         """Claim the prize: the order JSON, and whether this call made it."""
         reply = await self._claim(room_id, draw_id, user_id, coupon_id or "", "claim")
-        return _text(reply[1]), int(reply[2]) == 1
+        return text(reply[1]), int(reply[2]) == 1
 
     async def _claim(self, room_id: str, draw_id: str, user_id: str, coupon: str, mode: str) -> Any:
         k = self.keys(room_id, draw_id)
@@ -338,12 +331,12 @@ class DrawBox:
             "draw_expire", [k.tool, k.room_tools, k.part("winners"), k.part("claims")], []
         )
         _refused(reply)
-        kind = _text(reply[0])
+        kind = text(reply[0])
         if kind == "later":
             return Step(kind, at_ms=int(reply[1]))
         if kind == "state":
-            return Step(kind, state=_text(reply[1]))
-        return Step(kind, unclaimed=tuple(_text(u) for u in reply[1:]))
+            return Step(kind, state=text(reply[1]))
+        return Step(kind, unclaimed=tuple(text(u) for u in reply[1:]))
 
     async def retire(self, room_id: str, draw_id: str) -> None:
         """A finished draw's keys expire after FINISHED_TTL_MS (its record stays)."""

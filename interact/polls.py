@@ -16,10 +16,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from interact.errors import InteractError
 from interact.keys import ToolKeys, room_tools
 from interact.ports import RedisClient
-from interact.scripts import Scripts
+from interact.scripts import Scripts, raise_if_refused, text
 
 SCRIPTS = ("poll_open", "poll_vote", "poll_flush", "poll_close")
 #: How long a closed poll's keys stay in Redis (the store keeps its record for ever).
@@ -108,15 +107,8 @@ class Close:
     state: str = ""
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _refused(reply: Any) -> None:
-    if isinstance(reply, list) and reply and _text(reply[0]) == "err":
-        code = _text(reply[1])
-        data = {"option": int(_text(reply[2]))} if code == "already_voted" and len(reply) > 2 else None
-        raise InteractError(code, _MESSAGES.get(code, code), data)
+    raise_if_refused(reply, _MESSAGES, {"already_voted": "option"})
 
 
 def gate_key(prefix: str, room_id: str) -> str:
@@ -170,7 +162,7 @@ class PollBox:
         raw = await self.redis.hgetall(self.keys(room_id, poll_id).tool)
         if not raw:
             return None
-        h = {_text(key): _text(value) for key, value in raw.items()}
+        h = {text(key): text(value) for key, value in raw.items()}
         n = int(h["n"])
         spec = PollSpec(
             id=h["id"],
@@ -201,7 +193,7 @@ class PollBox:
     async def ballots(self, room_id: str, poll_id: str) -> dict[str, int]:
         """Every voter's option."""
         raw = await self.redis.hgetall(self.keys(room_id, poll_id).part("votes"))
-        return {_text(user): int(_text(option)) for user, option in raw.items()}
+        return {text(user): int(text(option)) for user, option in raw.items()}
 
     async def vote(self, room_id: str, poll_id: str, user_id: str, option: int) -> Vote:
         """Decide a vote (raises InteractError for a refusal)."""
@@ -222,8 +214,8 @@ class PollBox:
         reply = await self.scripts.call(
             "poll_flush", [k.tool, gate_key(self.prefix, room_id)], [self.gate_ms]
         )
-        if _text(reply[0]) != "publish":
-            return _text(reply[0])
+        if text(reply[0]) != "publish":
+            return text(reply[0])
         return Tally(int(reply[1]), int(reply[2]), [int(t) for t in reply[3:]])
 
     async def close(self, room_id: str, poll_id: str, now: bool = False) -> Close:
@@ -231,14 +223,14 @@ class PollBox:
         k = self.keys(room_id, poll_id)
         reply = await self.scripts.call("poll_close", [k.tool, k.room_tools], ["now" if now else "due"])
         _refused(reply)
-        kind = _text(reply[0])
+        kind = text(reply[0])
         if kind == "closed":
             return Close(
                 kind, at_ms=int(reply[1]), tally=Tally(0, int(reply[2]), [int(t) for t in reply[3:]])
             )
         if kind == "later":
             return Close(kind, at_ms=int(reply[1]))
-        return Close(kind, state=_text(reply[1]))
+        return Close(kind, state=text(reply[1]))
 
     async def retire(self, room_id: str, poll_id: str) -> None:
         """A closed poll's keys expire after FINISHED_TTL_MS (its record stays)."""

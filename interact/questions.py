@@ -20,9 +20,9 @@ from typing import Any
 
 from gateway.keys import RoomKeys
 from interact import keys
-from interact.errors import InteractError
 from interact.ports import RedisClient
-from interact.scripts import Scripts
+from interact.scripts import Scripts, raise_if_refused
+from interact.scripts import text as _text  # (``text`` is a question's text here)
 
 SCRIPTS = ("question_ask", "question_upvote", "question_staff", "question_top")
 #: A room's Q&A keys expire this long after its last change (a question asked, upvoted, decided).
@@ -86,14 +86,8 @@ class Top:
     pinned: Question | None
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _refused(reply: Any) -> None:
-    if isinstance(reply, list) and reply and _text(reply[0]) == "err":
-        code = _text(reply[1])
-        raise InteractError(code, _MESSAGES.get(code, code))
+    raise_if_refused(reply, _MESSAGES)
 
 
 def _question(room_id: str, fields: list[Any]) -> Question:

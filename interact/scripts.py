@@ -5,11 +5,13 @@ master of the slot of its keys (every call's keys share the room's hash tag)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from importlib import resources
 from typing import Any
 
 from redis.commands.core import AsyncScript
 
+from interact.errors import InteractError
 from interact.ports import RedisClient
 
 
@@ -32,3 +34,22 @@ class Scripts:
 
     async def call(self, name: str, keys: list[str], args: list[Any]) -> Any:
         return await self._scripts[name](keys=keys, args=args)
+
+
+def text(value: Any) -> str:
+    """A reply's bytes (or a number) as text."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def raise_if_refused(
+    reply: Any, messages: Mapping[str, str], numbers: Mapping[str, str] | None = None
+) -> None:
+    """Raise the ``InteractError`` of a script's refusal (lib.lua's ``refuse``: ``{"err", code,
+    number?}``), with the module's message for its code; a code in ``numbers`` carries its number
+    in the error's data under that name (``bid_too_low``: ``min_bid_cents``). Any other reply
+    passes."""
+    if isinstance(reply, list) and reply and text(reply[0]) == "err":
+        code = text(reply[1])
+        field = (numbers or {}).get(code)
+        data = {field: int(text(reply[2]))} if field is not None and len(reply) > 2 else None
+        raise InteractError(code, messages.get(code, code), data)

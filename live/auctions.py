@@ -34,9 +34,9 @@ from gateway.messages import Command, Field, ProtocolError
 from interact.auctions import MAX_AMOUNT_CENTS, Auction, AuctionHouse, AuctionSpec, Bid, Checkpoint, Step
 from interact.errors import InteractError
 from inventory.model import InventoryError, Order, Unavailable
-from live.auth import Identity, Role
+from live.auth import Role
 from live.events import event_type
-from live.http_api import ApiError, identify, json_body, reply, take
+from live.http_api import ApiError, int_field, json_body, reply, staff, take
 from live.rooms import new_id, now_ms
 from live.store import ToolRow
 from live.tools import ToolContext, refusal
@@ -445,23 +445,16 @@ class Auctions:
 
     # -- HTTP -----------------------------------------------------------------------------------
 
-    def _staff(self, request: web.Request, *roles: Role) -> tuple[Identity, str]:
-        room_id = request.match_info["room_id"]
-        who = identify(request)
-        who.require_room(room_id)
-        who.require_role(*(roles or (Role.HOST, Role.MODERATOR)))
-        return who, room_id
-
     async def _open_route(self, request: web.Request) -> web.Response:
-        _, room_id = self._staff(request, Role.HOST)
+        _, room_id = staff(request, Role.HOST)
         await self.ctx.rooms.get(room_id)  # 404 for an unknown room
         body = await json_body(request)
         product_id = take(body, "product_id", str)
         product = next((p for p in await self.ctx.rooms.products(room_id) if p.id == product_id), None)
         if product is None:
             raise ApiError(404, "product_not_found", "no such product in this room")
-        start = _int(body, "start_cents", None, 1, MAX_AMOUNT_CENTS)
-        buy_now = _int(body, "buy_now_cents", 0, 0, MAX_AMOUNT_CENTS)
+        start = int_field(body, "start_cents", None, 1, MAX_AMOUNT_CENTS)
+        buy_now = int_field(body, "buy_now_cents", 0, 0, MAX_AMOUNT_CENTS)
         if buy_now and buy_now < start:
             raise ApiError(
                 400, "invalid_field", "the field 'buy_now_cents' must be 0 or at least 'start_cents'"
@@ -477,13 +470,13 @@ class Auctions:
                 "image_url": product.image_url,
             },
             start_cents=start,
-            increment_cents=_int(body, "increment_cents", None, 1, MAX_AMOUNT_CENTS),
-            reserve_cents=_int(body, "reserve_cents", 0, 0, MAX_AMOUNT_CENTS),
+            increment_cents=int_field(body, "increment_cents", None, 1, MAX_AMOUNT_CENTS),
+            reserve_cents=int_field(body, "reserve_cents", 0, 0, MAX_AMOUNT_CENTS),
             buy_now_cents=buy_now,
-            snipe_ms=_int(body, "snipe_s", 10, 0, 3600) * 1000,
-            max_extension_ms=_int(body, "max_extension_s", 300, 0, 86_400) * 1000,
-            duration_ms=_int(body, "duration_s", None, 1, 86_400) * 1000,
-            hold_ms=_int(body, "hold_s", 300, 1, 86_400) * 1000,
+            snipe_ms=int_field(body, "snipe_s", 10, 0, 3600) * 1000,
+            max_extension_ms=int_field(body, "max_extension_s", 300, 0, 86_400) * 1000,
+            duration_ms=int_field(body, "duration_s", None, 1, 86_400) * 1000,
+            hold_ms=int_field(body, "hold_s", 300, 1, 86_400) * 1000,
             offer_next=True if offer_next is None else offer_next,
         )
         row = ToolRow(
@@ -511,7 +504,7 @@ class Auctions:
         }
 
     async def _row(self, request: web.Request) -> ToolRow:
-        _, room_id = self._staff(request)
+        _, room_id = staff(request)
         row = await self.ctx.store.tool(request.match_info["auction_id"])
         if row is None or row.kind != KIND or row.room_id != room_id:
             raise InteractError("auction_not_found", "no such auction in this room")
@@ -527,14 +520,6 @@ class Auctions:
         return reply({"auction_id": row.id, "bids": await self.house.bids(row.room_id, row.id)})
 
     async def _list_route(self, request: web.Request) -> web.Response:
-        _, room_id = self._staff(request)
+        _, room_id = staff(request)
         rows = await self.ctx.store.tools(room_id=room_id, kind=KIND)
         return reply({"auctions": [await self._view(r) for r in rows]})
-
-
-def _int(body: dict[str, Any], name: str, default: int | None, low: int, high: int) -> int:
-    given: int | None = take(body, name, int, required=default is None)
-    value = default if given is None else given
-    if value is None or not low <= value <= high:
-        raise ApiError(400, "invalid_field", f"the field {name!r} must be {low} to {high}")
-    return int(value)

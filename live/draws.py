@@ -46,9 +46,8 @@ from interact.draw_verify import RULES
 from interact.draws import Closed, Draw, DrawBox, DrawSpec, Step, new_seed
 from interact.errors import InteractError
 from inventory.model import InventoryError, Order, Unavailable
-from live.auth import Identity, Role
 from live.events import event_type
-from live.http_api import ApiError, identify, json_body, reply, room_reader, take
+from live.http_api import ApiError, int_field, json_body, reply, room_reader, staff, take
 from live.rooms import new_id, now_ms
 from live.store import ToolRow
 from live.tools import ToolContext, refusal
@@ -393,13 +392,6 @@ class Draws:
 
     # -- HTTP -----------------------------------------------------------------------------------
 
-    def _staff(self, request: web.Request) -> tuple[Identity, str]:
-        room_id = request.match_info["room_id"]
-        who = identify(request)
-        who.require_room(room_id)
-        who.require_role(Role.HOST, Role.MODERATOR)
-        return who, room_id
-
     async def _prize(self, room_id: str, body: dict[str, Any]) -> dict[str, Any]:
         prize = body.get("prize")
         if prize is None:
@@ -428,7 +420,7 @@ class Draws:
         raise ApiError(400, "invalid_field", "the field 'prize' must have 'product_id' or 'coupon_batch_id'")
 
     async def _open_route(self, request: web.Request) -> web.Response:
-        _, room_id = self._staff(request)
+        _, room_id = staff(request)
         await self.ctx.rooms.get(room_id)  # 404 for an unknown room
         body = await json_body(request)
         prize = await self._prize(room_id, body)
@@ -439,17 +431,17 @@ class Draws:
                 raise ApiError(
                     400, "invalid_field", f"the field 'keyword' must be 1 to {MAX_KEYWORD} characters"
                 )
-        duration_s = _int(body, "duration_s", None, 1, 86_400)
+        duration_s = int_field(body, "duration_s", None, 1, 86_400)
         spec = DrawSpec(
             id=new_id("d"),
             room_id=room_id,
             prize=prize,
-            winners=_int(body, "winners", None, 1, 1000),
+            winners=int_field(body, "winners", None, 1, 1000),
             keyword=keyword,
             signed_in=bool(take(body, "signed_in", bool, required=False)),
             present_at_close=bool(take(body, "present_at_close", bool, required=False)),
-            min_watch_ms=_int(body, "min_watch_s", 0, 0, duration_s) * 1000,
-            claim_ms=_int(body, "claim_s", 600, 1, 7 * 86_400) * 1000,
+            min_watch_ms=int_field(body, "min_watch_s", 0, 0, duration_s) * 1000,
+            claim_ms=int_field(body, "claim_s", 600, 1, 7 * 86_400) * 1000,
             duration_ms=duration_s * 1000,
             seed=new_seed(),
         )
@@ -467,7 +459,7 @@ class Draws:
         return reply(draw.public(), status=201)
 
     async def _row(self, request: web.Request) -> ToolRow:
-        _, room_id = self._staff(request)
+        _, room_id = staff(request)
         row = await self.ctx.store.tool(request.match_info["draw_id"])
         if row is None or row.kind != KIND or row.room_id != room_id:
             raise InteractError("draw_not_found", "no such draw in this room")
@@ -504,7 +496,7 @@ class Draws:
         return reply(verification(full))
 
     async def _list_route(self, request: web.Request) -> web.Response:
-        _, room_id = self._staff(request)
+        _, room_id = staff(request)
         rows = await self.ctx.store.tools(room_id=room_id, kind=KIND)
         return reply({"draws": [await self._view(r) for r in rows]})
 
@@ -539,11 +531,3 @@ def verification(full: dict[str, Any]) -> dict[str, Any]:
         "winner_ids": full["winner_ids"],
         "excluded_counts": counts,
     }
-
-
-def _int(body: dict[str, Any], name: str, default: int | None, low: int, high: int) -> int:
-    given: int | None = take(body, name, int, required=default is None)
-    value = default if given is None else given
-    if value is None or not low <= value <= high:
-        raise ApiError(400, "invalid_field", f"the field {name!r} must be {low} to {high}")
-    return int(value)

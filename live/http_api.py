@@ -421,3 +421,22 @@ async def websocket_on_reused_connection(request: web.Request) -> web.StreamResp
     protocol.connection_lost(None)
     hand_over(transport, conn, raw)
     raise asyncio.CancelledError  # this request has no HTTP response: the socket is the gateway's
+
+
+def staff(request: web.Request, *roles: Role) -> tuple[Identity, str]:
+    """The caller of a tool's host route and the route's room: 401/403 unless a host or
+    moderator (or one of ``roles``) of that room."""
+    room_id = request.match_info["room_id"]
+    who = identify(request)
+    who.require_room(room_id)
+    who.require_role(*(roles or (Role.HOST, Role.MODERATOR)))
+    return who, room_id
+
+
+def int_field(body: dict[str, Any], name: str, default: int | None, low: int, high: int) -> int:
+    """An integer field of a host route's body in [low, high] (``default`` None: required)."""
+    given: int | None = take(body, name, int, required=default is None)
+    value = default if given is None else given
+    if value is None or not low <= value <= high:
+        raise ApiError(400, "invalid_field", f"the field {name!r} must be {low} to {high}")
+    return int(value)

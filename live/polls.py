@@ -29,9 +29,8 @@ from gateway.commands import Caller, Registry
 from gateway.messages import Command, Field
 from interact.errors import InteractError
 from interact.polls import Close, Poll, PollBox, PollSpec, Tally, check_spec
-from live.auth import Role
 from live.events import event_type
-from live.http_api import ApiError, identify, json_body, reply, take
+from live.http_api import ApiError, json_body, reply, staff, take
 from live.rooms import new_id, now_ms
 from live.store import ToolRow
 from live.tools import ToolContext, refusal
@@ -264,17 +263,10 @@ class Polls:
         await self.ctx.tools.schedule(room_id, poll_id, now_ms())
         return await self.box.get(room_id, poll_id)
 
-    def _staff(self, request: web.Request) -> str:
-        room_id = request.match_info["room_id"]
-        who = identify(request)
-        who.require_room(room_id)
-        who.require_role(Role.HOST, Role.MODERATOR)
-        return room_id
-
     # -- HTTP -----------------------------------------------------------------------------------
 
     async def _open_route(self, request: web.Request) -> web.Response:
-        room_id = self._staff(request)
+        _, room_id = staff(request)
         await self.ctx.rooms.get(room_id)  # 404 for an unknown room
         body = await json_body(request)
         question = take(body, "question", str).strip()
@@ -312,7 +304,7 @@ class Polls:
         return reply(poll.public(), status=201)
 
     async def _row(self, request: web.Request) -> ToolRow:
-        room_id = self._staff(request)
+        _, room_id = staff(request)
         row = await self.ctx.store.tool(request.match_info["poll_id"])
         if row is None or row.kind != KIND or row.room_id != room_id:
             raise InteractError("poll_not_found", "no such poll in this room")
@@ -339,7 +331,7 @@ class Polls:
         return reply(await self._view(await self._row(request)))
 
     async def _list_route(self, request: web.Request) -> web.Response:
-        room_id = self._staff(request)
+        _, room_id = staff(request)
         rows = await self.ctx.store.tools(room_id=room_id, kind=KIND)
         return reply({"polls": [await self._view(r) for r in rows]})
 

@@ -27,9 +27,8 @@ from gateway.limits import TokenBucket
 from gateway.messages import Command, Field
 from interact.errors import InteractError
 from interact.questions import ACTIONS, QuestionBoard, Top, question_id
-from live.auth import Role
 from live.events import event_type
-from live.http_api import identify, query_int, reply
+from live.http_api import query_int, reply, staff
 from live.rooms import new_id
 from live.tools import ToolContext, refusal
 
@@ -225,15 +224,8 @@ class Questions:
 
     # -- HTTP -----------------------------------------------------------------------------------
 
-    def _staff(self, request: web.Request) -> tuple[str, str]:
-        room_id = request.match_info["room_id"]
-        who = identify(request)
-        who.require_room(room_id)
-        who.require_role(Role.HOST, Role.MODERATOR)
-        return who.user_id, room_id
-
     async def _list_route(self, request: web.Request) -> web.Response:
-        _, room_id = self._staff(request)
+        _, room_id = staff(request)
         await self.ctx.rooms.get(room_id)  # 404 for an unknown room
         limit = query_int(request, "limit", 100, 1, MAX_LISTED)
         top = await self.board.top(room_id, limit)
@@ -247,7 +239,7 @@ class Questions:
 
     def _action_route(self, action: str) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def route(request: web.Request) -> web.Response:
-            by, room_id = self._staff(request)
-            return reply(await self._decide(room_id, request.match_info["question_id"], action, by))
+            who, room_id = staff(request)
+            return reply(await self._decide(room_id, request.match_info["question_id"], action, who.user_id))
 
         return route
