@@ -4,6 +4,12 @@ The limits per server and per address (counted from the start of a handshake, so
 concurrent handshakes cannot overshoot them), the target room, the token (query or
 ``Authorization: Bearer``), ``last_seq``, the application's verdict, the room's ban list; and
 the answers a refused handshake gets (an HTTP status with a JSON error body).
+
+First-message auth (``?auth=message`` and no token in the request): the upgrade goes through
+with the limits, the path and ``last_seq`` checked, and the token comes in the client's first
+frame, ``{"type": "auth", "token": ...}`` (``auth_fields``); the application's verdict and the
+ban list are then asked the same way (``admit``), and a refusal is answered in the WebSocket
+(an ``error`` frame, then the close ``close_codes.refusal`` maps its code to).
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from websockets.http11 import Request
 
 from gateway.bus import MAX_SEQ
 from gateway.config import GatewayConfig
-from gateway.messages import GatewayError
+from gateway.messages import Command, GatewayError, ProtocolError
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +61,19 @@ class Admission:
     anonymous: bool = False
 
 
+#: The query flag of first-message auth: ``?auth=message``.
+AUTH_FLAG, AUTH_BY_MESSAGE = "auth", "message"
+#: The type of the first message that authenticates (docs/protocol.md, Connecting).
+AUTH = "auth"
+
+
 @dataclass(frozen=True)
 class Admitted:
-    """A handshake that passed: the room, who it is, and where a resuming client left off."""
+    """A handshake that passed: the room, who it is, and where a resuming client left off.
+    ``admission`` is None for first-message auth: who it is comes with the first frame."""
 
     room_id: str
-    admission: Admission
+    admission: Admission | None
     last_seq: int | None
 
 
@@ -97,21 +110,27 @@ class Admissions:
                 raise Refused(429, "too_many_connections", "too many connections from this address")
             self._count(key, remote_ip)
             room_id, token, last_seq = parse_target(request)
-            admission = await self.directory.admit(room_id, token)
-            if await self.bans.is_banned(room_id, admission.user_id):
-                raise Refused(403, "banned", "you are banned from this room")
-        except Refused as exc:
+            if token is None and _query(request).get(AUTH_FLAG) == [AUTH_BY_MESSAGE]:
+                return Admitted(room_id, None, last_seq)  # who it is comes in the first frame
+            admission = await self._admit(room_id, token)
+        except Exception as exc:  # (every refusal, and every failure: _refusal)
             self.release(key)
-            return exc
-        except (RedisError, OSError) as exc:
-            self.release(key)
-            log.warning("handshake failed on a backend", extra={"error": repr(exc)})
-            return Refused(503, "unavailable", "a backend is unavailable; retry")
-        except Exception:  # a bug: this handshake gets an answer, and nobody else notices
-            self.release(key)
-            log.exception("handshake failed")
-            return Refused(500, "internal", "internal server error")
+            return _refusal(exc)
         return Admitted(room_id, admission, last_seq)
+
+    async def admit(self, room_id: str, token: str | None) -> Admission | Refused:
+        """Who a first-message auth is (``key`` stays counted either way: the connection is
+        open, and is released when it closes), or why not."""
+        try:
+            return await self._admit(room_id, token)
+        except Exception as exc:  # (every refusal, and every failure: _refusal)
+            return _refusal(exc)
+
+    async def _admit(self, room_id: str, token: str | None) -> Admission:
+        admission = await self.directory.admit(room_id, token)
+        if await self.bans.is_banned(room_id, admission.user_id):
+            raise Refused(403, "banned", "you are banned from this room")
+        return admission
 
     def _count(self, key: Hashable, remote_ip: str) -> None:
         self._counted[key] = remote_ip
@@ -127,6 +146,22 @@ class Admissions:
         self.per_ip[remote_ip] -= 1
         if self.per_ip[remote_ip] <= 0:
             del self.per_ip[remote_ip]
+
+
+def _refusal(exc: Exception) -> Refused:
+    """What a handshake that raised ``exc`` is answered."""
+    if isinstance(exc, Refused):
+        return exc
+    if isinstance(exc, RedisError | OSError):
+        log.warning("handshake failed on a backend", extra={"error": repr(exc)})
+        return Refused(503, "unavailable", "a backend is unavailable; retry")
+    # a bug: this handshake gets an answer, and nobody else notices
+    log.error("handshake failed", exc_info=exc)
+    return Refused(500, "internal", "internal server error")
+
+
+def _query(request: Request) -> dict[str, list[str]]:
+    return parse_qs(urlsplit(request.path).query)
 
 
 def parse_target(request: Request) -> tuple[str, str | None, int | None]:
@@ -154,6 +189,26 @@ def parse_target(request: Request) -> tuple[str, str | None, int | None]:
         # thousands of digits): Bus.snapshot gives anything past the room's seq a fresh start.
         last_seq = int(raw) if len(raw) <= 20 else MAX_SEQ
     return room_id, token, last_seq
+
+
+def auth_fields(command: Command, last_seq: int | None) -> tuple[str | None, int | None]:
+    """The token and last_seq of a first message (``last_seq``: the request's, which the
+    message's replaces), or raise ProtocolError: it is not ``auth``, or a field is wrong. No
+    token (absent or null) asks for a guest's welcome, as a request without one does."""
+    if command.type != AUTH:
+        raise ProtocolError(
+            "token_missing", 'authenticate first: the first message must be {"type": "auth", "token": ...}'
+        )
+    token = command.fields.get("token")
+    if token is not None and not isinstance(token, str):
+        raise ProtocolError("invalid_field", "the field 'token' must be a string")
+    seq = command.fields.get("last_seq")
+    if seq is None:
+        return token, last_seq
+    if type(seq) is not int or seq < 0:
+        raise ProtocolError("invalid_field", "the field 'last_seq' must be a non-negative integer")
+    # as in the query: any number past the room's seq gets a fresh start (Bus.snapshot)
+    return token, min(seq, MAX_SEQ)
 
 
 def error_body(code: str, message: str) -> bytes:

@@ -14,10 +14,16 @@ UNSUPPORTED = 1003
 INVALID_DATA = 1007
 #: The client kept flooding after being told to slow down.
 POLICY = 1008
-#: The token expired while connected: get a fresh token, then reconnect.
+#: A server bug while admitting a first-message handshake (logged).
+INTERNAL_ERROR = 1011
+#: No usable credential (first-message auth), or the token expired while connected: get a
+#: (fresh) token, then reconnect.
 TOKEN_EXPIRED = 4401
-#: The user was banned from the room: do not reconnect.
+#: Banned from the room, or (first-message auth) the token is for another room: do not
+#: reconnect with it.
 BANNED = 4403
+#: (first-message auth) No such room.
+NOT_FOUND = 4404
 #: Nothing heard from the client for two ping intervals.
 IDLE_TIMEOUT = 4408
 #: The client read too slowly and fell too far behind: reconnect (and resume).
@@ -39,11 +45,20 @@ class Close(enum.Enum):
     FLOOD = (POLICY, "flood")
     TOKEN_EXPIRED = (TOKEN_EXPIRED, "token_expired")
     BANNED = (BANNED, "banned")
+    # A handshake refused after the upgrade (first-message auth: ``refusal`` below): the
+    # ``error`` frame before the close has the same code and says why.
+    # (TOKEN_EXPIRED and BANNED name the members here: their codes are 4401 and 4403)
+    TOKEN_MISSING = (4401, "token_missing")
+    TOKEN_INVALID = (4401, "token_invalid")
+    WRONG_ROOM = (4403, "wrong_room")
+    ROOM_NOT_FOUND = (NOT_FOUND, "room_not_found")
+    INTERNAL = (INTERNAL_ERROR, "internal")
     IDLE_TIMEOUT = (IDLE_TIMEOUT, "idle_timeout")
     SLOW_CONSUMER = (SLOW_CONSUMER, "slow_consumer")
 
     def __init__(self, code: int, name: str) -> None:
         self.code = code
+        self.code_name = name
         self._reason = json.dumps({"code": name}, separators=(",", ":")) if name else "invalid UTF-8"
 
     def reason(self, **fields: int) -> str:
@@ -51,3 +66,19 @@ class Close(enum.Enum):
         if not fields:
             return self._reason
         return self._reason[:-1] + "," + json.dumps(fields, separators=(",", ":"))[1:]
+
+
+def refusal(code: str) -> Close:
+    """The close for a handshake refused with ``code`` after the upgrade (first-message auth:
+    the HTTP status a refusal gets before the upgrade has no place there). A code without a
+    close of its own is a server bug's (``internal``)."""
+    return _REFUSALS.get(code, Close.INTERNAL)
+
+
+#: Refusal code -> its close: every close whose reason names a refusal (``unavailable``'s
+#: reason also carries ``retry_ms``).
+_REFUSALS = {
+    close.code_name: close
+    for close in Close
+    if close.code in (TOKEN_EXPIRED, BANNED, NOT_FOUND, INTERNAL_ERROR) or close is Close.UNAVAILABLE
+}

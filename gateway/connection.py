@@ -21,7 +21,16 @@ from gateway.admission import Admission
 from gateway.close_codes import Close
 from gateway.limits import TokenBucket
 from gateway.messages import Framing, ProtocolError
-from gateway.protocol import Action, ConnectionCore, CountError, Handle, Handshake, Signal, Write
+from gateway.protocol import (
+    Action,
+    Authenticate,
+    ConnectionCore,
+    CountError,
+    Handle,
+    Handshake,
+    Signal,
+    Write,
+)
 
 if TYPE_CHECKING:
     from gateway.hub import Hub
@@ -124,22 +133,35 @@ class Connection(asyncio.Protocol):
     # -- the hub's side -------------------------------------------------------------------------
 
     def admit(self, room_id: str, admission: Admission) -> None:
-        """Who it is, before ``accept``: frames sent right behind the request are handled as
-        theirs."""
+        """Who it is, before ``accept`` (frames sent right behind the request are handled as
+        theirs), or after it with first-message auth (the handshake is over then)."""
         self._core.admit(room_id, admission)
+        if self._core.open:
+            self._handshake_done()
 
-    def accept(self, request: Request) -> bool:
+    def accept(self, request: Request, auth_by_message: bool = False) -> bool:
         """Complete the upgrade; False if the connection is closing, the request is not a
-        valid WebSocket handshake, or the client broke the protocol while it waited."""
+        valid WebSocket handshake, or the client broke the protocol while it waited.
+        ``auth_by_message``: the first message says who it is (the hub's ``authenticate``),
+        within what is left of the handshake timeout."""
         if self.transport is None or self.transport.is_closing():
             return False
-        accepted = self._core.accept(request, time.monotonic())
-        if accepted and self._handshake_timer is not None:
+        accepted = self._core.accept(request, time.monotonic(), auth_by_message)
+        if accepted and not auth_by_message:
+            self._handshake_done()
+        self._run()
+        return accepted
+
+    def _handshake_done(self) -> None:
+        if self._handshake_timer is not None:
             self._handshake_timer.cancel()
             self._timers.remove(self._handshake_timer)
             self._handshake_timer = None
+
+    def refuse_in_band(self, code: str, message: str, kind: Close, **fields: int) -> None:
+        """Refuse a first-message auth: an ``error`` frame, then the close ``kind``."""
+        self._core.refuse_in_band(code, message, kind, **fields)
         self._run()
-        return accepted
 
     def joined(self) -> None:
         """The welcome is sent: handle the client's messages from now on."""
@@ -251,6 +273,8 @@ class Connection(asyncio.Protocol):
                 self.hub.handle(self, command)
             case Handshake(request):
                 self.hub.start_handshake(self, request)
+            case Authenticate(command):
+                self.hub.authenticate(self, command)
             case CountError(kind):
                 self.hub.count_error(kind)
             case Signal.LEFT:

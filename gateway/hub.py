@@ -22,8 +22,8 @@ from typing import Any, Protocol
 from redis.exceptions import RedisError
 from websockets.http11 import Request
 
-from gateway import messages
-from gateway.admission import Admission, Admissions, Refused
+from gateway import close_codes, messages
+from gateway.admission import Admission, Admissions, Admitted, Refused, auth_fields
 from gateway.bus import DIRECT, GAUGE, Bus, now_ms
 from gateway.chat import Chat, CommentObserver
 from gateway.close_codes import Close
@@ -90,6 +90,8 @@ class Hub:
         self._last_command: dict[Connection, asyncio.Task[None]] = {}
         self._loops = ["gateway-tick", "gateway-publish", "gateway-presence", "gateway-ping"]
         self._linger: dict[str, asyncio.TimerHandle] = {}
+        #: First-message auth: upgraded connections whose first message has not been admitted.
+        self._pending_auth: dict[Connection, Admitted] = {}
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -129,6 +131,7 @@ class Hub:
         """The connection is gone (called once, from connection_lost)."""
         self.admissions.release(conn)
         self.connections.discard(conn)
+        self._pending_auth.pop(conn, None)
         self._last_command.pop(conn, None)
 
     @property
@@ -148,6 +151,13 @@ class Hub:
             conn.refuse(admitted.status, admitted.body)
             return
         admission = admitted.admission
+        if admission is None:  # first-message auth: upgrade now, admit on the first message
+            self._pending_auth[conn] = admitted  # (accept may hand over a pipelined one)
+            if not conn.accept(request, auth_by_message=True):
+                self._pending_auth.pop(conn, None)
+                self.admissions.release(conn)
+                self.count_error("bad_handshake")
+            return
         # who it is, before accept(): frames sent right behind the request are handled in it
         conn.admit(admitted.room_id, admission)
         if not conn.accept(request):
@@ -157,6 +167,32 @@ class Hub:
         if admission.expires_at is not None:
             conn.set_expiry(admission.expires_at - time.time())
         await self._join(conn, admission, admitted.last_seq)
+
+    def authenticate(self, conn: Connection, command: Command) -> None:
+        """A first-message auth's first message (decoded): admit it, or refuse it in band."""
+        self._spawn(self._authenticate(conn, command))
+
+    async def _authenticate(self, conn: Connection, command: Command) -> None:
+        pending = self._pending_auth.pop(conn, None)
+        if pending is None or not conn.is_open:
+            return
+        try:
+            token, last_seq = auth_fields(command, pending.last_seq)
+        except ProtocolError as exc:
+            conn.refuse_in_band(exc.code, exc.message, Close.TOKEN_MISSING)
+            return
+        admission = await self.admissions.admit(pending.room_id, token)
+        if isinstance(admission, Refused):
+            kind = close_codes.refusal(admission.code)
+            retry = {"retry_ms": 1000} if kind is Close.UNAVAILABLE else {}
+            conn.refuse_in_band(admission.code, admission.message, kind, **retry)
+            return
+        if not conn.is_open:
+            return
+        conn.admit(pending.room_id, admission)
+        if admission.expires_at is not None:
+            conn.set_expiry(admission.expires_at - time.time())
+        await self._join(conn, admission, last_seq)
 
     async def _join(self, conn: Connection, admission: Admission, last_seq: int | None) -> None:
         room = self.rooms.get(conn.room_id)

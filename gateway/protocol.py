@@ -39,6 +39,8 @@ from gateway.messages import Command, Framing, ProtocolError
 
 #: Frames kept from a client that talks before its welcome (the rest are dropped).
 MAX_HELD_FRAMES = 16
+#: The frames of a message (the first of them is a first-message auth's).
+_DATA = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
 
 _STATUS_PHRASES = {
     400: "Bad Request",
@@ -92,13 +94,21 @@ class Handle:
 
 
 @dataclass(frozen=True, slots=True)
+class Authenticate:
+    """First-message auth: the client's first message (decoded, not yet checked), for the hub
+    to admit (``admit``) or refuse (``refuse_in_band``)."""
+
+    command: Command
+
+
+@dataclass(frozen=True, slots=True)
 class CountError:
     """Something went wrong with this client (a metrics label)."""
 
     kind: str
 
 
-Action = Signal | Write | Handshake | Handle | CountError
+Action = Signal | Write | Handshake | Handle | Authenticate | CountError
 
 
 def select_subprotocol(_: ServerProtocol, offered: Sequence[Subprotocol]) -> Subprotocol | None:
@@ -145,6 +155,10 @@ class ConnectionCore:
         self.open = False
         #: The welcome is out: frames are handled (before it, they are held).
         self.is_joined = False
+        #: First-message auth: upgraded, and not yet admitted (the handshake timer still runs).
+        self.pending_auth = False
+        #: First-message auth: upgraded, and the first message has not come yet.
+        self.awaiting_auth_frame = False
         self.last_seen = now
         self.dropped_comments = 0
         self.dropped_frames = 0
@@ -234,8 +248,9 @@ class ConnectionCore:
         self._leave()
 
     def handshake_timeout(self) -> None:
-        """The handshake took too long (the adapter's timer, cancelled on upgrade)."""
-        if not self.open and not self.transport_closing:
+        """The handshake took too long (the adapter's timer, cancelled on upgrade, or with
+        first-message auth once admitted)."""
+        if (self._handshake is not None or self.pending_auth) and not self.transport_closing:
             self._actions.append(CountError("handshake_timeout"))
             self._abort()
 
@@ -254,10 +269,13 @@ class ConnectionCore:
         self.room_id = room_id
         self.admission = admission
         self.is_staff = admission.role in STAFF
+        self.pending_auth = False
 
-    def accept(self, request: Request, now: float) -> bool:
+    def accept(self, request: Request, now: float, auth_by_message: bool = False) -> bool:
         """Complete the upgrade; False if the request is not a valid WebSocket handshake, or
-        the client broke the protocol while it waited (a frame too big before the upgrade)."""
+        the client broke the protocol while it waited (a frame too big before the upgrade).
+        ``auth_by_message``: not admitted yet; the first message is for the hub
+        (``Authenticate``), and what follows it waits for the welcome."""
         handshake = self._handshake
         if handshake is None or self.eof_written or self.transport_closing:
             return False
@@ -276,9 +294,13 @@ class ConnectionCore:
         self.ws = Protocol(Side.SERVER, state=State.OPEN, max_size=self.config.max_frame_bytes)
         self._handshake = None
         self.open = True
-        # Nothing the client sends is handled before its welcome is out: frames that came
-        # right behind the request are held, and reading pauses until joined().
-        self._actions.append(Signal.PAUSE_READING)
+        if auth_by_message:
+            # read on until the first message has come (then pause: _on_auth_frame)
+            self.pending_auth = self.awaiting_auth_frame = True
+        else:
+            # Nothing the client sends is handled before its welcome is out: frames that came
+            # right behind the request are held, and reading pauses until joined().
+            self._actions.append(Signal.PAUSE_READING)
         if leftover:
             self.receive_data(leftover, now)
         return True
@@ -305,6 +327,13 @@ class ConnectionCore:
         self._handshake.send_response(Response(status, _STATUS_PHRASES.get(status, "Error"), headers, body))
         self._flush()
         self._close_transport()
+
+    def refuse_in_band(self, code: str, message: str, kind: Close, **fields: int) -> None:
+        """Refuse a first-message auth: an ``error`` frame with the refusal's code and message,
+        then the close ``kind`` (``fields``: the reason's extra fields, ``retry_ms``)."""
+        self.pending_auth = False  # answered: the close's own timer ends it now
+        self.send_error(ProtocolError(code, message))
+        self.close(kind, **fields)
 
     def send(self, message: dict[str, Any]) -> None:
         if self.open:
@@ -387,6 +416,8 @@ class ConnectionCore:
             return  # (a Response: only a client's protocol parses those)
         elif self.is_joined:
             self._on_frame(event)
+        elif self.awaiting_auth_frame and event.opcode in _DATA:
+            self._on_auth_frame(event)
         elif len(self._held) < MAX_HELD_FRAMES:
             self._held.append(event)  # sent before its welcome: handled once joined
 
@@ -419,6 +450,27 @@ class ConnectionCore:
             self.send_error(exc)
             return
         self._actions.append(Handle(command))
+
+    def _on_auth_frame(self, frame: Frame) -> None:
+        """The first message of a first-message auth: decoded here, checked and admitted by the
+        hub. Anything that is not even a message is refused at once, as no usable token."""
+        self.awaiting_auth_frame = False
+        self._actions.append(Signal.FRAME_IN)
+        self._actions.append(Signal.PAUSE_READING)  # what follows waits for the welcome
+        if frame.opcode is Opcode.CONT or not frame.fin:
+            self.close(Close.FRAGMENTED)
+            return
+        data = bytes(frame.data)
+        if frame.opcode is Opcode.TEXT and not _is_utf8(data):
+            self._actions.append(CountError("invalid_utf8"))
+            self._fail(Close.INVALID_UTF8)
+            return
+        try:
+            command = messages.decode(self.framing, int(frame.opcode), data)
+        except ProtocolError as exc:
+            self.refuse_in_band(exc.code, exc.message, Close.TOKEN_MISSING)
+            return
+        self._actions.append(Authenticate(command))
 
     def _too_fast(self, refusal: ProtocolError | None) -> None:
         """A frame over the message rate: refused (told with ``refusal``, for a message), or,

@@ -26,6 +26,7 @@ from gateway.front import MAX_HEAD_BYTES, FrontDoor
 from gateway.protocol import (
     MAX_HELD_FRAMES,
     Action,
+    Authenticate,
     ConnectionCore,
     CountError,
     Handle,
@@ -128,6 +129,33 @@ def test_a_refused_handshake_gets_its_json_answer_and_a_close() -> None:
     assert isinstance(response, Response)
     assert (response.status_code, response.body) == (403, b'{"error":{"code":"banned","message":"no"}}')
     assert actions[-1] is Signal.CLOSE and not core.open
+
+
+def test_first_message_auth_reads_on_to_its_first_message_and_holds_what_follows() -> None:
+    core, peer = ConnectionCore(CONFIG, 0.0), Peer("/ws/rooms/r?auth=message")
+    core.receive_data(peer.out(), 0.0)
+    [handshake] = [a for a in core.actions() if isinstance(a, Handshake)]
+    assert core.accept(handshake.request, 0.0, auth_by_message=True)
+    assert Signal.PAUSE_READING not in core.actions()  # it reads on, for the first message
+    core.receive_data(peer.text({"type": "auth", "token": "t"}) + peer.text({"type": "ping"}), 0.0)
+    actions = core.actions()
+    [auth] = [a for a in actions if isinstance(a, Authenticate)]
+    assert auth.command.type == "auth" and auth.command.fields == {"token": "t"}
+    assert Signal.PAUSE_READING in actions and not any(isinstance(a, Handle) for a in actions)
+    core.handshake_timeout()  # not admitted yet: the handshake timeout still cuts it
+    assert core.actions() == [CountError("handshake_timeout"), Signal.ABORT]
+
+
+def test_a_first_message_that_does_not_decode_is_refused_in_band() -> None:
+    core, peer = ConnectionCore(CONFIG, 0.0), Peer("/ws/rooms/r?auth=message")
+    core.receive_data(peer.out(), 0.0)
+    [handshake] = [a for a in core.actions() if isinstance(a, Handshake)]
+    assert core.accept(handshake.request, 0.0, auth_by_message=True)
+    core.receive_data(Frame(Opcode.TEXT, b"{nope").serialize(mask=True), 0.0)
+    actions = core.actions()
+    assert CountError("bad_json") in actions and Signal.LEFT in actions
+    core.handshake_timeout()  # refused and closing: the close's own timer ends it
+    assert core.actions() == []
 
 
 def test_a_handshake_that_takes_too_long_is_cut_and_one_that_was_upgraded_is_not() -> None:
@@ -404,6 +432,11 @@ def test_close_reasons_on_the_wire_are_unchanged() -> None:
         Close.FLOOD: (1008, '{"code":"flood"}'),
         Close.TOKEN_EXPIRED: (4401, '{"code":"token_expired"}'),
         Close.BANNED: (4403, '{"code":"banned"}'),
+        Close.TOKEN_MISSING: (4401, '{"code":"token_missing"}'),
+        Close.TOKEN_INVALID: (4401, '{"code":"token_invalid"}'),
+        Close.WRONG_ROOM: (4403, '{"code":"wrong_room"}'),
+        Close.ROOM_NOT_FOUND: (4404, '{"code":"room_not_found"}'),
+        Close.INTERNAL: (1011, '{"code":"internal"}'),
         Close.IDLE_TIMEOUT: (4408, '{"code":"idle_timeout"}'),
         Close.SLOW_CONSUMER: (4409, '{"code":"slow_consumer"}'),
     }

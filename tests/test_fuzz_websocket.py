@@ -878,3 +878,101 @@ def check_raw_answer(client: RawClient, case: RawCase, answers: list[tuple[int, 
         return
     if command.type == "ping":
         assert any(m["type"] == "pong" and m.get("rid") == command.rid for m in decoded), decoded
+
+
+# -- first-message auth -------------------------------------------------------------------------
+
+
+def _auth_tokens(server: Running) -> dict[str, str]:
+    """Tokens by what the server must answer them with (a user id: the welcome's)."""
+    return {
+        "fz-auth-viewer": mint(server, "fz-auth-viewer", "viewer"),
+        "host1": mint(server, "host1", "host"),
+        "token_expired": server.services.auth.mint("fz-late", ROOM, Role.VIEWER, -60),
+        "wrong_room": server.services.auth.mint("fz-else", "elsewhere", Role.VIEWER, 600),
+        "banned": mint(server, "fz-banned", "viewer"),
+    }
+
+
+@pytest.mark.timeout(300)
+def test_first_message_auth_gets_a_welcome_or_a_typed_refusal_and_its_close(fuzz: Fuzz) -> None:
+    """A first message of any shape on ``?auth=message``: a welcome for a good token (the right
+    user, resumed or not), else an ``error`` with the refusal's code, then the close that
+    gateway/close_codes.py maps it to; and the server keeps working."""
+    from gateway.admission import auth_fields
+    from gateway.close_codes import refusal
+
+    server = fuzz.server
+    host = fuzz.peer("host", Framing.JSON)
+    host.send({"type": "ban", "user_id": "fz-banned", "rid": "fz-ban"})
+    host.until(lambda m: answered(m, "fz-ban"))
+    tokens = _auth_tokens(server)
+    by_token = {value: name for name, value in tokens.items()}
+
+    def auth_messages(values: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+        token = st.sampled_from(sorted(tokens.values())) | st.none() | texts() | values
+        seq = st.integers(-3, 50) | st.integers(0, 1 << 70) | values
+        message = st.fixed_dictionaries(
+            {"type": st.just("auth") | st.sampled_from(TYPES) | texts(8)},
+            optional={"token": token, "last_seq": seq, "rid": values, "extra": values},
+        )
+        return message | values
+
+    @FUZZ_SETTINGS
+    @given(
+        case=st.one_of(
+            st.tuples(st.just(Framing.JSON), auth_messages(JSON_VALUES)),
+            st.tuples(st.just(Framing.MSGPACK), auth_messages(MSGPACK_VALUES)),
+        )
+    )
+    @example(case=(Framing.JSON, {"type": "auth", "token": tokens["host1"], "last_seq": 0}))
+    @example(case=(Framing.MSGPACK, {"type": "auth", "token": tokens["fz-auth-viewer"]}))
+    @example(case=(Framing.JSON, {"type": "auth", "token": "\ud800"}))
+    @example(case=(Framing.MSGPACK, {"type": "auth", "token": "\udcff"}))
+    @example(case=(Framing.JSON, {"type": "auth", "token": tokens["banned"]}))
+    @example(case=(Framing.JSON, {"type": "auth", "token": tokens["wrong_room"], "last_seq": True}))
+    @example(case=(Framing.JSON, {"type": "comment", "text": "hi"}))
+    def run(case: tuple[Framing, Any]) -> None:
+        framing, value = case
+        payload = encode(framing, value)
+        try:
+            command = messages.decode(framing, framing.opcode, payload)
+            token, _ = auth_fields(command, None)
+        except ProtocolError as exc:
+            expected: tuple[str, int, str] | str = (exc.code, 4401, "token_missing")
+        else:
+            name = "token_missing" if token is None else by_token.get(token, "token_invalid")
+            if name in ("fz-auth-viewer", "host1"):
+                expected = name
+            else:
+                close = refusal(name)
+                expected = (name, close.code, close.code_name)
+        opening = connect(
+            ws_url(server) + "?auth=message",
+            subprotocols=[Subprotocol(framing.value)],
+            compression=None,
+            proxy=None,
+            ping_interval=None,
+            max_size=None,
+        )
+        with opening as ws:
+            peer = Peer(ws, framing, contextlib.ExitStack())
+            peer.send_payload(payload)
+            if isinstance(expected, str):
+                welcome = peer.recv()
+                assert welcome["type"] == "welcome" and welcome["user"]["id"] == expected, welcome
+                peer.send({"type": "ping", "rid": "after"})
+                peer.until(lambda m: m["type"] == "pong" and m.get("rid") == "after")
+                return
+            error = peer.recv()
+            check_typed(error)
+            assert (error["type"], error["code"], error.get("rid")) == ("error", expected[0], None), error
+            assert not SURROGATE.search(error["message"])
+            with pytest.raises(ConnectionClosed) as info:
+                peer.recv()
+            rcvd = info.value.rcvd
+            assert rcvd is not None and rcvd.code == expected[1], (rcvd, expected)
+            assert json.loads(rcvd.reason) == {"code": expected[2]}
+
+    run()
+    assert_server_works(fuzz)

@@ -29,14 +29,21 @@ class Client:
         framing: str = JSON,
         last_seq: int | None = None,
         welcome: bool = True,
+        auth: dict[str, Any] | None = None,
     ) -> Client:
+        """``auth``: first-message auth (``?auth=message``), sending ``auth`` (with its
+        ``"type": "auth"`` added) as the first message."""
         params = {}
         if token is not None:
             params["token"] = token
         if last_seq is not None:
             params["last_seq"] = str(last_seq)
+        if auth is not None:
+            params["auth"] = "message"
         ws = await session.ws_connect(f"/ws/rooms/{room}", params=params, protocols=(framing,))
         client = cls(ws)
+        if auth is not None:
+            await client.send({"type": "auth", **auth})
         if welcome:
             client.welcome = await client.recv()
             assert client.welcome["type"] == "welcome", client.welcome
