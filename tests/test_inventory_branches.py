@@ -10,6 +10,7 @@ import dataclasses
 import functools
 import json
 import logging
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -25,7 +26,8 @@ from inventory.ledger import Ledger, LedgerConfig
 from inventory.model import InvalidQuantity, Order, PaymentFailed, SoldOut
 from inventory.payments import SimulatedPayments
 from inventory.reconcile import check
-from live.redis_client import connect
+from live.redis_client import connect, open_redis
+from live.redis_server import EmbeddedRedis, find_redis_server
 from live.supervisor import Supervisor
 from storage import DatabaseError
 
@@ -178,6 +180,34 @@ async def test_the_availability_listener_survives_a_lost_connection(inventory: I
     await inventory.cancel(hold.hold_id, "ann")  # units again: announced on the channel...
     await until(lambda: spec.id not in inventory.sold_out)  # ...which is listened to again
     assert (await inventory.reserve(spec.id, "bob", 1)).quantity == 1
+
+
+async def test_the_availability_listener_waits_out_a_redis_that_is_down(tmp_path: Path) -> None:
+    """Its Redis stops for a while: the listener keeps trying (it does not die: nothing for the
+    supervisor to restart) and, the Redis back, it hears the channel again."""
+    redis = EmbeddedRedis(tmp_path / "redis", find_redis_server(os.environ.get("LIVE_REDIS_SERVER")))
+    redis.start()
+    supervisor = Supervisor()
+    client = await open_redis(redis.url)
+    inventory = Inventory(client, InventoryConfig(key_prefix="down"), supervisor)
+    try:
+        await inventory.start()
+        redis.stop()
+        await asyncio.sleep(2)  # (the listener's reads fail meanwhile, a reconnect each half second)
+        redis.start()
+        spec = sale_spec(stock=1)
+        await inventory.open_sale(spec)
+        hold = await inventory.reserve(spec.id, "ann", 1)
+        with pytest.raises(SoldOut):
+            await inventory.reserve(spec.id, "bob", 1)
+        await until(lambda: spec.id in inventory.sold_out)
+        await inventory.cancel(hold.hold_id, "ann")  # announced on the channel: heard again
+        await until(lambda: spec.id not in inventory.sold_out)
+        assert supervisor.crashes == {} and supervisor.down() == []
+    finally:
+        await inventory.stop()
+        await client.aclose()
+        redis.stop()
 
 
 async def test_a_reservation_whose_caller_gave_up_still_holds_until_it_expires(
