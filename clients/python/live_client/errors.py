@@ -35,19 +35,19 @@ class ConnectionLost(LiveError):
     """The connection dropped after a command that is not safe to send twice (a comment, a host
     command) was sent and before its answer came: it may or may not have taken effect."""
 
-    codes = ("connection_lost",)
+    codes: ClassVar[tuple[str, ...]] = ("connection_lost",)
 
 
 class RequestTimeout(LiveError):
     """No answer within the request's timeout (the connection may have been down all along)."""
 
-    codes = ("timeout",)
+    codes: ClassVar[tuple[str, ...]] = ("timeout",)
 
 
 class Closed(LiveError):
     """The client was closed (``close()``, or the end of ``async with``) before the answer."""
 
-    codes = ("closed",)
+    codes: ClassVar[tuple[str, ...]] = ("closed",)
 
 
 # -- authentication and access ------------------------------------------------------------------
@@ -56,90 +56,90 @@ class Closed(LiveError):
 class Unauthorized(LiveError):
     """401: no usable token. A client stops on it (it does not retry): get a fresh token."""
 
-    codes = ("token_missing", "token_invalid", "cannot_sign")
+    codes: ClassVar[tuple[str, ...]] = ("token_missing", "token_invalid", "cannot_sign")
 
 
 class TokenExpired(Unauthorized):
     """The token expired (handshake 401, or close 4401 on an open connection)."""
 
-    codes = ("token_expired",)
+    codes: ClassVar[tuple[str, ...]] = ("token_expired",)
 
 
 class Forbidden(LiveError):
     """403, or a viewer sending a staff command: the token's role may not do this."""
 
-    codes = ("forbidden",)
+    codes: ClassVar[tuple[str, ...]] = ("forbidden",)
 
 
 class WrongRoom(Forbidden):
-    codes = ("wrong_room",)
+    codes: ClassVar[tuple[str, ...]] = ("wrong_room",)
 
 
 class Banned(Forbidden):
     """Banned from the room (handshake 403, close 4403, or an ``error`` frame). Not retried."""
 
-    codes = ("banned",)
+    codes: ClassVar[tuple[str, ...]] = ("banned",)
 
 
 class LoginRequired(Forbidden):
     """An anonymous viewer tried to buy or bid."""
 
-    codes = ("login_required", "sign_in_required")
+    codes: ClassVar[tuple[str, ...]] = ("login_required", "sign_in_required")
 
 
 class ProtectedUser(Forbidden):
-    codes = ("protected_user",)
+    codes: ClassVar[tuple[str, ...]] = ("protected_user",)
 
 
 # -- not found ----------------------------------------------------------------------------------
 
 
 class NotFound(LiveError):
-    codes = ("not_found",)
+    codes: ClassVar[tuple[str, ...]] = ("not_found",)
 
 
 class RoomNotFound(NotFound):
-    codes = ("room_not_found",)
+    codes: ClassVar[tuple[str, ...]] = ("room_not_found",)
 
 
 class ProductNotFound(NotFound):
-    codes = ("product_not_found",)
+    codes: ClassVar[tuple[str, ...]] = ("product_not_found",)
 
 
 class UnknownSale(NotFound):
-    codes = ("unknown_sale",)
+    codes: ClassVar[tuple[str, ...]] = ("unknown_sale",)
 
 
 class HoldNotFound(NotFound):
-    codes = ("hold_not_found",)
+    codes: ClassVar[tuple[str, ...]] = ("hold_not_found",)
 
 
 class OrderNotFound(NotFound):
-    codes = ("order_not_found",)
+    codes: ClassVar[tuple[str, ...]] = ("order_not_found",)
 
 
 class BatchNotFound(NotFound):
-    codes = ("batch_not_found",)
+    codes: ClassVar[tuple[str, ...]] = ("batch_not_found",)
 
 
 class TeamNotFound(NotFound):
-    codes = ("team_not_found",)
+    codes: ClassVar[tuple[str, ...]] = ("team_not_found",)
 
 
 class AuctionNotFound(NotFound):
-    codes = ("auction_not_found",)
+    codes: ClassVar[tuple[str, ...]] = ("auction_not_found",)
 
 
 class QuestionNotFound(NotFound):
-    codes = ("question_not_found",)
+    codes: ClassVar[tuple[str, ...]] = ("question_not_found",)
 
 
 class DrawNotFound(NotFound):
-    codes = ("draw_not_found",)
+    codes: ClassVar[tuple[str, ...]] = ("draw_not_found",)
 
 
 class PollNotFound(NotFound):
-    codes = ("poll_not_found",)
+    codes: ClassVar[tuple[str, ...]] = ("poll_not_found",)
 
 
 # -- bad requests -------------------------------------------------------------------------------
@@ -148,7 +148,7 @@ class PollNotFound(NotFound):
 class BadRequest(LiveError):
     """The message or body was not understood: a bug in the caller (or in this client)."""
 
-    codes = (
+    codes: ClassVar[tuple[str, ...]] = (
         "bad_json",
         "bad_msgpack",
         "bad_message",
@@ -163,11 +163,11 @@ class BadRequest(LiveError):
 
 
 class MissingField(BadRequest):
-    codes = ("missing_field",)
+    codes: ClassVar[tuple[str, ...]] = ("missing_field",)
 
 
 class InvalidField(BadRequest):
-    codes = ("invalid_field",)
+    codes: ClassVar[tuple[str, ...]] = ("invalid_field",)
 
 
 # -- retry later --------------------------------------------------------------------------------
@@ -179,21 +179,21 @@ class RetryLater(LiveError):
 
 
 class RateLimited(RetryLater):
-    codes = ("rate_limited",)
+    codes: ClassVar[tuple[str, ...]] = ("rate_limited",)
 
 
 class Unavailable(RetryLater):
-    codes = ("unavailable", "server_busy", "server_full", "too_many_connections")
+    codes: ClassVar[tuple[str, ...]] = ("unavailable", "server_busy", "server_full", "too_many_connections")
 
 
 class Frozen(RetryLater):
     """An operator is repairing the sale; retry shortly."""
 
-    codes = ("frozen",)
+    codes: ClassVar[tuple[str, ...]] = ("frozen",)
 
 
 class InternalError(RetryLater):
-    codes = ("internal",)
+    codes: ClassVar[tuple[str, ...]] = ("internal",)
 
 
 # -- chat ---------------------------------------------------------------------------------------
@@ -204,19 +204,19 @@ class ChatRefused(LiveError):
 
 
 class CommentTooLong(ChatRefused):
-    codes = ("comment_too_long",)
+    codes: ClassVar[tuple[str, ...]] = ("comment_too_long",)
 
 
 class BannedWords(ChatRefused):
-    codes = ("banned_words",)
+    codes: ClassVar[tuple[str, ...]] = ("banned_words",)
 
 
 class Muted(ChatRefused):
-    codes = ("muted",)
+    codes: ClassVar[tuple[str, ...]] = ("muted",)
 
 
 class SlowMode(ChatRefused):
-    codes = ("slow_mode",)
+    codes: ClassVar[tuple[str, ...]] = ("slow_mode",)
 
 
 # -- buying -------------------------------------------------------------------------------------
@@ -230,13 +230,13 @@ class SoldOut(BuyError):
     """No units left. Units may come back when holds expire: a new attempt is a new call (a
     new ``rid``)."""
 
-    codes = ("sold_out",)
+    codes: ClassVar[tuple[str, ...]] = ("sold_out",)
 
 
 class InsufficientStock(BuyError):
     """Fewer units left than asked; ``available`` says how many there were."""
 
-    codes = ("insufficient_stock",)
+    codes: ClassVar[tuple[str, ...]] = ("insufficient_stock",)
 
     @property
     def available(self) -> int | None:
@@ -247,73 +247,73 @@ class InsufficientStock(BuyError):
 class LimitReached(BuyError):
     """Held + bought + asked would pass the sale's ``per_user_limit``."""
 
-    codes = ("limit_reached",)
+    codes: ClassVar[tuple[str, ...]] = ("limit_reached",)
 
 
 class InvalidQuantity(BuyError):
-    codes = ("invalid_quantity",)
+    codes: ClassVar[tuple[str, ...]] = ("invalid_quantity",)
 
 
 class NotStarted(BuyError):
-    codes = ("not_started",)
+    codes: ClassVar[tuple[str, ...]] = ("not_started",)
 
 
 class SaleOver(BuyError):
-    codes = ("ended", "already_ended")
+    codes: ClassVar[tuple[str, ...]] = ("ended", "already_ended")
 
 
 class Duplicate(BuyError):
     """This ``rid`` was used with other fields (or by another command)."""
 
-    codes = ("duplicate",)
+    codes: ClassVar[tuple[str, ...]] = ("duplicate",)
 
 
 class NotYourHold(BuyError):
-    codes = ("not_your_hold",)
+    codes: ClassVar[tuple[str, ...]] = ("not_your_hold",)
 
 
 class HoldExpired(BuyError):
-    codes = ("hold_expired",)
+    codes: ClassVar[tuple[str, ...]] = ("hold_expired",)
 
 
 class AlreadyConfirmed(BuyError):
-    codes = ("already_confirmed",)
+    codes: ClassVar[tuple[str, ...]] = ("already_confirmed",)
 
 
 class InTeam(BuyError):
-    codes = ("in_team",)
+    codes: ClassVar[tuple[str, ...]] = ("in_team",)
 
 
 class PaymentFailed(BuyError):
-    codes = ("payment_failed",)
+    codes: ClassVar[tuple[str, ...]] = ("payment_failed",)
 
 
 class AmountChanged(BuyError):
-    codes = ("amount_changed",)
+    codes: ClassVar[tuple[str, ...]] = ("amount_changed",)
 
 
 class CouponInvalid(BuyError):
-    codes = ("coupon_invalid",)
+    codes: ClassVar[tuple[str, ...]] = ("coupon_invalid",)
 
 
 class CouponsGone(BuyError):
-    codes = ("coupons_gone",)
+    codes: ClassVar[tuple[str, ...]] = ("coupons_gone",)
 
 
 class NotGroupSale(BuyError):
-    codes = ("not_group_sale",)
+    codes: ClassVar[tuple[str, ...]] = ("not_group_sale",)
 
 
 class TeamClosed(BuyError):
-    codes = ("team_closed",)
+    codes: ClassVar[tuple[str, ...]] = ("team_closed",)
 
 
 class AlreadyInTeam(BuyError):
-    codes = ("already_in_team",)
+    codes: ClassVar[tuple[str, ...]] = ("already_in_team",)
 
 
 class TeamExists(BuyError):
-    codes = ("team_exists",)
+    codes: ClassVar[tuple[str, ...]] = ("team_exists",)
 
 
 # -- auctions -----------------------------------------------------------------------------------
@@ -324,14 +324,14 @@ class AuctionError(LiveError):
 
 
 class AuctionOver(AuctionError):
-    codes = ("auction_ended",)
+    codes: ClassVar[tuple[str, ...]] = ("auction_ended",)
 
 
 class BidTooLow(AuctionError):
     """Below the start price or the leading bid + the increment; ``min_bid_cents`` says what
     would do."""
 
-    codes = ("bid_too_low",)
+    codes: ClassVar[tuple[str, ...]] = ("bid_too_low",)
 
     @property
     def min_bid_cents(self) -> int | None:
@@ -340,38 +340,38 @@ class BidTooLow(AuctionError):
 
 
 class InvalidAmount(AuctionError):
-    codes = ("invalid_amount",)
+    codes: ClassVar[tuple[str, ...]] = ("invalid_amount",)
 
 
 class OwnAuction(AuctionError):
-    codes = ("own_auction",)
+    codes: ClassVar[tuple[str, ...]] = ("own_auction",)
 
 
 class NotYourOffer(AuctionError):
-    codes = ("not_your_offer",)
+    codes: ClassVar[tuple[str, ...]] = ("not_your_offer",)
 
 
 class OfferExpired(AuctionError):
-    codes = ("offer_expired",)
+    codes: ClassVar[tuple[str, ...]] = ("offer_expired",)
 
 
 # -- Q&A, draws, polls --------------------------------------------------------------------------
 
 
 class InvalidText(ChatRefused):
-    codes = ("invalid_text",)
+    codes: ClassVar[tuple[str, ...]] = ("invalid_text",)
 
 
 class QueueFull(LiveError):
-    codes = ("queue_full",)
+    codes: ClassVar[tuple[str, ...]] = ("queue_full",)
 
 
 class QuestionClosed(LiveError):
-    codes = ("question_closed",)
+    codes: ClassVar[tuple[str, ...]] = ("question_closed",)
 
 
 class OwnQuestion(LiveError):
-    codes = ("own_question",)
+    codes: ClassVar[tuple[str, ...]] = ("own_question",)
 
 
 class DrawError(LiveError):
@@ -379,27 +379,27 @@ class DrawError(LiveError):
 
 
 class DrawOver(DrawError):
-    codes = ("draw_closed",)
+    codes: ClassVar[tuple[str, ...]] = ("draw_closed",)
 
 
 class DrawOpen(DrawError):
-    codes = ("draw_open",)
+    codes: ClassVar[tuple[str, ...]] = ("draw_open",)
 
 
 class KeywordRequired(DrawError):
-    codes = ("keyword_required",)
+    codes: ClassVar[tuple[str, ...]] = ("keyword_required",)
 
 
 class DrawFull(DrawError):
-    codes = ("draw_full",)
+    codes: ClassVar[tuple[str, ...]] = ("draw_full",)
 
 
 class NotAWinner(DrawError):
-    codes = ("not_a_winner",)
+    codes: ClassVar[tuple[str, ...]] = ("not_a_winner",)
 
 
 class ClaimExpired(DrawError):
-    codes = ("claim_expired",)
+    codes: ClassVar[tuple[str, ...]] = ("claim_expired",)
 
 
 class PollError(LiveError):
@@ -407,28 +407,28 @@ class PollError(LiveError):
 
 
 class PollOver(PollError):
-    codes = ("poll_closed",)
+    codes: ClassVar[tuple[str, ...]] = ("poll_closed",)
 
 
 class InvalidOption(PollError):
-    codes = ("invalid_option",)
+    codes: ClassVar[tuple[str, ...]] = ("invalid_option",)
 
 
 class AlreadyVoted(PollError):
     """The poll does not allow changing a vote; ``option`` is the vote given."""
 
-    codes = ("already_voted",)
+    codes: ClassVar[tuple[str, ...]] = ("already_voted",)
 
 
 # -- host HTTP API ------------------------------------------------------------------------------
 
 
 class Conflict(LiveError):
-    codes = ("room_exists", "batch_exists")
+    codes: ClassVar[tuple[str, ...]] = ("room_exists", "batch_exists")
 
 
 class LimitExceeded(Conflict):
-    codes = ("limit_exceeded",)
+    codes: ClassVar[tuple[str, ...]] = ("limit_exceeded",)
 
 
 def _registry() -> dict[str, type[LiveError]]:

@@ -377,4 +377,3 @@ def parse_event(message: dict[str, Any]) -> Event:
     kind = kind if isinstance(kind, str) else ""
     cls = EVENT_TYPES.get(kind, Event)
     return build(cls, message, type=kind)
-

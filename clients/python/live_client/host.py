@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from live_client.errors import LiveError, Unavailable, error_from
-from live_client.models import OrdersPage, Order, Product, Room, Sale, build
+from live_client.models import Order, OrdersPage, Product, Room, Sale, build
 
 
 def _q(part: str) -> str:
@@ -48,7 +48,11 @@ class HostClient:
     # -- transport ------------------------------------------------------------------------------
 
     async def call(
-        self, method: str, path: str, body: Mapping[str, Any] | None = None, query: Mapping[str, Any] | None = None
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None = None,
+        query: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Any route: the JSON answer, or the typed error of a refusal."""
         url = self.base_url + path
@@ -100,7 +104,9 @@ class HostClient:
     async def get_room(self, room: str) -> Room:
         return build(Room, await self.call("GET", f"/api/rooms/{_q(room)}"))
 
-    async def create_product(self, room: str, title: str, price_cents: int, *, image_url: str | None = None) -> Product:
+    async def create_product(
+        self, room: str, title: str, price_cents: int, *, image_url: str | None = None
+    ) -> Product:
         body = _drop_none({"title": title, "price_cents": price_cents, "image_url": image_url})
         return build(Product, await self.call("POST", f"/api/rooms/{_q(room)}/products", body))
 
@@ -165,9 +171,13 @@ class HostClient:
     async def get_order(self, order: str) -> Order:
         return build(Order, await self.call("GET", f"/api/orders/{_q(order)}"))
 
-    async def sale_orders(self, sale: str, *, after: str | None = None, limit: int | None = None) -> OrdersPage:
+    async def sale_orders(
+        self, sale: str, *, after: str | None = None, limit: int | None = None
+    ) -> OrdersPage:
         """One page of a sale's orders; ask again with ``after=page.cursor`` for the next."""
-        answer = await self.call("GET", f"/api/sales/{_q(sale)}/orders", query={"after": after, "limit": limit})
+        answer = await self.call(
+            "GET", f"/api/sales/{_q(sale)}/orders", query={"after": after, "limit": limit}
+        )
         return build(OrdersPage, answer)
 
     # -- the room's tools: auctions, Q&A, lucky draws, polls (bodies as in docs/http-api.md) ----

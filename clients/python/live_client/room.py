@@ -227,7 +227,9 @@ class RoomClient:
             await asyncio.wait_for(asyncio.shield(self._first), self.connect_timeout_s)
         except TimeoutError:
             await self.close()
-            raise RequestTimeout("timeout", f"no welcome from {self.url} in {self.connect_timeout_s:g} s") from None
+            raise RequestTimeout(
+                "timeout", f"no welcome from {self.url} in {self.connect_timeout_s:g} s"
+            ) from None
         except BaseException:
             await self.close()
             raise
@@ -347,7 +349,7 @@ class RoomClient:
         return error_from({"code": f"http_{status}", "message": body.decode(errors="replace")[:500]}, status)
 
     def _delay_s(self, attempt: int, hint_s: float | None) -> float:
-        backoff = min(self.backoff_max_s, self.backoff_initial_s * 2 ** min(attempt - 1, 16))
+        backoff: float = min(self.backoff_max_s, self.backoff_initial_s * 2.0 ** min(attempt - 1, 16))
         delay = backoff * (0.5 + random.random() / 2)  # jitter: many clients do not come back at once
         if hint_s is not None:
             delay = max(delay, hint_s * (1 + random.random() / 2))  # at least the hint, plus jitter
@@ -576,7 +578,9 @@ class RoomClient:
             try:
                 return await asyncio.wait_for(future, timeout)
             except TimeoutError:
-                raise RequestTimeout("timeout", f"no answer to {type!r} in {timeout:g} s", {"rid": rid}) from None
+                raise RequestTimeout(
+                    "timeout", f"no answer to {type!r} in {timeout:g} s", {"rid": rid}
+                ) from None
         finally:
             self._pending.pop(rid, None)
 
@@ -647,7 +651,10 @@ class RoomClient:
     async def bid(self, auction_id: str, amount_cents: int, *, rid: str | None = None) -> Bid:
         """Bid (integer cents, 1 to 10^12). Raises :class:`BidTooLow` (``min_bid_cents``),
         :class:`AuctionOver`, :class:`OwnAuction`, ..."""
-        fields = {"auction_id": _id("auction_id", auction_id), "amount_cents": _int("amount_cents", amount_cents, 1, 10**12)}
+        fields = {
+            "auction_id": _id("auction_id", auction_id),
+            "amount_cents": _int("amount_cents", amount_cents, 1, 10**12),
+        }
         return build(Bid, await self.request("bid", fields, resend=True, rid=rid))
 
     async def pay_auction(self, auction_id: str) -> Order:
@@ -662,7 +669,9 @@ class RoomClient:
 
     async def claim_prize(self, draw_id: str) -> Prize:
         """Claim what you won in a draw (claiming again returns the same)."""
-        return build(Prize, await self.request("claim_prize", {"draw_id": _id("draw_id", draw_id)}, resend=True))
+        return build(
+            Prize, await self.request("claim_prize", {"draw_id": _id("draw_id", draw_id)}, resend=True)
+        )
 
     async def vote(self, poll_id: str, option: int) -> Vote:
         """Vote for option ``option`` (its index) of a poll; voting is idempotent per user."""
@@ -689,4 +698,3 @@ class RoomClient:
 
     async def unpin_product(self) -> dict[str, Any]:
         return await self.request("unpin_product")
-

@@ -34,7 +34,9 @@ def mint(user: str, role: str = "viewer", room: str = "*", ttl_s: int = 600) -> 
     """A token as ``live token`` makes it."""
     now = int(time.time())
     header = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-    claims = _b64(json.dumps({"sub": user, "room": room, "role": role, "iat": now, "exp": now + ttl_s}).encode())
+    claims = _b64(
+        json.dumps({"sub": user, "room": room, "role": role, "iat": now, "exp": now + ttl_s}).encode()
+    )
     signature = hmac.new(SECRET.encode(), f"{header}.{claims}".encode(), hashlib.sha256).digest()
     return f"{header}.{claims}.{_b64(signature)}"
 
@@ -73,7 +75,16 @@ class Server:
                 "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
             }
         )
-        command = [sys.executable, "-m", "live", "serve", "--port", str(self.port), "--data-dir", str(self.data_dir)]
+        command = [
+            sys.executable,
+            "-m",
+            "live",
+            "serve",
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(self.data_dir),
+        ]
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO

@@ -31,7 +31,9 @@ from live_client import (
 from live_client.models import Product, Sale
 
 
-async def _room_with_sale(server: Server, stock: int = 5, per_user_limit: int = 1) -> tuple[str, Product, Sale]:
+async def _room_with_sale(
+    server: Server, stock: int = 5, per_user_limit: int = 1
+) -> tuple[str, Product, Sale]:
     host = HostClient(server.url, mint("host1", "host"))
     room = (await host.create_room("测试", id=new_room_id())).id
     product = await host.create_product(room, "绿茶", 1999)
@@ -222,7 +224,7 @@ async def test_arguments_are_checked_before_sending() -> None:
     with pytest.raises(TypeError):
         await room.bid("a_1", 10.5)  # type: ignore[arg-type]
     with pytest.raises(TypeError):
-        await room.vote("p_1", False)  # type: ignore[arg-type]
+        await room.vote("p_1", False)
     with pytest.raises(ValueError):
         RoomClient("http://127.0.0.1/ws/rooms/x")
     with pytest.raises(ValueError):
