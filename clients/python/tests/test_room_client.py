@@ -1,0 +1,249 @@
+"""RoomClient against a real ``live serve``: framings, welcome, chat, buying, reconnect and
+resume, lost replies, refusals, argument checks."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from conftest import Server, mint, new_room_id, new_user
+
+from live_client import (
+    Banned,
+    CommentBatch,
+    Event,
+    HostClient,
+    HostMessage,
+    LimitReached,
+    LiveError,
+    Reconnected,
+    RoomClient,
+    SaleOpened,
+    SoldOut,
+    TokenExpired,
+    Unauthorized,
+    UnknownSale,
+    error_from,
+)
+from live_client.models import Product, Sale
+
+
+async def _room_with_sale(
+    server: Server, stock: int = 5, per_user_limit: int = 1
+) -> tuple[str, Product, Sale]:
+    host = HostClient(server.url, mint("host1", "host"))
+    room = (await host.create_room("测试", id=new_room_id())).id
+    product = await host.create_product(room, "绿茶", 1999)
+    sale = await host.create_sale(room, product.id, stock, per_user_limit=per_user_limit)
+    return room, product, sale
+
+
+async def _until(room: RoomClient, match: Callable[[Event], bool], timeout_s: float = 10.0) -> Event:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        event = await room.next_event(max(0.01, deadline - time.monotonic()))
+        if match(event):
+            return event
+
+
+def _texts(event: Event) -> list[str]:
+    return [c.text for c in event.comments] if isinstance(event, CommentBatch) else []
+
+
+@pytest.mark.parametrize("framing", ["json", "msgpack"])
+async def test_connects_in_both_framings_with_the_welcome(server: Server, framing: Any) -> None:
+    room_id, product, sale = await _room_with_sale(server)
+    user = new_user()
+    async with RoomClient(server.ws_url, mint(user), room=room_id, framing=framing) as room:
+        welcome = room.welcome
+        assert welcome.user.id == user and welcome.user.role == "viewer"
+        assert welcome.room.id == room_id and welcome.room.host_id == "host1"
+        assert [s.id for s in welcome.room.sales] == [sale.id]
+        assert welcome.room.sales[0].product is not None and welcome.room.sales[0].product.title == "绿茶"
+        assert room.last_seq == welcome.seq
+        assert room.connected
+        assert await room.ping() > 0
+        assert abs(room.now_ms() - time.time() * 1000) < 5000
+        hold = await room.reserve(sale.id, 1)
+        assert hold.sale_id == sale.id and hold.quantity == 1
+    assert product.price_cents == 1999
+
+
+async def test_a_comment_reaches_another_client(server: Server) -> None:
+    host = HostClient(server.url, mint("host1", "host"))
+    room_id = (await host.create_room("chat", id=new_room_id())).id
+    async with (
+        RoomClient(server.ws_url, mint(new_user()), room=room_id, framing="json") as alice,
+        RoomClient(server.ws_url, mint(new_user()), room=room_id, framing="msgpack") as bob,
+    ):
+        seq = await alice.comment("你好 bob")
+        assert seq > 0
+        event = await _until(bob, lambda e: "你好 bob" in _texts(e))
+        assert isinstance(event, CommentBatch)
+        (comment,) = [c for c in event.comments if c.text == "你好 bob"]
+        assert comment.id == seq and comment.user_id == alice.welcome.user.id
+        await alice.like(3)
+        likes = await _until(bob, lambda e: isinstance(e, CommentBatch) and e.likes is not None)
+        assert isinstance(likes, CommentBatch) and likes.likes is not None and likes.likes >= 3
+
+
+async def test_reserve_gives_a_hold_then_limit_reached_and_sold_out(server: Server) -> None:
+    room_id, _product, sale = await _room_with_sale(server, stock=1, per_user_limit=1)
+    async with (
+        RoomClient(server.ws_url, mint(new_user()), room=room_id) as first,
+        RoomClient(server.ws_url, mint(new_user()), room=room_id) as second,
+    ):
+        hold = await first.reserve(sale.id, 1)
+        assert hold.hold_id and hold.expires_at_ms > time.time() * 1000
+        with pytest.raises(LimitReached) as limit:
+            await first.reserve(sale.id, 1)
+        assert limit.value.code == "limit_reached" and limit.value.message
+        with pytest.raises(SoldOut):
+            await second.reserve(sale.id, 1)
+        with pytest.raises(UnknownSale):
+            await second.reserve("s_nope", 1)
+        order = await first.confirm(hold.hold_id)
+        assert order.order_id == hold.hold_id and order.amount_cents == 1999 and order.quantity == 1
+        assert (await first.confirm(hold.hold_id)).order_id == order.order_id  # again: the same order
+    host = HostClient(server.url, mint("host1", "host"))
+    page = await host.sale_orders(sale.id)
+    assert [o.order_id for o in page.orders] == [hold.hold_id]
+
+
+class LosesTheFirstReserveAnswer(RoomClient):
+    """Cuts its connection as the first reserve's ack arrives, before reading it."""
+
+    lost: list[dict[str, Any]]
+
+    def _on_message(self, message: dict[str, Any]) -> None:
+        if message.get("type") == "ack" and message.get("of") == "reserve" and not self.lost:
+            self.lost.append(message)
+            assert self._ws is not None
+            self._ws.transport.abort()
+            return
+        super()._on_message(message)
+
+
+async def test_a_lost_reply_is_retried_with_the_same_rid_and_gives_the_same_hold(server: Server) -> None:
+    room_id, _product, sale = await _room_with_sale(server, stock=10, per_user_limit=3)
+    room = LosesTheFirstReserveAnswer(server.ws_url, mint(new_user()), room=room_id, backoff_initial_s=0.1)
+    room.lost = []
+    async with room:
+        hold = await room.reserve(sale.id, 2)
+        assert room.lost, "the first answer was not cut off"
+        assert hold.hold_id == room.lost[0]["hold_id"]
+        assert room.stats.reconnects == 1 and room.stats.resent == 1
+    current = await HostClient(server.url, mint("host1", "host")).get_sale(sale.id)
+    assert (current.held, current.available) == (2, 8)  # one hold of 2, not two
+
+
+class ResumesFromTheStart(RoomClient):
+    """Asks for every event again on a reconnect: the client must drop what it delivered."""
+
+    def resume_from(self) -> int:
+        return 0
+
+
+async def test_reconnects_after_the_servers_1001_and_resumes_without_duplicates(own_server: Server) -> None:
+    host = HostClient(own_server.url, mint("host1", "host"))
+    room_id = (await host.create_room("restart", id=new_room_id())).id
+    viewer = ResumesFromTheStart(own_server.ws_url, mint(new_user()), room=room_id, framing="json")
+    async with viewer:
+        async with RoomClient(own_server.ws_url, mint("host1", "host"), room=room_id) as staff:
+            await staff.host_message("one")
+        first = await _until(viewer, lambda e: isinstance(e, HostMessage))
+        assert isinstance(first, HostMessage) and first.text == "one" and first.seq is not None
+        own_server.restart()  # SIGTERM: the server closes every socket with 1001 and retry_ms
+        async with RoomClient(own_server.ws_url, mint("host1", "host"), room=room_id) as staff:
+            await staff.host_message("two")
+        seen: list[Event] = []
+        while not any(isinstance(e, HostMessage) and e.text == "two" for e in seen):
+            seen.append(await viewer.next_event(30))
+        reconnected = [e for e in seen if isinstance(e, Reconnected)]
+        assert len(reconnected) == 1 and reconnected[0].resumed
+        assert [e.text for e in seen if isinstance(e, HostMessage)] == ["two"]  # "one" not again
+        assert viewer.stats.last_close_code == 1001 and '"retry_ms"' in viewer.stats.last_close_reason
+        assert viewer.stats.reconnects == 1 and viewer.stats.duplicates_dropped >= 1
+        assert viewer.last_seq is not None and viewer.last_seq > first.seq
+
+
+async def test_a_refused_token_raises_unauthorized_and_is_not_retried(server: Server) -> None:
+    room_id = (await HostClient(server.url, mint("host1", "host")).create_room("auth", id=new_room_id())).id
+    started = time.monotonic()
+    with pytest.raises(Unauthorized) as refused:
+        async with RoomClient(server.ws_url, "not-a-token", room=room_id):
+            pass
+    assert refused.value.status == 401 and refused.value.code == "token_invalid"
+    assert time.monotonic() - started < 5
+
+
+async def test_an_expired_token_closes_with_4401_and_stops(server: Server) -> None:
+    room_id = (await HostClient(server.url, mint("host1", "host")).create_room("exp", id=new_room_id())).id
+    async with RoomClient(server.ws_url, mint(new_user(), ttl_s=2), room=room_id) as room:
+        with pytest.raises(TokenExpired):
+            async for _event in room:
+                pass
+        assert room.stats.last_close_code == 4401 and room.stats.reconnects == 0
+        with pytest.raises(TokenExpired):  # every later command says so too
+            await room.comment("still here?")
+
+
+async def test_a_ban_closes_with_4403_and_raises_banned(server: Server) -> None:
+    room_id = (await HostClient(server.url, mint("host1", "host")).create_room("ban", id=new_room_id())).id
+    user = new_user()
+    async with (
+        RoomClient(server.ws_url, mint(user), room=room_id) as viewer,
+        RoomClient(server.ws_url, mint("host1", "host"), room=room_id) as staff,
+    ):
+        await staff.request("ban", {"user_id": user})
+        with pytest.raises(Banned):
+            await _until(viewer, lambda e: False)
+    with pytest.raises(Banned) as again:
+        async with RoomClient(server.ws_url, mint(user), room=room_id):
+            pass
+    assert again.value.status == 403
+
+
+async def test_arguments_are_checked_before_sending() -> None:
+    room = RoomClient("ws://127.0.0.1:9/ws/rooms/x", "t")  # never connected: nothing is sent
+    for bad in ("1", 1.0, True, None):
+        with pytest.raises(TypeError):
+            await room.reserve("s_1", bad)  # type: ignore[arg-type]
+    for out_of_range in (0, -1):
+        with pytest.raises(ValueError):
+            await room.reserve("s_1", out_of_range)
+    with pytest.raises(TypeError):
+        await room.reserve(7, 1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        await room.comment("   ")
+    with pytest.raises(ValueError):
+        await room.like(0)
+    with pytest.raises(TypeError):
+        await room.bid("a_1", 10.5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        await room.vote("p_1", False)
+    with pytest.raises(ValueError):
+        RoomClient("http://127.0.0.1/ws/rooms/x")
+    with pytest.raises(ValueError):
+        RoomClient("ws://127.0.0.1/ws/rooms/x", framing="xml")  # type: ignore[arg-type]
+
+
+def test_unknown_error_codes_are_live_errors_with_code_message_and_data() -> None:
+    error = error_from({"type": "error", "code": "brand_new", "message": "m", "rid": "r", "extra": 1})
+    assert type(error) is LiveError and error.code == "brand_new" and error.data == {"extra": 1}
+    low = error_from({"code": "bid_too_low", "message": "m", "min_bid_cents": 500})
+    assert low.code == "bid_too_low" and getattr(low, "min_bid_cents", None) == 500
+
+
+async def test_sale_events_are_typed(server: Server) -> None:
+    host = HostClient(server.url, mint("host1", "host"))
+    room_id = (await host.create_room("events", id=new_room_id())).id
+    product = await host.create_product(room_id, "乌龙", 2500)
+    async with RoomClient(server.ws_url, mint(new_user()), room=room_id) as room:
+        sale = await host.create_sale(room_id, product.id, 3)
+        event = await _until(room, lambda e: isinstance(e, SaleOpened))
+        assert isinstance(event, SaleOpened) and event.sale.id == sale.id and event.sale.total == 3
+        await asyncio.sleep(0)
