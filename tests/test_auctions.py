@@ -20,7 +20,7 @@ from test_gateway import token
 from wsclient import MSGPACK, Client
 
 from inventory.payments import SimulatedPayments
-from live.auth import Role
+from live.auth import ANY_ROOM, Role
 from live.server import Running, running
 from live.settings import Settings
 
@@ -32,6 +32,10 @@ def settings(settings: Settings) -> Settings:
 
 @pytest.fixture
 async def shop(server: Running, http: aiohttp.ClientSession, host_token: str) -> dict[str, str]:
+    return await make_shop(server, http, host_token)
+
+
+async def make_shop(server: Running, http: aiohttp.ClientSession, host_token: str) -> dict[str, str]:
     await server.services.rooms.create("shop", host_id="host1", room_id="shop")
     async with http.post(
         "/api/rooms/shop/products", json={"title": "翡翠", "price_cents": 90_000}, headers=bearer(host_token)
@@ -161,7 +165,16 @@ async def test_bad_bids_are_refused_with_a_code_and_change_nothing(
     ]
 
 
-async def test_rate_limited_bidders_and_a_bid_after_the_end(
+async def test_rate_limited_bidders_and_a_bid_after_the_end(settings: Settings) -> None:
+    # (a bucket that refills next to never: at 20 a second a slow machine, deciding each of the
+    # 25 bids in 50 ms or more, would refill it as fast as they are taken)
+    slow_refill = dataclasses.replace(settings, bid_rate_per_s=0.01)
+    async with running(slow_refill) as server, aiohttp.ClientSession(base_url=server.url) as http:
+        host_token = server.services.auth.mint("host1", ANY_ROOM, Role.HOST, 600)
+        await _rate_limited(server, http, host_token, await make_shop(server, http, host_token))
+
+
+async def _rate_limited(
     server: Running, http: aiohttp.ClientSession, host_token: str, shop: dict[str, str]
 ) -> None:
     ann = await Client.connect(http, "shop", token(server, "ann"))
@@ -177,7 +190,8 @@ async def test_rate_limited_bidders_and_a_bid_after_the_end(
     assert "rate_limited" in codes and "ack" in codes
     ended = await ann.recv_type("auction_ended", timeout=20)
     assert (ended["auction_id"], ended["state"], ended["winner_id"]) == (aid, "unsold", None)
-    late = await ask(ann, bid("late", aid, 10**9))
+    bob = await Client.connect(http, "shop", token(server, "bob"))  # (ann's bucket is empty)
+    late = await ask(bob, bid("late", aid, 10**9))
     assert late["code"] == "auction_ended"
     state = await get_auction(http, host_token, aid)
     assert state["state"] == "unsold" and state["result"]["state"] == "unsold"
