@@ -387,7 +387,7 @@ async def test_watch_time_and_a_coupon_prize(
     assert draw["prize"] == {"coupon_batch_id": batch["batch_id"], "sale_id": sale["id"]}
     assert (await ask(ann, enter("e1", draw["id"])))["type"] == "ack"
     # Presence is sampled about once a second; the host closes the draw once ann's samples span
-    # min_watch_s, as soon as bob (just come) has entered: bob's span is a sample or two at most.
+    # min_watch_s, as soon as bob (just come) has been seen: bob is seen, for a sample or two.
     redis, prefix = server.services.redis, server.services.settings.key_prefix
     seen = keys.ToolKeys(prefix, "shop", draw["id"])
 
@@ -399,6 +399,11 @@ async def test_watch_time_and_a_coupon_prize(
     await wait_for(ann_watched, timeout=30)
     late = await Client.connect(http, "shop", token(server, "bob"))
     assert (await ask(late, enter("e2", draw["id"])))["type"] == "ack"
+
+    async def bob_seen() -> bool:
+        return await redis.zscore(seen.part("first"), "bob") is not None
+
+    await wait_for(bob_seen, timeout=30)
     await close_draw(http, host_token, draw["id"])
     await ann.recv_type("draw_closed", timeout=15)
     read = await get_draw(http, host_token, draw["id"])
