@@ -309,11 +309,15 @@ async def test_an_ask_during_a_comment_storm_is_never_dropped(
 
     tasks = [asyncio.create_task(storm(n, c)) for n, c in enumerate(stormers)]
     try:
-        await asyncio.sleep(0.3)
+        skipped = 0
+        deadline = time.monotonic() + 30
+        while not skipped:  # the storm is on: the watcher's chat is sampled (at any speed)
+            message = await watcher.recv(timeout=30)
+            skipped += message.get("skipped", 0) if message["type"] == "batch" else 0
+            assert time.monotonic() < deadline, "the chat was never sampled"
         asked = await ask(ann, question("storm", "主播身高多少?"))
         assert asked["type"] == "ack", asked
         qid = asked["question"]["id"]
-        skipped = 0
         while True:  # the question reaches a viewer whose chat is sampled
             message = await watcher.recv(timeout=5)
             skipped += message.get("skipped", 0) if message["type"] == "batch" else 0
