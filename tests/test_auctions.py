@@ -20,7 +20,7 @@ from test_gateway import token
 from wsclient import MSGPACK, Client
 
 from inventory.payments import SimulatedPayments
-from live.auth import Role
+from live.auth import ANY_ROOM, Role
 from live.server import Running, running
 from live.settings import Settings
 
@@ -32,6 +32,10 @@ def settings(settings: Settings) -> Settings:
 
 @pytest.fixture
 async def shop(server: Running, http: aiohttp.ClientSession, host_token: str) -> dict[str, str]:
+    return await make_shop(server, http, host_token)
+
+
+async def make_shop(server: Running, http: aiohttp.ClientSession, host_token: str) -> dict[str, str]:
     await server.services.rooms.create("shop", host_id="host1", room_id="shop")
     async with http.post(
         "/api/rooms/shop/products", json={"title": "翡翠", "price_cents": 90_000}, headers=bearer(host_token)
@@ -161,12 +165,22 @@ async def test_bad_bids_are_refused_with_a_code_and_change_nothing(
     ]
 
 
-async def test_rate_limited_bidders_and_a_bid_after_the_end(
+async def test_rate_limited_bidders_and_a_bid_after_the_end(settings: Settings) -> None:
+    # (a bucket that refills next to never: at 20 a second a slow machine, deciding each of the
+    # 25 bids in 50 ms or more, would refill it as fast as they are taken)
+    slow_refill = dataclasses.replace(settings, bid_rate_per_s=0.01)
+    async with running(slow_refill) as server, aiohttp.ClientSession(base_url=server.url) as http:
+        host_token = server.services.auth.mint("host1", ANY_ROOM, Role.HOST, 600)
+        await _rate_limited(server, http, host_token, await make_shop(server, http, host_token))
+
+
+async def _rate_limited(
     server: Running, http: aiohttp.ClientSession, host_token: str, shop: dict[str, str]
 ) -> None:
     ann = await Client.connect(http, "shop", token(server, "ann"))
+    # (seconds beyond the 25 bids sent at once: a slow machine decides them all while it is open)
     auction = await open_auction(
-        http, host_token, shop["product"], duration_s=1, snipe_s=0, reserve_cents=10**9
+        http, host_token, shop["product"], duration_s=5, snipe_s=0, reserve_cents=10**9
     )
     aid = auction["id"]
     for n in range(25):
@@ -174,9 +188,10 @@ async def test_rate_limited_bidders_and_a_bid_after_the_end(
     answers = [await ann.recv_until(lambda m: m["type"] in ("ack", "error")) for _ in range(25)]
     codes = {a.get("code", "ack") for a in answers}
     assert "rate_limited" in codes and "ack" in codes
-    ended = await ann.recv_type("auction_ended")
+    ended = await ann.recv_type("auction_ended", timeout=20)
     assert (ended["auction_id"], ended["state"], ended["winner_id"]) == (aid, "unsold", None)
-    late = await ask(ann, bid("late", aid, 10**9))
+    bob = await Client.connect(http, "shop", token(server, "bob"))  # (ann's bucket is empty)
+    late = await ask(bob, bid("late", aid, 10**9))
     assert late["code"] == "auction_ended"
     state = await get_auction(http, host_token, aid)
     assert state["state"] == "unsold" and state["result"]["state"] == "unsold"
@@ -188,8 +203,9 @@ async def test_outbid_notice_an_extension_and_its_cap(
     ann = await Client.connect(http, "shop", token(server, "ann"))
     bob = await Client.connect(http, "shop", token(server, "bob"))
     watcher = await Client.connect(http, "shop", token(server, "cat"))
+    # (seconds beyond the two bids: a slow machine makes them while it is open)
     auction = await open_auction(
-        http, host_token, shop["product"], duration_s=2, snipe_s=30, max_extension_s=1
+        http, host_token, shop["product"], duration_s=5, snipe_s=30, max_extension_s=1
     )
     aid, original = auction["id"], auction["ends_at_ms"]
     first = await ask(ann, bid("a1", aid, 1000))
@@ -201,7 +217,7 @@ async def test_outbid_notice_an_extension_and_its_cap(
     latest = await watcher.recv_until(lambda m: m["type"] == "auction_bid" and m["bid_seq"] == 2)
     assert (latest["leader_id"], latest["amount_cents"], latest["min_bid_cents"]) == ("bob", 1100, 1200)
     assert latest["ends_at_ms"] == original + 1000 and "seq" in latest  # the priority lane
-    ended = await watcher.recv_type("auction_ended", timeout=10)
+    ended = await watcher.recv_type("auction_ended", timeout=30)
     assert (ended["state"], ended["winner_id"], ended["amount_cents"]) == ("offered", "bob", 1100)
     assert ended["ts_ms"] >= original + 1000
     won = await bob.recv_type("auction_won")
@@ -214,19 +230,20 @@ async def test_a_winner_who_does_not_pay_and_the_next_bidder_who_does(
     ann = await Client.connect(http, "shop", token(server, "ann"))
     bob = await Client.connect(http, "shop", token(server, "bob"))
     watcher = await Client.connect(http, "shop", token(server, "cat"))
+    # (seconds beyond the two bids, and beyond ann's few calls before she pays within her hold)
     auction = await open_auction(
-        http, host_token, shop["product"], duration_s=2, snipe_s=0, hold_s=3, reserve_cents=1000
+        http, host_token, shop["product"], duration_s=4, snipe_s=0, hold_s=4, reserve_cents=1000
     )
     aid = auction["id"]
     assert (await ask(ann, bid("a1", aid, 1000)))["type"] == "ack"
     assert (await ask(bob, bid("b1", aid, 1500)))["type"] == "ack"
-    won = await bob.recv_type("auction_won", timeout=10)
+    won = await bob.recv_type("auction_won", timeout=30)
     assert won["amount_cents"] == 1500
-    offer = await watcher.recv_type("auction_offer", timeout=10)
+    offer = await watcher.recv_type("auction_offer", timeout=30)
     assert (offer["user_id"], offer["amount_cents"]) == ("bob", 1500)
     # bob lets it lapse: ann is offered it at her highest bid
     nxt = await watcher.recv_until(
-        lambda m: m["type"] == "auction_offer" and m["user_id"] == "ann", timeout=10
+        lambda m: m["type"] == "auction_offer" and m["user_id"] == "ann", timeout=30
     )
     assert nxt["amount_cents"] == 1000
     mine = await ann.recv_type("auction_won")
@@ -386,7 +403,7 @@ async def test_a_restart_mid_auction_and_a_redis_that_lost_it(settings: Settings
         assert shown[lost["id"]]["leader_id"] == "ann" and shown[lost["id"]]["amount_cents"] == 1200
         endings = {}
         while len(endings) < 2:
-            ended = await watcher.recv_type("auction_ended", timeout=15)
+            ended = await watcher.recv_type("auction_ended", timeout=30)
             assert ended["auction_id"] not in endings  # each closes once
             endings[ended["auction_id"]] = ended
         for aid in (restarted["id"], lost["id"]):

@@ -296,9 +296,10 @@ async def test_exclusions_at_the_close_and_the_claim_window(settings: Settings) 
 async def _exclusions(server: Running, http: aiohttp.ClientSession, host_token: str, product: str) -> None:
     people = ["ann", "bob", "cat", "dan", "eve", "fay"]
     clients = {u: await Client.connect(http, "shop", token(server, u)) for u in people}
-    # (dan leaves at once: long enough before the close, at any speed, not to count as present)
+    # (the host closes it once dan has been gone longer than presence's grace, however long the
+    # entries take; a claim window far longer than the winner's claim right after the close takes)
     draw = await open_draw(
-        http, host_token, product, winners=10, duration_s=5, present_at_close=True, claim_s=1
+        http, host_token, product, winners=10, duration_s=600, present_at_close=True, claim_s=5
     )
     did = draw["id"]
     for n, user in enumerate(people):
@@ -307,7 +308,23 @@ async def _exclusions(server: Running, http: aiohttp.ClientSession, host_token: 
     await bus.ban("shop", "eve")
     await bus.mute("shop", "fay", int(time.time() * 1000) + 60_000)
     await clients["dan"].close()  # gone before the close
+    redis, last = server.services.redis, keys.ToolKeys(server.services.settings.key_prefix, "shop", did)
+
+    async def dan_gone() -> bool:
+        """The others seen since dan left, dan last seen longer ago than presence's grace."""
+        if "dan" in server.services.hub.present_users("shop"):
+            return False
+        seen = [await redis.zscore(last.part("last"), u) for u in people]
+        dan, others = seen[people.index("dan")], [t for u, t in zip(people, seen, strict=True) if u != "dan"]
+        secs, micros = await redis.time()  # the shard's clock, as the close's
+        now = secs * 1000 + micros // 1000
+        return all(t is not None and (dan is None or t > dan) for t in others) and (
+            dan is None or dan < now - live_draws.PRESENCE_GRACE_MS
+        )
+
+    await wait_for(dan_gone, timeout=30)
     watcher = clients["ann"]
+    await close_draw(http, host_token, did)
     event = await watcher.recv_type("draw_closed", timeout=15)
     read = await get_draw(http, host_token, did)
     assert read["excluded"] == {"eve": "banned", "fay": "muted", "cat": "address_limit", "dan": "not_present"}
@@ -327,7 +344,7 @@ async def _exclusions(server: Running, http: aiohttp.ClientSession, host_token: 
         row = await server.services.store.tool(did)
         return row is not None and "unclaimed" in json.loads(row.result or "{}")
 
-    await wait_for(expired)
+    await wait_for(expired, timeout=30)
     late = read["winner_ids"][1]
     assert (await ask(clients[late], claim("c2", did)))["code"] == "claim_expired"
     assert (await ask(clients[winner], claim("c3", did)))["type"] == "ack"  # claimed before: kept
@@ -365,15 +382,29 @@ async def test_watch_time_and_a_coupon_prize(
     ann = await Client.connect(http, "shop", token(server, "ann"))
     draw = await open_draw(
         http, host_token, shop["product"], prize={"coupon_batch_id": batch["batch_id"]}, winners=1,
-        duration_s=6, min_watch_s=3,
+        duration_s=600, min_watch_s=3,
     )  # fmt: skip
     assert draw["prize"] == {"coupon_batch_id": batch["batch_id"], "sale_id": sale["id"]}
     assert (await ask(ann, enter("e1", draw["id"])))["type"] == "ack"
-    # Presence is sampled about once a second: a second's margin either side of min_watch_s
-    # (ann watches 4 s at least, counted from the first sample, bob 2 s at most).
-    await asyncio.sleep(4)
+    # Presence is sampled about once a second; the host closes the draw once ann's samples span
+    # min_watch_s, as soon as bob (just come) has been seen: bob is seen, for a sample or two.
+    redis, prefix = server.services.redis, server.services.settings.key_prefix
+    seen = keys.ToolKeys(prefix, "shop", draw["id"])
+
+    async def ann_watched() -> bool:
+        first = await redis.zscore(seen.part("first"), "ann")
+        last = await redis.zscore(seen.part("last"), "ann")
+        return first is not None and last is not None and last - first >= 3000
+
+    await wait_for(ann_watched, timeout=30)
     late = await Client.connect(http, "shop", token(server, "bob"))
     assert (await ask(late, enter("e2", draw["id"])))["type"] == "ack"
+
+    async def bob_seen() -> bool:
+        return await redis.zscore(seen.part("first"), "bob") is not None
+
+    await wait_for(bob_seen, timeout=30)
+    await close_draw(http, host_token, draw["id"])
     await ann.recv_type("draw_closed", timeout=15)
     read = await get_draw(http, host_token, draw["id"])
     assert read["excluded"] == {"bob": "watch_time"} and read["winner_ids"] == ["ann"]
@@ -438,14 +469,18 @@ async def test_a_restart_mid_draw_and_a_redis_that_lost_it(settings: Settings) -
             "/api/rooms/shop/products", json={"title": "玉", "price_cents": 500}, headers=bearer(host_token)
         ) as resp:
             product = (await resp.json())["id"]
-        kept = await open_draw(http, host_token, product, winners=1, duration_s=3)
-        lost = await open_draw(http, host_token, product, winners=1, duration_s=3)
-        done = await open_draw(http, host_token, product, winners=1, duration_s=1, claim_s=60)
+        # (done is closed by the host, so the entries need not fit before a close time; kept and
+        # lost are opened last, their close time seconds beyond this process's stop)
+        done = await open_draw(http, host_token, product, winners=1, duration_s=600, claim_s=600)
         ann = await Client.connect(http, "shop", token(first, "ann"))
-        for n, draw in enumerate((kept, lost, done)):
-            assert (await ask(ann, enter(f"e{n}", draw["id"])))["type"] == "ack"
+        assert (await ask(ann, enter("e0", done["id"])))["type"] == "ack"
+        await close_draw(http, host_token, done["id"])
         closed = await ann.recv_type("draw_closed", timeout=10)
         assert closed["draw_id"] == done["id"] and closed["winner_ids"] == ["ann"]
+        kept = await open_draw(http, host_token, product, winners=1, duration_s=6)
+        lost = await open_draw(http, host_token, product, winners=1, duration_s=6)
+        for n, draw in enumerate((kept, lost), 1):
+            assert (await ask(ann, enter(f"e{n}", draw["id"])))["type"] == "ack"
         await ann.close()
     # the Redis lost one draw (a failover, say) and everything about when each is due
     redis = first.services.redis
@@ -461,7 +496,7 @@ async def test_a_restart_mid_draw_and_a_redis_that_lost_it(settings: Settings) -
         assert shown[lost["id"]]["closes_at_ms"] == lost["closes_at_ms"]
         endings: dict[str, dict[str, Any]] = {}
         while len(endings) < 2:
-            ended = await watcher.recv_type("draw_closed", timeout=15)
+            ended = await watcher.recv_type("draw_closed", timeout=30)
             assert ended["draw_id"] not in endings  # each closes once
             endings[ended["draw_id"]] = ended
         assert endings[kept["id"]]["winner_ids"] == ["ann"]
@@ -505,7 +540,7 @@ async def test_a_keyword_comment_on_another_process_enters_at_once(
             async def entered() -> bool:
                 return bool((await get_draw(on_b, host_token, draw["id"]))["entrants"] == 2)
 
-            await wait_for(entered, timeout=5)
+            await wait_for(entered, timeout=15)  # (its refresh: an hour away)
             closed = await close_draw(on_b, host_token, draw["id"])
             assert sorted(closed["entries"]) == ["ann", "bob"]
 
@@ -521,11 +556,16 @@ def gauges_of(frames: list[dict[str, Any]], draw_id: str) -> list[int]:
 
 
 async def test_the_count_sent_is_the_count_now_and_is_sent_again_after_the_last_change(
-    server: Running, http: aiohttp.ClientSession, host_token: str, shop: dict[str, str]
+    server: Running,
+    http: aiohttp.ClientSession,
+    host_token: str,
+    shop: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Another process's entries (entered here straight through the script) since this one's
     last change: the count this process sends is read at its tick, and read and sent once more
     a moment after its last change, so a viewer is not left with an older count."""
+    monkeypatch.setattr(live_draws, "SETTLE_MS", 5000)
     box = next(t for t in server.services.tools if t.welcome_key == "draws").box  # type: ignore[attr-defined]
     ann = await Client.connect(http, "shop", token(server, "ann"))
     draw = await open_draw(http, host_token, shop["product"])
@@ -533,15 +573,16 @@ async def test_the_count_sent_is_the_count_now_and_is_sent_again_after_the_last_
     for n in range(3):  # "elsewhere", before this process's entry is sent
         await box.enter("shop", did, f"other{n}", "10.0.0.1", False, False, 0)
     assert (await ask(ann, enter("e1", did)))["type"] == "ack"
-    frames = await ann.collect(0.5)
+    frames = [await ann.recv_until(lambda m: bool(gauges_of([m], did)), timeout=15)]
     assert gauges_of(frames, did) == [4]
-    await box.enter("shop", did, "later", "10.0.0.1", False, False, 0)  # elsewhere, after
+    # (elsewhere, after the tick's send and well before the send once more: SETTLE_MS made long)
+    await box.enter("shop", did, "later", "10.0.0.1", False, False, 0)
 
     async def sent_again() -> bool:
         frames.extend(await ann.collect(0.2))
         return gauges_of(frames, did)[-1] == 5
 
-    await wait_for(sent_again, timeout=5)
+    await wait_for(sent_again, timeout=30)
     assert gauges_of(frames, did) == [4, 5]  # once more, then no more
     assert not gauges_of(await ann.collect(1.5), did)
 

@@ -135,7 +135,9 @@ async def test_an_entry_is_atomic_once_and_refusals_change_nothing(box: DrawBox)
 
 
 async def test_the_close_excludes_draws_exactly_min_winners_and_runs_once(box: DrawBox) -> None:
-    s = spec(winners=3, duration_ms=200, present_at_close=True, min_watch_ms=50)
+    # (its close time comes when the test says so, not 200 ms after the open: the entries and
+    # samples before it take as long as the machine makes them)
+    s = spec(winners=3, present_at_close=True, min_watch_ms=50)
     await box.open(s)
     for user, ip in (
         ("ann", "a"),
@@ -153,6 +155,7 @@ async def test_the_close_excludes_draws_exactly_min_winners_and_runs_once(box: D
     await asyncio.sleep(0.1)
     assert await box.record_presence(ROOM, s.id, ["ann", "bob", "cat", "dan", "fay", "gus"])  # gus: just came
     assert (await box.close(ROOM, s.id, BANNED, MUTES, 2, 3000)).kind == "later"
+    await box.redis.hset(box.keys(ROOM, s.id).tool, "closes_at", 0)  # its time came
     step = await close_now(box, s, per_ip=2)
     assert step.kind == "closed" and step.closed is not None
     closed = step.closed
@@ -191,7 +194,9 @@ async def test_the_close_excludes_draws_exactly_min_winners_and_runs_once(box: D
 
 
 async def test_claims_once_and_their_window(box: DrawBox) -> None:
-    s = spec(winners=1, duration_ms=20, claim_ms=300)
+    # (a claim window far longer than the calls inside it take; the second draw's window is
+    # ended by moving its claim_by into the past, not by a sleep that must outlast it)
+    s = spec(winners=1, duration_ms=20, claim_ms=60_000)
     await box.open(s)
     await refused(box, s, "not_a_winner", lambda: box.check_claim(ROOM, s.id, "ann"))  # not yet drawn
     await box.enter(ROOM, s.id, "ann", "a", False, False, 0)
@@ -210,15 +215,18 @@ async def test_claims_once_and_their_window(box: DrawBox) -> None:
     assert await box.check_claim(ROOM, s.id, winner) == order
     assert (await box.result(ROOM, s.id))["claims"] == {winner: f"{s.id}.1"}
 
-    other = spec(winners=2, duration_ms=20, claim_ms=50)
+    other = spec(winners=2, duration_ms=20, claim_ms=60_000)
     await box.open(other)
     for user in ("ann", "bob"):
         await box.enter(ROOM, other.id, user, user, False, False, 0)
     closed = (await close_now(box, other)).closed
     assert closed is not None and len(closed.winner_ids) == 2
+    closed_at = int(await box.redis.hget(box.keys(ROOM, other.id).tool, "closed_at"))
+    assert closed.claim_by_ms == closed_at + 60_000  # the window: claim_ms from the close
     first, second = closed.winner_ids
     await box.claim(ROOM, other.id, first, None)
-    await asyncio.sleep(0.08)
+    assert (await box.expire(ROOM, other.id)).kind == "later"
+    await box.redis.hset(box.keys(ROOM, other.id).tool, "claim_by", closed_at)  # its window ended
     await refused(box, other, "claim_expired", lambda: box.check_claim(ROOM, other.id, second))
     expired = await box.expire(ROOM, other.id)
     assert expired.kind == "expired" and expired.unclaimed == (second,)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -227,26 +228,44 @@ async def test_staff_pin_answer_dismiss_over_websocket_and_http(
     assert [m for m in later if m["type"] == "qna_top"][-1]["questions"] == []
 
 
+async def tops_until(watcher: Client, expected: list[Any], timeout: float = 30) -> list[dict[str, Any]]:
+    """The qna_top frames a watcher gets until one shows ``expected``, then any more within half
+    a second (there should be none: nothing changed)."""
+    frames: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    while not frames or frames[-1]["questions"] != expected:
+        frames += [m for m in await watcher.collect(0.1) if m["type"] == "qna_top"]
+        assert time.monotonic() < deadline, frames
+    frames += [m for m in await watcher.collect(0.5) if m["type"] == "qna_top"]
+    return frames
+
+
 async def test_qna_top_is_coalesced_correct_and_sent_only_on_a_change(
     settings: Settings, server: Running, http: aiohttp.ClientSession, host_token: str, shop: str
 ) -> None:
     askers = [await Client.connect(http, shop, token(server, f"u{n}")) for n in range(6)]
     watcher = await Client.connect(http, shop, token(server, "watcher"))
+    tick = settings.tools_tick_ms / 1000
+    started = time.monotonic()
     answers = await asyncio.gather(*(ask(c, question(f"q{n}", f"问题 {n}")) for n, c in enumerate(askers)))
+    burst = time.monotonic() - started
     ids = [a["question"]["id"] for a in answers]
-    frames = [m for m in await watcher.collect(0.6) if m["type"] == "qna_top"]
-    assert 1 <= len(frames) <= 2, frames  # six asks within a tick or two: one or two gauges
     expected = (await queue(http, host_token, "shop"))["questions"][:3]
-    assert frames[-1]["questions"] == expected and len(expected) == 3
+    assert len(expected) == 3
+    frames = await tops_until(watcher, expected)
+    # six asks within a tick or two (on a fast machine): one or two gauges; at most one a tick
+    assert 1 <= len(frames) <= burst / tick + 2, (frames, burst)
 
     # the last one asked gets upvotes: it rises to the top
     last = ids[-1]
     voters = askers[:3]
+    started = time.monotonic()
     await asyncio.gather(*(ask(v, upvote(f"v{n}", last)) for n, v in enumerate(voters)))
-    frames = [m for m in await watcher.collect(0.5) if m["type"] == "qna_top"]
-    assert 1 <= len(frames) <= 2
-    assert frames[-1]["questions"][0]["id"] == last and frames[-1]["questions"][0]["upvotes"] == 3
-    assert frames[-1]["questions"] == (await queue(http, host_token))["questions"][:3]
+    burst = time.monotonic() - started
+    expected = (await queue(http, host_token))["questions"][:3]
+    assert expected[0]["id"] == last and expected[0]["upvotes"] == 3
+    frames = await tops_until(watcher, expected)
+    assert 1 <= len(frames) <= burst / tick + 2, (frames, burst)
 
     # no change, no gauge: an upvote again, a pin of one outside the top three
     assert (await ask(askers[0], upvote("again", last)))["upvotes"] == 3
@@ -290,11 +309,15 @@ async def test_an_ask_during_a_comment_storm_is_never_dropped(
 
     tasks = [asyncio.create_task(storm(n, c)) for n, c in enumerate(stormers)]
     try:
-        await asyncio.sleep(0.3)
+        skipped = 0
+        deadline = time.monotonic() + 30
+        while not skipped:  # the storm is on: the watcher's chat is sampled (at any speed)
+            message = await watcher.recv(timeout=30)
+            skipped += message.get("skipped", 0) if message["type"] == "batch" else 0
+            assert time.monotonic() < deadline, "the chat was never sampled"
         asked = await ask(ann, question("storm", "主播身高多少?"))
         assert asked["type"] == "ack", asked
         qid = asked["question"]["id"]
-        skipped = 0
         while True:  # the question reaches a viewer whose chat is sampled
             message = await watcher.recv(timeout=5)
             skipped += message.get("skipped", 0) if message["type"] == "batch" else 0
@@ -322,10 +345,15 @@ async def test_two_processes_send_each_change_of_the_top_once(settings: Settings
             watch_b = await Client.connect(hb, "shop", token(b, "wb"))
             qid = (await ask(on_a, question("a", "从哪里发货?")))["question"]["id"]
             assert (await ask(on_b, upvote("v", qid)))["upvotes"] == 1  # the other process
-            await asyncio.sleep(0.5)
+            heard: list[list[dict[str, Any]]] = [[], []]
+            deadline = time.monotonic() + 30
+            for watcher, frames in zip((watch_a, watch_b), heard, strict=True):
+                while not frames or [(q["id"], q["upvotes"]) for q in frames[-1]["questions"]] != [(qid, 1)]:
+                    frames += [m for m in await watcher.collect(0.1) if m["type"] == "qna_top"]
+                    assert time.monotonic() < deadline, frames
             assert (await ask(on_b, upvote("v2", qid)))["upvotes"] == 1  # again: no change
-            for watcher in (watch_a, watch_b):
-                frames = [m for m in await watcher.collect(0.5) if m["type"] == "qna_top"]
+            for watcher, frames in zip((watch_a, watch_b), heard, strict=True):
+                frames += [m for m in await watcher.collect(0.5) if m["type"] == "qna_top"]
                 assert [[(q["id"], q["upvotes"]) for q in f["questions"]] for f in frames][-1] == [(qid, 1)]
                 assert len(frames) <= 2  # the ask, the upvote: each once, from whichever process
             host = a.services.auth.mint("host1", "shop", Role.HOST, 600)
