@@ -153,9 +153,7 @@ class Draws:
             if draw is None:
                 return None
             if draw.state == "open":
-                if _needs_presence(draw):
-                    await self._record_presence(room_id, [tool_id])  # this process's, fresh
-                step = await self._close(room_id, tool_id)
+                step = await self._close(draw)
                 if step.kind == "later":
                     return step.at_ms
                 if step.closed is not None:
@@ -327,7 +325,13 @@ class Draws:
 
     # -- the close ------------------------------------------------------------------------------
 
-    async def _close(self, room_id: str, draw_id: str, early: bool = False) -> Step:
+    async def _close(self, draw: Draw, early: bool = False) -> Step:
+        """Close the draw if its time came (``early``: a host closes it now), with this
+        process's users recorded as present first when its rules ask who is (the other
+        processes' are at most ``REFRESH_MS`` old)."""
+        room_id, draw_id = draw.spec.room_id, draw.spec.id
+        if _needs_presence(draw):
+            await self._record_presence(room_id, [draw_id])
         room = RoomKeys(self.ctx.key_prefix, room_id)
         per_ip = self.ctx.config.draw_max_entries_per_ip
         return await self.box.close(
@@ -503,7 +507,7 @@ class Draws:
     async def _close_route(self, request: web.Request) -> web.Response:
         row = await self._row(request)
         draw = await self._draw(row.room_id, row.id)
-        step = await self._close(row.room_id, row.id, early=True)
+        step = await self._close(draw, early=True)
         if step.closed is not None:
             await self._announce(draw, step.closed)
             await self.ctx.tools.schedule(row.room_id, row.id, step.closed.claim_by_ms)

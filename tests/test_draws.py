@@ -706,3 +706,18 @@ async def test_anyone_in_the_room_reads_a_closed_draws_verification(
         keys.tool, *(keys.part(p) for p in ("order", "ip", "eligible", "excluded", "winners"))
     )
     assert await verification(http, "shop", did, viewer) == (200, read)
+
+
+async def test_an_early_close_counts_the_viewers_here_present(
+    server: Running, http: aiohttp.ClientSession, host_token: str, shop: dict[str, str]
+) -> None:
+    """Closed by the host at once, before any periodic presence sample: the closing process
+    records its own users first, so a viewer who is here is not excluded as not present."""
+    ann = await Client.connect(http, "shop", token(server, "ann"))
+    draw = await open_draw(
+        http, host_token, shop["product"], winners=1, duration_s=600, present_at_close=True
+    )
+    assert (await ask(ann, enter("e1", draw["id"])))["type"] == "ack"
+    closed = await close_draw(http, host_token, draw["id"])
+    assert (closed["excluded"], closed["eligible"], closed["winner_ids"]) == ({}, ["ann"], ["ann"])
+    await ann.close()
