@@ -1,0 +1,408 @@
+"""The shared protocol vectors (protocol/vectors/*.json, format in protocol/vectors/README.md)
+through live_client against a real ``live serve``: each server frame a vector expects must come
+out of the client as its documented typed result. An ack is the method's typed return (its
+fields as the vector says), an error is the exception class ``live_client.errors`` maps its
+code to (with ``.code`` and the extra fields in ``.data``), a refused handshake is that class
+with ``.status``, and a close is the client's typed stop (4401 Unauthorized, 4403 Forbidden).
+
+Skipped, case by case with the reason: vectors marked ``server_only`` (raw or malformed frames
+the client API cannot send) and first-message auth (live_client authenticates with the
+``Authorization`` header)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Server, mint
+
+from live_client import (
+    ERRORS,
+    Forbidden,
+    HostClient,
+    LiveError,
+    NotFound,
+    RoomClient,
+    Unauthorized,
+)
+from live_client.room import room_url
+
+VECTORS = Path(__file__).resolve().parents[3] / "protocol" / "vectors"
+FILES = sorted(VECTORS.glob("*.json"))
+REPLIES = ("ack", "error", "pong")
+#: The typed stop of a close code (the reason's code is the exception's ``.code``).
+CLOSES: dict[int, type[LiveError]] = {4401: Unauthorized, 4403: Forbidden, 4404: NotFound}
+
+
+def load_cases() -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    for path in FILES:
+        for case in json.loads(path.read_text(encoding="utf-8")):
+            out.append((f"{path.stem}/{case['name']}", case))
+    return out
+
+
+CASES = load_cases()
+
+
+def _framings(case: dict[str, Any]) -> list[str]:
+    framing = case.get("connect", {}).get("framing", "both")
+    return ["json", "msgpack"] if framing == "both" else [framing]
+
+
+PARAMS = [
+    pytest.param(case, framing, id=f"{cid}[{framing}]") for cid, case in CASES for framing in _framings(case)
+]
+
+# -- the vectors' language (as in tests/test_conformance.py, the server's runner) ---------------
+
+TYPES: dict[str, Callable[[Any], bool]] = {
+    "$int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "$str": lambda v: isinstance(v, str),
+    "$bool": lambda v: isinstance(v, bool),
+    "$list": lambda v: isinstance(v, list),
+    "$object": lambda v: isinstance(v, dict),
+    "$any": lambda v: True,
+}
+
+
+def subst_text(text: str, names: dict[str, Any]) -> str:
+    return re.sub(r"\$([a-z_]+)", lambda m: str(names.get(m.group(1), m.group(0))), text)
+
+
+def subst(value: Any, names: dict[str, Any]) -> Any:
+    if isinstance(value, str) and value.startswith("$") and value[1:] in names:
+        return names[value[1:]]
+    if isinstance(value, str):
+        return subst_text(value, names)
+    if isinstance(value, dict):
+        return {k: subst(v, names) for k, v in value.items()}
+    if isinstance(value, list):
+        return [subst(v, names) for v in value]
+    return value
+
+
+def mismatch(pattern: Any, actual: Any, names: dict[str, Any], path: str = "") -> str | None:
+    if isinstance(pattern, str) and pattern.startswith("$"):
+        if pattern in TYPES:
+            return None if TYPES[pattern](actual) else f"{path}: {actual!r} is not {pattern}"
+        if pattern.startswith("$contains:"):
+            ok = isinstance(actual, str) and pattern[10:] in actual
+            return None if ok else f"{path}: {actual!r} lacks {pattern[10:]!r}"
+        if pattern[1:] in names:
+            expected = names[pattern[1:]]
+            return None if actual == expected else f"{path}: {actual!r} != {expected!r} ({pattern})"
+        return f"{path}: unknown placeholder {pattern}"
+    if isinstance(pattern, dict):
+        if not isinstance(actual, dict):
+            return f"{path}: {actual!r} is not an object"
+        for key, sub in pattern.items():
+            if sub == "$absent":
+                if key in actual:
+                    return f"{path}.{key}: present ({actual[key]!r}), expected absent"
+                continue
+            if key not in actual:
+                return f"{path}.{key}: missing"
+            why = mismatch(sub, actual[key], names, f"{path}.{key}")
+            if why:
+                return why
+        return None
+    if isinstance(pattern, list):
+        if not isinstance(actual, list) or len(actual) != len(pattern):
+            return f"{path}: {actual!r} is not a list of {len(pattern)}"
+        for i, (p, a) in enumerate(zip(pattern, actual, strict=True)):
+            why = mismatch(p, a, names, f"{path}[{i}]")
+            if why:
+                return why
+        return None
+    if type(pattern) is not type(actual) or pattern != actual:
+        return f"{path}: {actual!r} != {pattern!r}"
+    return None
+
+
+def save(spec: dict[str, str], obj: Any, names: dict[str, Any]) -> None:
+    for name, dotted in spec.items():
+        value = obj
+        for part in dotted.split("."):
+            value = value[part]
+        names[name] = value
+
+
+# -- frames to client calls ----------------------------------------------------------------------
+
+
+def _view(model: Any) -> dict[str, Any]:
+    """A typed result as a dict of its typed fields (nested models too), without ``data``."""
+
+    def strip(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k != "data"}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    return dict(strip(dataclasses.asdict(model)))
+
+
+Call = Callable[[RoomClient, dict[str, Any], str | None], Awaitable[dict[str, Any]]]
+
+
+async def _ping(r: RoomClient, f: dict[str, Any], rid: str | None) -> dict[str, Any]:
+    return {"server_time_ms": await r.ping()}
+
+
+async def _comment(r: RoomClient, f: dict[str, Any], rid: str | None) -> dict[str, Any]:
+    return {"seq": await r.comment(f["text"])}
+
+
+async def _reserve(r: RoomClient, f: dict[str, Any], rid: str | None) -> dict[str, Any]:
+    return _view(await r.reserve(f["sale_id"], f["quantity"], rid=rid))
+
+
+async def _confirm(r: RoomClient, f: dict[str, Any], rid: str | None) -> dict[str, Any]:
+    return {"order": _view(await r.confirm(f["hold_id"], f.get("coupon_id"), rid=rid))}
+
+
+async def _cancel(r: RoomClient, f: dict[str, Any], rid: str | None) -> dict[str, Any]:
+    return _view(await r.cancel(f["hold_id"], rid=rid))
+
+
+async def _open_team(r: RoomClient, f: dict[str, Any], rid: str | None) -> dict[str, Any]:
+    return _view(await r.open_team(f["sale_id"], f.get("quantity", 1), rid=rid))
+
+
+async def _join_team(r: RoomClient, f: dict[str, Any], rid: str | None) -> dict[str, Any]:
+    return _view(await r.join_team(f["sale_id"], f["code"], f.get("quantity", 1), rid=rid))
+
+
+async def _claim_coupon(r: RoomClient, f: dict[str, Any], rid: str | None) -> dict[str, Any]:
+    return _view(await r.claim_coupon(f["sale_id"], f["batch_id"]))
+
+
+async def _bid(r: RoomClient, f: dict[str, Any], rid: str | None) -> dict[str, Any]:
+    return _view(await r.bid(f["auction_id"], f["amount_cents"], rid=rid))
+
+
+async def _pay_auction(r: RoomClient, f: dict[str, Any], rid: str | None) -> dict[str, Any]:
+    return {"order": _view(await r.pay_auction(f["auction_id"]))}
+
+
+async def _enter_draw(r: RoomClient, f: dict[str, Any], rid: str | None) -> dict[str, Any]:
+    return {"entered": await r.enter_draw(f["draw_id"])}
+
+
+async def _claim_prize(r: RoomClient, f: dict[str, Any], rid: str | None) -> dict[str, Any]:
+    return _view(await r.claim_prize(f["draw_id"]))
+
+
+async def _vote(r: RoomClient, f: dict[str, Any], rid: str | None) -> dict[str, Any]:
+    return _view(await r.vote(f["poll_id"], f["option"]))
+
+
+async def _ask(r: RoomClient, f: dict[str, Any], rid: str | None) -> dict[str, Any]:
+    return {"question": _view(await r.ask(f["text"]))}
+
+
+async def _upvote(r: RoomClient, f: dict[str, Any], rid: str | None) -> dict[str, Any]:
+    return {"upvotes": await r.upvote(f["question_id"])}
+
+
+#: The client's method for each command type; the rest go through ``request()``.
+METHODS: dict[str, Call] = {
+    "ping": _ping,
+    "comment": _comment,
+    "reserve": _reserve,
+    "confirm": _confirm,
+    "cancel": _cancel,
+    "open_team": _open_team,
+    "join_team": _join_team,
+    "claim_coupon": _claim_coupon,
+    "bid": _bid,
+    "pay_auction": _pay_auction,
+    "enter_draw": _enter_draw,
+    "claim_prize": _claim_prize,
+    "vote": _vote,
+    "ask": _ask,
+    "upvote": _upvote,
+}
+
+
+async def call(room: RoomClient, frame: dict[str, Any]) -> dict[str, Any] | None:
+    """The frame sent through the client's method for its type: the typed result as a dict
+    (None for a like). A frame the method refuses before sending (the client checks its
+    arguments: ``quantity=0``, an empty text) goes through ``request()``, as raw fields."""
+    fields = {k: v for k, v in frame.items() if k not in ("type", "rid")}
+    rid = frame.get("rid")
+    kind = frame["type"]
+    if kind == "like":
+        try:
+            await room.like(fields.get("count", 1))
+            return None
+        except (TypeError, ValueError):
+            pass
+    elif kind in METHODS:
+        try:
+            return await METHODS[kind](room, fields, rid)
+        except (TypeError, ValueError, KeyError):
+            pass
+    return await room.request(kind, fields, rid=rid, timeout_s=10)
+
+
+# -- the runner ----------------------------------------------------------------------------------
+
+
+class Case:
+    def __init__(self, server: Server, case: dict[str, Any], framing: Any) -> None:
+        self.server, self.case, self.framing = server, case, framing
+        self.connect: dict[str, Any] = case.get("connect", {})
+        host = f"h{uuid.uuid4().hex[:8]}"
+        user = str(self.connect.get("user", "$user")).replace("$host_id", host)
+        self.names: dict[str, Any] = {
+            "room_id": f"cc{uuid.uuid4().hex[:10]}",
+            "host_id": host,
+            "user_id": f"u{uuid.uuid4().hex[:8]}" if user == "$user" else user,
+            "missing_room_id": f"no{uuid.uuid4().hex[:10]}",
+        }
+        self.names["token"] = self.token(self.connect.get("token", "valid"))
+        self.host_token = mint(host, "host")
+        self.hosts = HostClient(server.url, self.host_token)
+        self.host: RoomClient | None = None
+
+    def token(self, kind: str) -> str | None:
+        user, role = str(self.names["user_id"]), str(self.connect.get("role", "viewer"))
+        if kind == "none":
+            return None
+        if kind == "invalid":
+            return "forged.token.value"
+        ttl_s = {"valid": 600, "wrong_room": 600, "expired": -60}[kind]
+        return mint(user, role, room="some_other_room" if kind == "wrong_room" else "*", ttl_s=ttl_s)
+
+    async def host_send(self, frame: dict[str, Any]) -> dict[str, Any]:
+        if self.host is None:
+            self.host = RoomClient(
+                self.server.ws_url, self.host_token, room=self.names["room_id"], framing="json"
+            )
+            await self.host.connect()
+        fields = {k: v for k, v in subst(frame, self.names).items() if k not in ("type", "rid")}
+        return await self.host.request(frame["type"], fields, timeout_s=10)
+
+    async def setup(self) -> None:
+        options = self.case.get("room", {})
+        await self.hosts.create_room(
+            "conformance", id=self.names["room_id"], allow_anonymous=bool(options.get("allow_anonymous"))
+        )
+        for item in self.case.get("setup", []):
+            if "post" in item:
+                answer = await self.hosts.call(
+                    "POST", subst(item["post"], self.names), subst(item.get("body"), self.names)
+                )
+            else:
+                answer = await self.host_send(item["host"])
+            save(item.get("save", {}), answer, self.names)
+
+    def url(self) -> str:
+        url = room_url(self.server.ws_url, subst(self.connect.get("room", "$room_id"), self.names))
+        query = self.connect.get("query")
+        return url + "?" + "&".join(f"{k}={v}" for k, v in query.items()) if query else url
+
+    async def run(self) -> None:
+        await self.setup()
+        room = RoomClient(
+            self.url(), self.names["token"], framing=self.framing, request_timeout_s=10, connect_timeout_s=10
+        )
+        try:
+            if "handshake" in self.case:
+                expected = self.case["handshake"]
+                with pytest.raises(LiveError) as info:
+                    await room.connect()
+                assert type(info.value) is ERRORS[expected["code"]], info.value
+                assert info.value.code == expected["code"] and info.value.status == expected["status"]
+                return
+            await room.connect()
+            welcome = self.case.get("welcome", {"type": "welcome"})
+            why = mismatch(welcome, room.welcome.data, self.names)
+            assert why is None, f"welcome {room.welcome.data}: {why}"
+            typed = _view(room.welcome)
+            pattern = {k: v for k, v in welcome.items() if k in typed}
+            why = mismatch(pattern, typed, self.names)
+            assert why is None, f"typed welcome {typed}: {why}"
+            for step in self.case.get("steps", []):
+                await self.step(room, step)
+            if "close" in self.case:
+                await self.closed(room)
+        finally:
+            await room.close()
+            if self.host is not None:
+                await self.host.close()
+
+    async def step(self, room: RoomClient, step: dict[str, Any]) -> None:
+        expect = step.get("expect", [])
+        replies = [p for p in expect if p.get("type") in REPLIES]
+        events = [p for p in expect if p.get("type") not in REPLIES]
+        assert len(replies) <= 1, "one reply per step"
+        result: dict[str, Any] | None
+        if "host" in step:
+            result = await self.host_send(step["host"])
+        elif not replies:
+            assert await call(room, subst(step["send"], self.names)) is None
+            result = None
+        elif replies[0]["type"] == "error":
+            pattern = replies[0]
+            with pytest.raises(LiveError) as info:
+                await call(room, subst(step["send"], self.names))
+            error = info.value
+            code = pattern["code"]
+            assert type(error) is ERRORS[code], f"{code} raised as {type(error).__name__}: {error}"
+            assert error.code == code
+            extra = {k: v for k, v in pattern.items() if k not in ("type", "code", "message", "rid")}
+            why = mismatch(extra, error.data, self.names) or mismatch(
+                pattern.get("message", "$str"), error.message, self.names
+            )
+            assert why is None, f"{error!r} {error.data}: {why}"
+            result = None
+        else:
+            result = await call(room, subst(step["send"], self.names))
+            assert result is not None
+            pattern = {k: v for k, v in replies[0].items() if k in result}
+            why = mismatch(pattern, result, self.names)
+            assert why is None, f"typed result {result}: {why}"
+        for pattern in events:
+            await self.event(room, pattern)
+        if "save" in step:
+            assert result is not None, "nothing to save from"
+            save(step["save"], result, self.names)
+
+    async def event(self, room: RoomClient, pattern: dict[str, Any]) -> None:
+        deadline = time.monotonic() + 5
+        while True:
+            event = await room.next_event(max(0.01, deadline - time.monotonic()))
+            if event.type == pattern["type"] and mismatch(pattern, event.data, self.names) is None:
+                return
+
+    async def closed(self, room: RoomClient) -> None:
+        expected = self.case["close"]
+        with pytest.raises(LiveError) as info:
+            deadline = time.monotonic() + 5
+            while True:
+                await room.next_event(max(0.01, deadline - time.monotonic()))
+        assert isinstance(info.value, CLOSES[expected["code"]]), info.value
+        assert room.stats.last_close_code == expected["code"]
+        reason = expected.get("reason", {})
+        if "code" in reason:
+            assert info.value.code == reason["code"], info.value
+
+
+@pytest.mark.parametrize(("case", "framing"), PARAMS)
+async def test_vector(server: Server, case: dict[str, Any], framing: str) -> None:
+    if case.get("server_only"):
+        pytest.skip(f"server_only: {case['server_only']}")
+    if case.get("connect", {}).get("auth") == "message":
+        pytest.skip("first-message auth: live_client authenticates with the Authorization header")
+    await Case(server, case, framing).run()
