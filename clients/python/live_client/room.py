@@ -3,8 +3,9 @@
 It connects (JSON or MessagePack framing), keeps the welcome snapshot, yields typed events,
 and reconnects by itself: exponential backoff with jitter, at least the ``retry_ms`` of a 1001
 close, resuming with ``last_seq`` and dropping events it has already delivered. It stops with a
-typed exception on what retrying cannot fix (4401 :class:`TokenExpired`, 4403 :class:`Banned`, a
-handshake refused with 401/403/404).
+typed exception on what retrying cannot fix (a 4401, 4403 or 4404 close: the error its reason's
+code names, such as :class:`TokenExpired` or :class:`Banned`; a handshake refused with
+401/403/404).
 
 Commands are methods with typed results and typed errors. Every command carries a ``rid``.
 Commands that the server decides once per ``rid`` (buying, bids, payments, claims, entries,
@@ -34,12 +35,17 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from websockets.typing import Subprotocol
 
 from live_client.errors import (
+    ERRORS,
     Banned,
     Closed,
     ConnectionLost,
+    Forbidden,
     LiveError,
+    NotFound,
     RequestTimeout,
+    RoomNotFound,
     TokenExpired,
+    Unauthorized,
     error_from,
 )
 from live_client.events import CommentBatch, Event, Lagged, Reconnected, parse_event
@@ -58,6 +64,13 @@ from live_client.models import (
 )
 
 Framing = Literal["json", "msgpack"]
+#: Close codes retrying cannot fix: the error a close's reason code names (of the base class
+#: here; otherwise the default): 4401 token, 4403 not allowed in, 4404 no such room.
+_FINAL_CLOSES: dict[int, tuple[type[LiveError], type[LiveError]]] = {
+    4401: (TokenExpired, Unauthorized),
+    4403: (Banned, Forbidden),
+    4404: (RoomNotFound, NotFound),
+}
 SUBPROTOCOLS: dict[str, str] = {"json": "live.v1.json", "msgpack": "live.v1.msgpack"}
 #: Handshake refusals that retrying cannot fix: the client stops with their error.
 _FINAL_STATUSES = frozenset({400, 401, 403, 404})
@@ -368,10 +381,12 @@ class RoomClient:
         if not isinstance(fields, dict):
             fields = {}
         message = f"the server closed the connection ({code} {reason})"
-        if code == 4401:
-            raise TokenExpired(str(fields.get("code") or "token_expired"), message, fields)
-        if code == 4403:
-            raise Banned(str(fields.get("code") or "banned"), message, fields)
+        final = _FINAL_CLOSES.get(code) if code is not None else None
+        if final is not None:  # what retrying cannot fix: the reason's code names the error
+            default, base = final
+            reason_code = str(fields.get("code") or default.codes[0])
+            kind = ERRORS.get(reason_code, default)
+            raise (kind if issubclass(kind, base) else default)(reason_code, message, fields)
         if code == 1008:
             return _FLOOD_BACKOFF_S
         retry_ms = fields.get("retry_ms")

@@ -4,11 +4,13 @@ resume, lost replies, refusals, argument checks."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+import websockets.asyncio.server
 from conftest import Server, mint, new_room_id, new_user
 
 from live_client import (
@@ -21,11 +23,13 @@ from live_client import (
     LiveError,
     Reconnected,
     RoomClient,
+    RoomNotFound,
     SaleOpened,
     SoldOut,
     TokenExpired,
     Unauthorized,
     UnknownSale,
+    WrongRoom,
     error_from,
 )
 from live_client.models import Product, Sale
@@ -247,3 +251,36 @@ async def test_sale_events_are_typed(server: Server) -> None:
         event = await _until(room, lambda e: isinstance(e, SaleOpened))
         assert isinstance(event, SaleOpened) and event.sale.id == sale.id and event.sale.total == 3
         await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize(
+    ("close", "reason", "expected"),
+    [
+        (4401, '{"code": "token_invalid"}', Unauthorized),
+        (4401, '{"code": "token_expired"}', TokenExpired),
+        (4401, "", TokenExpired),
+        (4403, '{"code": "wrong_room"}', WrongRoom),
+        (4403, '{"code": "banned"}', Banned),
+        (4404, '{"code": "room_not_found"}', RoomNotFound),
+    ],
+)
+async def test_a_final_close_raises_the_error_its_reason_names_and_is_not_retried(
+    close: int, reason: str, expected: type[LiveError]
+) -> None:
+    """A server (a bare websockets one, on a real socket) that welcomes and then closes with a
+    code retrying cannot fix: the client raises the error the reason's code names, once."""
+    handshakes = 0
+
+    async def handler(ws: Any) -> None:
+        nonlocal handshakes
+        handshakes += 1
+        await ws.send(json.dumps({"type": "welcome", "v": 1, "seq": 0, "resumed": False, "room": {}}))
+        await ws.close(close, reason)
+
+    async with websockets.asyncio.server.serve(handler, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        with pytest.raises(expected) as raised:
+            async with RoomClient(f"ws://127.0.0.1:{port}", "t", room="r", framing="json") as room:
+                async for _ in room:
+                    pass
+    assert type(raised.value) is expected and handshakes == 1
