@@ -264,3 +264,34 @@ def test_every_refusal_code_has_its_close_in_one_table() -> None:
     assert refusal("room_not_found").code == 4404
     assert refusal("unavailable") is Close.UNAVAILABLE
     assert refusal("something new") is Close.INTERNAL and Close.INTERNAL.code == 1011
+
+
+@pytest.mark.parametrize("query", ["?auth=message", "?token={token}"])
+async def test_an_admitted_upgrade_that_is_no_websocket_handshake_is_refused_and_frees_its_slot(
+    server: Running, room: str, query: str
+) -> None:
+    """The request passes the admission (a token, or first-message auth) but is no valid
+    WebSocket handshake (an old Sec-WebSocket-Version): answered with a refusal, counted as
+    bad_handshake, and its connection slot is free again."""
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    path = f"/ws/rooms/{room}" + query.format(token=token(server, "old"))
+    before = server.services.hub.admissions.open_count
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        (
+            f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n"
+        ).encode()
+    )
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    assert head.startswith(b"HTTP/1.1 4"), head
+    writer.close()
+    metrics = server.services.metrics.registry.get_sample_value(
+        "live_errors_total", {"kind": "bad_handshake"}
+    )
+    assert metrics is not None and metrics >= 1
+    assert server.services.hub.admissions.open_count == before
+    async with aiohttp.ClientSession(base_url=server.url) as http:  # and the server goes on
+        fine = await Client.connect(http, room, token(server, "new"))
+        assert fine.welcome["user"]["id"] == "new"
+        await fine.close()
