@@ -7,6 +7,12 @@ typed exception on what retrying cannot fix (a 4401, 4403 or 4404 close: the err
 code names, such as :class:`TokenExpired` or :class:`Banned`; a handshake refused with
 401/403/404).
 
+It authenticates with its first message by default (docs/protocol.md "First-message auth": it
+connects with ``?auth=message`` and sends ``{"type": "auth", "token": ..., "last_seq"?: N}``
+before anything else, so the token is in no URL and no header); ``auth="header"`` sends it as
+``Authorization: Bearer`` instead. A refused first message comes as an ``error`` frame and a
+4401/4403/4404 close: raised as the error they name, never retried.
+
 Commands are methods with typed results and typed errors. Every command carries a ``rid``.
 Commands that the server decides once per ``rid`` (buying, bids, payments, claims, entries,
 votes, questions) are sent again with the same ``rid`` after a reconnect when their answer was
@@ -64,6 +70,10 @@ from live_client.models import (
 )
 
 Framing = Literal["json", "msgpack"]
+#: How the token is sent: ``message`` (the first message, after ``?auth=message``) or
+#: ``header`` (``Authorization: Bearer``).
+Auth = Literal["message", "header"]
+AUTH_MODES: tuple[str, ...] = ("message", "header")
 #: Close codes retrying cannot fix: the error a close's reason code names (of the base class
 #: here; otherwise the default): 4401 token, 4403 not allowed in, 4404 no such room.
 _FINAL_CLOSES: dict[int, tuple[type[LiveError], type[LiveError]]] = {
@@ -170,8 +180,10 @@ class RoomClient:
     """One room, over one WebSocket at a time. Use it as ``async with RoomClient(...) as room``.
 
     ``url``: the room's WebSocket URL (``ws://host:port/ws/rooms/ROOM``), or the server's base
-    URL with ``room=``. ``token``: a JWT (sent as ``Authorization: Bearer``), or None for a
-    room that admits anonymous viewers.
+    URL with ``room=``. ``token``: a JWT, or None for a room that admits anonymous viewers.
+    ``auth``: ``"message"`` (the default) sends it in the first message (with ``last_seq``
+    when resuming); ``"header"`` sends it as ``Authorization: Bearer`` (and ``last_seq`` in
+    the query), for servers without first-message auth.
     """
 
     def __init__(
@@ -181,6 +193,7 @@ class RoomClient:
         *,
         room: str | None = None,
         framing: Framing = "msgpack",
+        auth: Auth = "message",
         request_timeout_s: float = 30.0,
         connect_timeout_s: float = 30.0,
         backoff_initial_s: float = 0.5,
@@ -188,6 +201,8 @@ class RoomClient:
     ) -> None:
         if framing not in SUBPROTOCOLS:
             raise ValueError(f"framing must be 'json' or 'msgpack', not {framing!r}")
+        if auth not in AUTH_MODES:
+            raise ValueError(f"auth must be 'message' or 'header', not {auth!r}")
         if room is not None:
             url = room_url(url, _id("room", room))
         parts = urlsplit(url)
@@ -195,6 +210,7 @@ class RoomClient:
             raise ValueError(f"not a ws:// or wss:// URL: {url!r}")
         self.url = url
         self.framing: Framing = framing
+        self.auth: Auth = auth
         self.request_timeout_s = request_timeout_s
         self.connect_timeout_s = connect_timeout_s
         self.backoff_initial_s = backoff_initial_s
@@ -300,12 +316,29 @@ class RoomClient:
     # -- the connection loop --------------------------------------------------------------------
 
     def _connect_url(self) -> str:
-        if self.last_seq is None:
+        """The URL to connect to: with ``?auth=message`` (``last_seq`` then goes in the auth
+        message), or with the header, ``?last_seq=`` when resuming."""
+        if self.auth == "header" and self.last_seq is None:
             return self.url
         parts = urlsplit(self.url)
-        query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "last_seq"]
-        query.append(("last_seq", str(self.resume_from())))
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        if self.auth == "message":
+            query = [(k, v) for k, v in query if k != "auth"]
+            query.append(("auth", "message"))
+        else:
+            query = [(k, v) for k, v in query if k != "last_seq"]
+            query.append(("last_seq", str(self.resume_from())))
         return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), ""))
+
+    def _auth_message(self) -> dict[str, Any]:
+        """The first message of ``auth="message"``: the token (left out for a guest) and, when
+        resuming, ``last_seq`` (it replaces a ``?last_seq=`` of the URL)."""
+        message: dict[str, Any] = {"type": "auth"}
+        if self._token is not None:
+            message["token"] = self._token
+        if self.last_seq is not None:
+            message["last_seq"] = self.resume_from()
+        return message
 
     def resume_from(self) -> int:
         """The ``last_seq`` a reconnect asks to resume after (the highest ``seq`` delivered)."""
@@ -316,7 +349,8 @@ class RoomClient:
         try:
             while not self._closing:
                 hint_s: float | None = None
-                headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
+                use_header = self.auth == "header" and self._token
+                headers = {"Authorization": f"Bearer {self._token}"} if use_header else {}
                 try:
                     ws = await connect(
                         self._connect_url(),
@@ -333,10 +367,10 @@ class RoomClient:
                 except (OSError, TimeoutError, InvalidHandshake):
                     pass
                 else:
-                    welcomed = await self._serve(ws)
+                    welcomed, refused = await self._serve(ws)
                     if welcomed:
                         attempt = 0
-                    hint_s = self._after_close(ws)
+                    hint_s = self._after_close(ws, refused)
                 if self._closing:
                     break
                 attempt += 1
@@ -368,8 +402,12 @@ class RoomClient:
             delay = max(delay, hint_s * (1 + random.random() / 2))  # at least the hint, plus jitter
         return delay
 
-    def _after_close(self, ws: ClientConnection) -> float | None:
-        """What the close code says: raises for the final ones, else the least wait (s)."""
+    def _after_close(self, ws: ClientConnection, refused: dict[str, Any] | None = None) -> float | None:
+        """What the close code says: raises for the final ones, else the least wait (s).
+        ``refused``: the ``error`` frame (no ``rid``) that came before the welcome, the refusal
+        of a first-message auth; its code is the error when the close's reason names none, and
+        a refusal retrying cannot fix (a token, access, no such room) stops the client even if
+        its close was lost."""
         code = ws.close_code
         reason = ws.close_reason or ""
         self.stats.last_close_code = code
@@ -382,11 +420,24 @@ class RoomClient:
             fields = {}
         message = f"the server closed the connection ({code} {reason})"
         final = _FINAL_CLOSES.get(code) if code is not None else None
+        refused_code = str(refused.get("code")) if refused is not None else None
+        refused_kind = ERRORS.get(refused_code) if refused_code is not None else None
+        if final is None and refused_kind is not None:  # the close was lost: the frame decides
+            final = next((f for f in _FINAL_CLOSES.values() if issubclass(refused_kind, f[1])), None)
         if final is not None:  # what retrying cannot fix: the reason's code names the error
             default, base = final
-            reason_code = str(fields.get("code") or default.codes[0])
+            reason_code = fields.get("code")
+            if not reason_code and refused_kind is not None and issubclass(refused_kind, base):
+                reason_code = refused_code
+            reason_code = str(reason_code or default.codes[0])
             kind = ERRORS.get(reason_code, default)
-            raise (kind if issubclass(kind, base) else default)(reason_code, message, fields)
+            data = fields
+            if refused is not None:  # the refusal's own words and fields
+                data = {k: v for k, v in refused.items() if k not in ("type", "code", "message", "rid")}
+                data.update(fields)
+                if isinstance(refused.get("message"), str) and refused["message"]:
+                    message = f"{refused['message']} ({code} {reason})"
+            raise (kind if issubclass(kind, base) else default)(reason_code, message, data)
         if code == 1008:
             return _FLOOD_BACKOFF_S
         retry_ms = fields.get("retry_ms")
@@ -394,16 +445,23 @@ class RoomClient:
             return float(retry_ms) / 1000
         return None
 
-    async def _serve(self, ws: ClientConnection) -> bool:
-        """Read one connection until it closes; True if it got as far as the welcome."""
+    async def _serve(self, ws: ClientConnection) -> tuple[bool, dict[str, Any] | None]:
+        """Read one connection until it closes: whether it got as far as the welcome, and the
+        ``error`` frame without a ``rid`` that came before the welcome (a refused auth)."""
         self._conn += 1
         conn = self._conn
         self._ws = ws
         welcomed = False
+        refused: dict[str, Any] | None = None
         try:
+            if self.auth == "message":
+                await ws.send(self._encode(self._auth_message()))
             async for raw in ws:
                 message = self._decode(raw)
                 if message is None:
+                    continue
+                if not welcomed and message.get("type") == "error" and message.get("rid") is None:
+                    refused = message
                     continue
                 if message.get("type") == "welcome":
                     welcomed = True
@@ -420,7 +478,7 @@ class RoomClient:
             if ws.close_code is None:  # cancelled mid-read: do not leave the socket open
                 with contextlib.suppress(Exception):
                     await asyncio.shield(ws.close())
-        return welcomed
+        return welcomed, refused
 
     def _decode(self, raw: str | bytes) -> dict[str, Any] | None:
         try:

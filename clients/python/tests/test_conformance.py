@@ -5,9 +5,14 @@ fields as the vector says), an error is the exception class ``live_client.errors
 code to (with ``.code`` and the extra fields in ``.data``), a refused handshake is that class
 with ``.status``, and a close is the client's typed stop (4401 Unauthorized, 4403 Forbidden).
 
+``"auth": "message"`` cases connect with the client's first-message auth (``auth="message"``,
+its own first message: the case's default ``first``); ``header`` and ``query`` cases with the
+header (``auth="header"``: the refusals are the same). A refused first-message auth
+(``"welcome": false``) is the typed error ``connect()`` raises: the class of the ``error``
+frame's code, the close's typed stop, with the close reason's code, and not retried.
+
 Skipped, case by case with the reason: vectors marked ``server_only`` (raw or malformed frames
-the client API cannot send) and first-message auth (live_client authenticates with the
-``Authorization`` header)."""
+the client API cannot send, among them first messages other than the client's own)."""
 
 from __future__ import annotations
 
@@ -32,7 +37,7 @@ from live_client import (
     RoomClient,
     Unauthorized,
 )
-from live_client.room import room_url
+from live_client.room import Auth, room_url
 
 VECTORS = Path(__file__).resolve().parents[3] / "protocol" / "vectors"
 FILES = sorted(VECTORS.glob("*.json"))
@@ -314,10 +319,20 @@ class Case:
 
     async def run(self) -> None:
         await self.setup()
+        auth: Auth = "message" if self.connect.get("auth") == "message" else "header"
+        assert "first" not in self.connect, "a first message of its own is server_only"
         room = RoomClient(
-            self.url(), self.names["token"], framing=self.framing, request_timeout_s=10, connect_timeout_s=10
+            self.url(),
+            self.names["token"],
+            framing=self.framing,
+            auth=auth,
+            request_timeout_s=10,
+            connect_timeout_s=10,
         )
         try:
+            if self.case.get("welcome") is False:
+                await self.refused(room)
+                return
             if "handshake" in self.case:
                 expected = self.case["handshake"]
                 with pytest.raises(LiveError) as info:
@@ -386,23 +401,44 @@ class Case:
             if event.type == pattern["type"] and mismatch(pattern, event.data, self.names) is None:
                 return
 
+    async def refused(self, room: RoomClient) -> None:
+        """A refused first-message auth: no welcome; ``connect()`` raises at once (no retry
+        until the connect timeout) the error frame's class, which is also the close's stop."""
+        expected = [p for step in self.case.get("steps", []) for p in step.get("expect", [])]
+        assert all("send" not in step and "host" not in step for step in self.case.get("steps", []))
+        (pattern,) = expected  # the error frame, before the close
+        assert pattern["type"] == "error"
+        started = time.monotonic()
+        with pytest.raises(LiveError) as info:
+            await room.connect()
+        assert time.monotonic() - started < 5, "retried"
+        error = info.value
+        assert type(error) is ERRORS[pattern["code"]], f"{pattern['code']} raised as {error!r}"
+        assert error.status is None and room.stats.reconnects == 0
+        why = mismatch(pattern.get("message", "$str"), error.message, self.names)
+        assert why is None, f"{error!r}: {why}"
+        self.check_close(room, error)
+
     async def closed(self, room: RoomClient) -> None:
-        expected = self.case["close"]
         with pytest.raises(LiveError) as info:
             deadline = time.monotonic() + 5
             while True:
                 await room.next_event(max(0.01, deadline - time.monotonic()))
-        assert isinstance(info.value, CLOSES[expected["code"]]), info.value
+        self.check_close(room, info.value)
+
+    def check_close(self, room: RoomClient, error: LiveError) -> None:
+        expected = self.case["close"]
+        assert isinstance(error, CLOSES[expected["code"]]), error
         assert room.stats.last_close_code == expected["code"]
         reason = expected.get("reason", {})
+        why = mismatch(reason, json.loads(room.stats.last_close_reason or "{}"), self.names)
+        assert why is None, f"close reason {room.stats.last_close_reason!r}: {why}"
         if "code" in reason:
-            assert info.value.code == reason["code"], info.value
+            assert error.code == reason["code"], error
 
 
 @pytest.mark.parametrize(("case", "framing"), PARAMS)
 async def test_vector(server: Server, case: dict[str, Any], framing: str) -> None:
     if case.get("server_only"):
         pytest.skip(f"server_only: {case['server_only']}")
-    if case.get("connect", {}).get("auth") == "message":
-        pytest.skip("first-message auth: live_client authenticates with the Authorization header")
     await Case(server, case, framing).run()

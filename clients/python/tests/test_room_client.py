@@ -4,14 +4,17 @@ resume, lost replies, refusals, argument checks."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Callable
 from typing import Any
 
+import msgpack
 import pytest
 import websockets.asyncio.server
 from conftest import Server, mint, new_room_id, new_user
+from websockets.typing import Subprotocol
 
 from live_client import (
     Banned,
@@ -33,6 +36,7 @@ from live_client import (
     error_from,
 )
 from live_client.models import Product, Sale
+from live_client.room import SUBPROTOCOLS
 
 
 async def _room_with_sale(
@@ -174,14 +178,24 @@ async def test_reconnects_after_the_servers_1001_and_resumes_without_duplicates(
         assert viewer.last_seq is not None and viewer.last_seq > first.seq
 
 
-async def test_a_refused_token_raises_unauthorized_and_is_not_retried(server: Server) -> None:
+@pytest.mark.parametrize(("auth", "status"), [("message", None), ("header", 401)])
+async def test_a_refused_token_raises_unauthorized_and_is_not_retried(
+    server: Server, auth: Any, status: int | None
+) -> None:
+    """In-band (an error frame, then 4401) with first-message auth; HTTP 401 with the header."""
     room_id = (await HostClient(server.url, mint("host1", "host")).create_room("auth", id=new_room_id())).id
     started = time.monotonic()
+    room = RoomClient(server.ws_url, "not-a-token", room=room_id, auth=auth, backoff_initial_s=0.05)
     with pytest.raises(Unauthorized) as refused:
-        async with RoomClient(server.ws_url, "not-a-token", room=room_id):
+        async with room:
             pass
-    assert refused.value.status == 401 and refused.value.code == "token_invalid"
+    assert type(refused.value) is Unauthorized
+    assert refused.value.status == status and refused.value.code == "token_invalid"
+    assert refused.value.message  # the server's words
     assert time.monotonic() - started < 5
+    if auth == "message":
+        assert room.stats.last_close_code == 4401
+        assert json.loads(room.stats.last_close_reason)["code"] == "token_invalid"
 
 
 async def test_an_expired_token_closes_with_4401_and_stops(server: Server) -> None:
@@ -206,9 +220,13 @@ async def test_a_ban_closes_with_4403_and_raises_banned(server: Server) -> None:
         with pytest.raises(Banned):
             await _until(viewer, lambda e: False)
     with pytest.raises(Banned) as again:
-        async with RoomClient(server.ws_url, mint(user), room=room_id):
+        async with RoomClient(server.ws_url, mint(user), room=room_id, auth="header"):
             pass
     assert again.value.status == 403
+    with pytest.raises(Banned) as in_band:  # first-message auth: an error frame, then 4403
+        async with RoomClient(server.ws_url, mint(user), room=room_id):
+            pass
+    assert in_band.value.code == "banned" and in_band.value.status is None
 
 
 async def test_arguments_are_checked_before_sending() -> None:
@@ -284,3 +302,197 @@ async def test_a_final_close_raises_the_error_its_reason_names_and_is_not_retrie
                 async for _ in room:
                     pass
     assert type(raised.value) is expected and handshakes == 1
+
+
+# -- first-message auth (docs/protocol.md "First-message auth") and the header ------------------
+
+
+@pytest.mark.parametrize("framing", ["json", "msgpack"])
+async def test_message_auth_is_the_default_and_gets_the_welcome(server: Server, framing: Any) -> None:
+    room_id = (await HostClient(server.url, mint("host1", "host")).create_room("ma", id=new_room_id())).id
+    user = new_user()
+    async with RoomClient(server.ws_url, mint(user), room=room_id, framing=framing) as room:
+        assert room.auth == "message"
+        assert room.welcome.user.id == user and room.welcome.room.id == room_id
+        assert not room.welcome.resumed and room.last_seq == room.welcome.seq
+        assert await room.ping() > 0
+        assert await room.comment("第一条") > 0  # what follows the auth message is served
+
+
+@pytest.mark.parametrize("framing", ["json", "msgpack"])
+async def test_message_auth_as_a_guest_sends_no_token(server: Server, framing: Any) -> None:
+    host = HostClient(server.url, mint("host1", "host"))
+    room_id = (await host.create_room("guests", id=new_room_id(), allow_anonymous=True)).id
+    async with RoomClient(server.ws_url, None, room=room_id, framing=framing) as room:
+        assert room.welcome.user.id.startswith("anon_")
+
+
+class _Recorder:
+    """A bare websockets server that records each connection's path, Authorization header
+    and first frame (decoded), and answers with what ``script`` says."""
+
+    def __init__(self, framing: str, script: Callable[[Any, int, dict[str, Any] | None], Any]) -> None:
+        self.framing = framing
+        self.script = script
+        self.paths: list[str] = []
+        self.headers: list[str | None] = []
+        self.firsts: list[dict[str, Any] | None] = []
+
+    def decode(self, raw: str | bytes) -> dict[str, Any]:
+        value = json.loads(raw) if isinstance(raw, str) else msgpack.unpackb(raw, raw=False)
+        assert isinstance(value, dict)
+        return value
+
+    def encode(self, message: dict[str, Any]) -> str | bytes:
+        return json.dumps(message) if self.framing == "json" else msgpack.packb(message)
+
+    async def handler(self, ws: Any) -> None:
+        n = len(self.paths)
+        self.paths.append(ws.request.path)
+        self.headers.append(ws.request.headers.get("Authorization"))
+        first = None
+        if "auth=message" in ws.request.path:
+            first = self.decode(await asyncio.wait_for(ws.recv(), 5))
+        self.firsts.append(first)
+        await self.script(ws, n, first)
+
+    def serve(self) -> Any:
+        protocols = [Subprotocol(SUBPROTOCOLS[self.framing])]
+        return websockets.asyncio.server.serve(self.handler, "127.0.0.1", 0, subprotocols=protocols)
+
+
+def _welcome(seq: int, resumed: bool = False) -> dict[str, Any]:
+    return {"type": "welcome", "v": 1, "seq": seq, "resumed": resumed, "room": {"id": "r"}, "user": {}}
+
+
+@pytest.mark.parametrize("framing", ["json", "msgpack"])
+async def test_message_auth_sends_the_token_first_in_the_framing_and_resumes_with_last_seq(
+    framing: str,
+) -> None:
+    """The token goes in no header and no URL: ``?auth=message``, then ``{"type": "auth",
+    "token"}`` in the connection's framing; a reconnect sends ``last_seq`` in that message
+    (and no ``?last_seq=``), and the resumed welcome goes on from there."""
+
+    async def script(ws: Any, n: int, first: dict[str, Any] | None) -> None:
+        if n == 0:
+            await ws.send(rec.encode(_welcome(5)))
+            await ws.send(rec.encode({"type": "host_message", "seq": 6, "text": "one", "ts_ms": 1}))
+            await asyncio.sleep(0.2)
+            await ws.close(1001, json.dumps({"code": "unavailable", "retry_ms": 0}))
+        else:
+            await ws.send(rec.encode(_welcome(7, resumed=True)))
+            await ws.send(rec.encode({"type": "host_message", "seq": 7, "text": "two", "ts_ms": 2}))
+            await ws.wait_closed()
+
+    rec = _Recorder(framing, script)
+    async with rec.serve() as served:
+        port = served.sockets[0].getsockname()[1]
+        url = f"ws://127.0.0.1:{port}/ws/rooms/r?x=1"
+        async with RoomClient(url, "tok", framing=framing, backoff_initial_s=0.05) as room:  # type: ignore[arg-type]
+            texts: list[str] = []
+            while len(texts) < 2:
+                event = await room.next_event(10)
+                if isinstance(event, HostMessage):
+                    texts.append(event.text)
+            assert texts == ["one", "two"] and room.stats.reconnects == 1 and room.last_seq == 7
+    assert rec.headers == [None, None]
+    assert all("auth=message" in p and "last_seq" not in p and "x=1" in p for p in rec.paths)
+    assert "tok" not in "".join(rec.paths)
+    assert rec.firsts == [{"type": "auth", "token": "tok"}, {"type": "auth", "token": "tok", "last_seq": 6}]
+
+
+@pytest.mark.parametrize(
+    ("code", "close", "reason", "expected"),
+    [
+        ("token_invalid", 4401, {"code": "token_invalid"}, Unauthorized),
+        ("token_expired", 4401, {"code": "token_expired"}, TokenExpired),
+        ("token_invalid", 4401, None, Unauthorized),  # no reason: the error frame names it
+        ("invalid_field", 4401, {"code": "token_missing"}, Unauthorized),  # the close decides
+        ("wrong_room", 4403, {"code": "wrong_room"}, WrongRoom),
+        ("banned", 4403, {"code": "banned"}, Banned),
+        ("room_not_found", 4404, {"code": "room_not_found"}, RoomNotFound),
+        ("banned", None, None, Banned),  # the close was lost: the error frame still decides
+    ],
+)
+async def test_a_refused_message_auth_raises_its_error_and_is_not_retried(
+    code: str, close: int | None, reason: dict[str, Any] | None, expected: type[LiveError]
+) -> None:
+    async def script(ws: Any, n: int, first: dict[str, Any] | None) -> None:
+        await ws.send(rec.encode({"type": "error", "code": code, "message": "refused here"}))
+        if close is None:
+            ws.transport.abort()
+        else:
+            await ws.close(close, json.dumps(reason) if reason is not None else "")
+
+    rec = _Recorder("json", script)
+    async with rec.serve() as served:
+        port = served.sockets[0].getsockname()[1]
+        room = RoomClient(f"ws://127.0.0.1:{port}", "bad", room="r", framing="json", backoff_initial_s=0.05)
+        with pytest.raises(LiveError) as raised:
+            async with room:
+                pass
+        await asyncio.sleep(0.3)  # a retry would have come by now
+    assert type(raised.value) is expected and raised.value.status is None
+    assert raised.value.code == (reason or {}).get("code", code)
+    assert "refused here" in raised.value.message
+    assert len(rec.paths) == 1 and room.stats.reconnects == 0
+
+
+async def test_an_unavailable_refusal_is_retried() -> None:
+    """``unavailable`` (1001 with retry_ms) is not final: the client connects again."""
+
+    async def script(ws: Any, n: int, first: dict[str, Any] | None) -> None:
+        if n == 0:
+            await ws.send(rec.encode({"type": "error", "code": "unavailable", "message": "redis"}))
+            await ws.close(1001, json.dumps({"code": "unavailable", "retry_ms": 50}))
+        else:
+            await ws.send(rec.encode(_welcome(1)))
+            await ws.wait_closed()
+
+    rec = _Recorder("json", script)
+    async with rec.serve() as served:
+        port = served.sockets[0].getsockname()[1]
+        room = RoomClient(f"ws://127.0.0.1:{port}", "t", room="r", framing="json", backoff_initial_s=0.05)
+        async with room:
+            assert room.welcome.seq == 1
+    assert len(rec.paths) == 2 and rec.firsts[1] == {"type": "auth", "token": "t"}
+
+
+@pytest.mark.parametrize("framing", ["json", "msgpack"])
+async def test_header_auth_still_works(server: Server, framing: Any) -> None:
+    room_id = (await HostClient(server.url, mint("host1", "host")).create_room("hdr", id=new_room_id())).id
+    user = new_user()
+    async with RoomClient(server.ws_url, mint(user), room=room_id, framing=framing, auth="header") as room:
+        assert room.auth == "header" and room.welcome.user.id == user
+        assert await room.ping() > 0
+
+
+async def test_header_auth_sends_the_header_no_first_message_and_resumes_in_the_query() -> None:
+    async def script(ws: Any, n: int, first: dict[str, Any] | None) -> None:
+        await ws.send(rec.encode(_welcome(3 + n, resumed=n > 0)))
+        if n == 0:
+            await ws.close(1001, json.dumps({"code": "unavailable", "retry_ms": 0}))
+        else:
+            with contextlib.suppress(TimeoutError):  # no auth message: nothing comes
+                extra.append(await asyncio.wait_for(ws.recv(), 0.3))
+            await ws.wait_closed()
+
+    extra: list[str | bytes] = []
+
+    rec = _Recorder("json", script)
+    async with rec.serve() as served:
+        port = served.sockets[0].getsockname()[1]
+        url = f"ws://127.0.0.1:{port}"
+        async with RoomClient(
+            url, "tok", room="r", framing="json", auth="header", backoff_initial_s=0.05
+        ) as room:
+            await _until(room, lambda e: isinstance(e, Reconnected))
+            await asyncio.sleep(0.5)
+    assert rec.headers == ["Bearer tok", "Bearer tok"]
+    assert rec.paths == ["/ws/rooms/r", "/ws/rooms/r?last_seq=3"] and rec.firsts == [None, None]
+    assert extra == []
+
+
+def test_auth_must_be_message_or_header() -> None:
+    with pytest.raises(ValueError):
+        RoomClient("ws://127.0.0.1/ws/rooms/x", auth="query")  # type: ignore[arg-type]
