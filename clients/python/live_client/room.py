@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import random
 import secrets
 import time
@@ -69,6 +70,8 @@ from live_client.models import (
     build,
 )
 
+log = logging.getLogger(__name__)
+
 Framing = Literal["json", "msgpack"]
 #: How the token is sent: ``message`` (the first message, after ``?auth=message``) or
 #: ``header`` (``Authorization: Bearer``).
@@ -111,6 +114,10 @@ class Stats:
     #: The last close code and reason from the server (``None`` before any).
     last_close_code: int | None = None
     last_close_reason: str = ""
+    #: Connection attempts that failed before a WebSocket was open (refused, timed out, not a
+    #: WebSocket answer), and the last one's error: each is retried after the backoff.
+    failed_connects: int = 0
+    last_connect_error: str = ""
 
 
 @dataclass
@@ -364,8 +371,10 @@ class RoomClient:
                     error = self._refusal(exc)
                     if error.status in _FINAL_STATUSES:
                         raise error from None
-                except (OSError, TimeoutError, InvalidHandshake):
-                    pass
+                except (OSError, TimeoutError, InvalidHandshake) as exc:  # retried after the backoff
+                    self.stats.failed_connects += 1
+                    self.stats.last_connect_error = repr(exc)
+                    log.debug("connecting failed; retrying", extra={"error": repr(exc)})
                 else:
                     welcomed, refused = await self._serve(ws)
                     if welcomed:

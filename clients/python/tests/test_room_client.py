@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -25,6 +26,7 @@ from live_client import (
     LimitReached,
     LiveError,
     Reconnected,
+    RequestTimeout,
     RoomClient,
     RoomNotFound,
     SaleOpened,
@@ -496,3 +498,16 @@ async def test_header_auth_sends_the_header_no_first_message_and_resumes_in_the_
 def test_auth_must_be_message_or_header() -> None:
     with pytest.raises(ValueError):
         RoomClient("ws://127.0.0.1/ws/rooms/x", auth="query")  # type: ignore[arg-type]
+
+
+async def test_connection_attempts_that_fail_are_counted_and_retried_until_the_timeout() -> None:
+    """Nothing listens on the port: each attempt fails, is counted with its error, and is
+    retried after the backoff until connect_timeout_s, which raises RequestTimeout."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # (closed again: nothing listens there)
+    room = RoomClient(f"ws://127.0.0.1:{port}", "t", room="r", connect_timeout_s=1.5)
+    with pytest.raises(RequestTimeout):
+        await room.connect()
+    assert room.stats.failed_connects >= 2 and "onnect" in room.stats.last_connect_error
+    await room.close()
