@@ -389,6 +389,7 @@ class RoomClient:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug here: stop loudly rather than spin
+            log.exception("live-client's connection task failed; the client stops", extra={"url": self.url})
             self._finish(LiveError("internal", f"live-client failed: {exc!r}"))
             raise
 
