@@ -5,6 +5,7 @@ inventory, and end to end over the WebSocket gateway, side by side in one run.
     /tmp/venv/bin/python bench/flash_sale.py --parts a,b,c      # without the WebSocket part (~1 min)
     /tmp/venv/bin/python bench/flash_sale.py --parts d --server-workers 2 --rates 5000,10000
     /tmp/venv/bin/python bench/flash_sale.py --parts d --stock-update-ms 60000   # (d), rare stock frames
+    /tmp/venv/bin/python bench/flash_sale.py --parts r,d --server-workers 1 --rates 5000  # live vs raw
 
 Results go to stdout (the tables at the end) and to --json (default
 /tmp/livebench-logs/flash_sale.json); the server's log to /tmp/livebench-logs/.
@@ -40,6 +41,12 @@ reserves one unit; every request is from a different user (as in a flash sale), 
     the server's micro-batching batched; the sweeps' calls are counted too), Redis's own
     stalls (its latency monitor), and the frames the buyers got besides their answers.
 
+(r) raw baseline: the same buyers, rates and schedule as (d) against bench/raw_ws_server.py
+    (``--server-workers`` processes): an asyncio server that reads each frame, decodes it and
+    writes a small ack, no Redis and nothing else. Run right before (d) for each worker count,
+    so the two are side by side: (d)'s server CPU per reservation over (r)'s is the figure
+    (Redis's CPU is counted apart, in both).
+
 After every measurement the sale's counters are read back from Redis and checked: total =
 available + held + sold, available >= 0, held = the number of holds (every hold is of one
 unit): zero oversell. And held = the reservations the clients were told succeeded (at most
@@ -60,6 +67,7 @@ import math
 import os
 import resource
 import shutil
+import socket
 import statistics
 import sys
 import tempfile
@@ -574,7 +582,58 @@ class Server(LocalServer):
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
-async def part_d(ctx: Ctx, workers: int) -> list[dict[str, Any]]:
+class RawServer:
+    """bench/raw_ws_server.py (``workers`` processes) for part (r): the raw baseline, with the
+    parts of Server that part_d uses (no HTTP API: it has no rooms or sales)."""
+
+    def __init__(self, ctx: Ctx, workers: int) -> None:
+        self.ctx = ctx
+        self.workers = workers
+        with contextlib.closing(socket.socket()) as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = int(sock.getsockname()[1])
+        self.process: asyncio.subprocess.Process | None = None
+        self.pids: list[int] = []
+
+    async def start(self, timeout_s: float = 30.0) -> None:
+        argv = [sys.executable, str(HERE / "raw_ws_server.py"), "--port", str(self.port),
+                "--workers", str(self.workers)]  # fmt: skip
+        self.process = await self.ctx.children.spawn(argv)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            tree = [p for p in sorted(with_descendants([self.process.pid])) if process_alive(p)]
+            if len(listening_pids(self.port) & set(tree)) >= self.workers:
+                # the listening processes only: the tree's root is live.parent_death's exec of it
+                self.pids = tree
+                return
+            if self.process.returncode is not None or time.monotonic() > deadline:
+                raise RuntimeError("the raw baseline server did not start")
+            await asyncio.sleep(0.1)
+
+    def cpu(self) -> float:
+        total = 0.0
+        for pid in self.pids:
+            with contextlib.suppress(OSError):
+                total += cpu_seconds(pid)
+        return total
+
+    def rss(self) -> int:
+        total = 0
+        for pid in self.pids:
+            with contextlib.suppress(OSError, RuntimeError):
+                total += rss_bytes(pid)
+        return total
+
+    async def stop(self) -> None:
+        if self.process is not None:
+            await self.ctx.children.stop(self.process, timeout_s=5)
+        for pid in self.pids:
+            if process_alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, 9)
+
+
+async def part_d(ctx: Ctx, workers: int, raw: bool = False) -> list[dict[str, Any]]:
     a = ctx.args
     n_clients = a.clients or max(2, math.ceil(a.buyers / 2500))
     settings: dict[str, Any] = {
@@ -591,21 +650,24 @@ async def part_d(ctx: Ctx, workers: int) -> list[dict[str, Any]]:
     }
     if a.stock_update_ms:
         settings["stock_update_ms"] = a.stock_update_ms
+    what = f"raw baseline (bench/raw_ws_server.py) x{workers}" if raw else f"live serve --workers {workers}"
     print(
-        f"\n## (d) end to end: live serve --workers {workers}, {a.buyers:,} buyers in {n_clients} client "
+        f"\n## ({'r' if raw else 'd'}) end to end: {what}, {a.buyers:,} buyers in {n_clients} client "
         f"processes ({a.framing}), open loop, {a.phase_s:g} s per rate"
     )
-    print("live settings: " + ", ".join(f"LIVE_{k.upper()}={v}" for k, v in settings.items()))
+    if not raw:
+        print("live settings: " + ", ".join(f"LIVE_{k.upper()}={v}" for k, v in settings.items()))
     sys.stdout.flush()
-    server = Server(ctx, workers, settings)
+    server: Server | RawServer = RawServer(ctx, workers) if raw else Server(ctx, workers, settings)
     buyer_workers: list[Worker] = []
     rows: list[dict[str, Any]] = []
     try:
         await server.start()
-        await server.api("POST", "/api/rooms", {"id": ROOM, "title": "flash sale bench"})
-        product = await server.api(
-            "POST", f"/api/rooms/{ROOM}/products", {"title": "Green tea", "price_cents": 1999}
-        )
+        if isinstance(server, Server):
+            await server.api("POST", "/api/rooms", {"id": ROOM, "title": "flash sale bench"})
+            product = await server.api(
+                "POST", f"/api/rooms/{ROOM}/products", {"title": "Green tea", "price_cents": 1999}
+            )
         env = {**os.environ, "LIVEBENCH_SECRET": SECRET}
         per = math.ceil(a.buyers / n_clients)
         t_connect = time.monotonic()
@@ -626,12 +688,14 @@ async def part_d(ctx: Ctx, workers: int) -> list[dict[str, Any]]:
         )
         sys.stdout.flush()
         for index, rate in enumerate(a.rates):
-            sale = await server.api(
-                "POST",
-                f"/api/rooms/{ROOM}/sales",
-                {"product_id": product["id"], "stock": STOCK, "per_user_limit": PER_USER_LIMIT,
-                 "duration_s": 3600, "hold_s": HOLD_S},
-            )  # fmt: skip
+            sale = {"id": f"raw{index}"}
+            if isinstance(server, Server):
+                sale = await server.api(
+                    "POST",
+                    f"/api/rooms/{ROOM}/sales",
+                    {"product_id": product["id"], "stock": STOCK, "per_user_limit": PER_USER_LIMIT,
+                     "duration_s": 3600, "hold_s": HOLD_S},
+                )  # fmt: skip
             await asyncio.sleep(a.settle)
             t0 = time.monotonic() + 0.5
             t1 = t0 + a.phase_s
@@ -656,6 +720,7 @@ async def part_d(ctx: Ctx, workers: int) -> list[dict[str, Any]]:
             row = phase_row(
                 a, workers, rate, reports, (s1 - s0) / elapsed, (r1 - r0) / elapsed, busy, elapsed
             )
+            row["part"] = "r" if raw else "d"
             row["sale_id"] = sale["id"]
             row["server_rss_mib"] = server.rss() / 2**20
             row["aof_rewrites"] = await ctx.aof_rewrites() - rewrites0
@@ -667,12 +732,15 @@ async def part_d(ctx: Ctx, workers: int) -> list[dict[str, Any]]:
             row["requests_per_evalsha"] = row["sent"] / max(1, calls)
             row["redis_script_us_per_request"] = usec / max(1, row["sent"])
             row["redis_stalls"] = await ctx.redis_stalls()
-            inv = await check_sale(
-                ctx, f"(d) w{workers} {rate:g}/s", E2E_PREFIX, sale["id"], row["acks"], row["unanswered"]
-            )
-            row["ok"] = inv["ok"]
-            row["holds_without_ack"] = inv["held"] - row["acks"]
-            await server.api("POST", f"/api/sales/{sale['id']}/stop")
+            if isinstance(server, Server):
+                inv = await check_sale(
+                    ctx, f"(d) w{workers} {rate:g}/s", E2E_PREFIX, sale["id"], row["acks"], row["unanswered"]
+                )
+                row["ok"] = inv["ok"]
+                row["holds_without_ack"] = inv["held"] - row["acks"]
+                await server.api("POST", f"/api/sales/{sale['id']}/stop")
+            else:
+                row["ok"] = True  # nothing is sold: there is no sale to check
             rows.append(row)
             print_d_row(row)
     finally:
@@ -683,13 +751,15 @@ async def part_d(ctx: Ctx, workers: int) -> list[dict[str, Any]]:
             *(ctx.children.stop(w.proc, timeout_s=10) for w in buyer_workers), return_exceptions=True
         )
         await server.stop()
-        problems = server.log_lines()
-        if problems:
-            print(f"  server log: {len(problems)} lines at warning or above; first: {problems[:3]}")
-        Path(a.log_dir).mkdir(parents=True, exist_ok=True)
-        if server.log_path.exists():
-            shutil.copy(server.log_path, Path(a.log_dir) / f"inventory-live-w{workers}.log")
-        server.cleanup()
+        problems = []
+        if isinstance(server, Server):
+            problems = server.log_lines()
+            if problems:
+                print(f"  server log: {len(problems)} lines at warning or above; first: {problems[:3]}")
+            Path(a.log_dir).mkdir(parents=True, exist_ok=True)
+            if server.log_path.exists():
+                shutil.copy(server.log_path, Path(a.log_dir) / f"inventory-live-w{workers}.log")
+            server.cleanup()
     for row in rows:
         row["server_log_lines"] = len(problems)
     return rows
@@ -741,6 +811,8 @@ def phase_row(
         "worst_ms_by_second": {s: us / 1000 for s, us in sorted(worst.items())},
         "measured_s": elapsed,
         "server_cpu": server_cpu,
+        # server CPU per answered request (its Redis not included: that is redis_cpu)
+        "server_us_per_request": server_cpu * elapsed / max(1, answered) * 1e6,
         "redis_cpu": redis_cpu,
         "clients_cpu": sum(r["cpu_s"] for r in reports) / elapsed,
         "machine_busy": busy,
@@ -833,7 +905,7 @@ def summary(ctx: Ctx) -> None:
         out["ratios"] = ratios
         for line in ratios.get("lines", []):
             print(f"- {line}")
-    d_rows = [r for rows in out.get("d", {}).values() for r in rows]
+    d_rows = [r for part in ("r", "d") for rows in out.get(part, {}).values() for r in rows]
     if d_rows:
         print(
             f"\n## (d) end to end: {a.buyers:,} WebSocket buyers ({a.framing}), open loop, "
@@ -844,6 +916,7 @@ def summary(ctx: Ctx) -> None:
             lat = r["latency_ms"]
             rows.append(
                 [
+                    "raw" if r["part"] == "r" else "live",
                     r["server_workers"],
                     fmt_int(r["target_per_s"]),
                     fmt_int(r["sent_per_s"]),
@@ -854,6 +927,7 @@ def summary(ctx: Ctx) -> None:
                     f"{r['unanswered']:,}",
                     f"{lat['50']:.1f} / {lat['99']:.1f} / {lat['99.9']:.1f} / {lat['100']:.1f}",
                     f"{r['server_cpu']:.0%}",
+                    f"{r['server_us_per_request']:.1f}",
                     f"{r['redis_cpu']:.0%}",
                     f"{r['clients_cpu']:.0%}",
                     f"{r['machine_busy']:.0%}",
@@ -864,9 +938,9 @@ def summary(ctx: Ctx) -> None:
             )
         print(
             table(
-                ["server procs", "target/s", "sent/s", "answered/s", "until last/s", "acks", "errors",
-                 "unanswered", "latency p50 / p99 / p99.9 / max ms", "server CPU", "Redis CPU", "clients CPU",
-                 "machine busy", "req/EVALSHA", "invariant", "notes"],
+                ["server", "procs", "target/s", "sent/s", "answered/s", "until last/s", "acks", "errors",
+                 "unanswered", "latency p50 / p99 / p99.9 / max ms", "server CPU", "server us/req",
+                 "Redis CPU", "clients CPU", "machine busy", "req/EVALSHA", "invariant", "notes"],
                 rows,
             )
         )  # fmt: skip
@@ -883,6 +957,23 @@ def summary(ctx: Ctx) -> None:
                 for r in d_rows
             )
         )
+        raw = {(r["server_workers"], r["target_per_s"]): r for r in d_rows if r["part"] == "r"}
+        ratios = []
+        for r in d_rows:
+            base = raw.get((r["server_workers"], r["target_per_s"]))
+            overloaded = base is None or r["overloaded_at_s"] or base["overloaded_at_s"]
+            if r["part"] == "d" and base is not None and not overloaded:
+                ratio = r["server_us_per_request"] / base["server_us_per_request"]
+                r["server_cpu_vs_raw"] = ratio
+                ratios.append(
+                    f"{r['server_workers']} proc(s) at {fmt_int(r['target_per_s'])}/s: live "
+                    f"{r['server_us_per_request']:.1f} us / raw {base['server_us_per_request']:.1f} us"
+                    f" = {ratio:.2f}x"
+                    f" ({'met' if ratio <= 2 else 'NOT met'})"
+                )
+        if ratios:
+            print("- server CPU per reservation, live / raw (target <= 2x): " + "; ".join(ratios))
+        d_rows = [r for r in d_rows if r["part"] == "d"]
         best = [r for r in d_rows if r["latency_ms"]["99"] <= 50 and not r["unanswered"]]
         top = max(best, key=lambda r: r["answered_per_s"]) if best else None
         met = top is not None and top["answered_per_s"] >= 30_000 * 0.98
@@ -974,10 +1065,12 @@ async def main(args: argparse.Namespace) -> int:
         if "c" in args.parts:
             print(f"\n## (c) Inventory.reserve, {args.tasks} tasks, {args.duration:g} s each")
             out["c"] = [await part_c(ctx, keyed) for keyed in (False, True)]
-        if "d" in args.parts:
-            out["d"] = {}
-            for workers in args.server_workers:
-                out["d"][str(workers)] = await part_d(ctx, workers)
+        # (r) and (d) side by side: per worker count, the raw baseline right before live
+        for workers in args.server_workers:
+            if "r" in args.parts:
+                out.setdefault("r", {})[str(workers)] = await part_d(ctx, workers, raw=True)
+            if "d" in args.parts:
+                out.setdefault("d", {})[str(workers)] = await part_d(ctx, workers)
     finally:
         await children.stop_all()
         await redis.aclose()
@@ -999,7 +1092,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--parts", type=csv_of(str), default=["a", "b", "c", "d"], help="which of a,b,c,d to run")
+    p.add_argument(
+        "--parts", type=csv_of(str), default=["a", "b", "c", "r", "d"], help="which of a,b,c,r,d to run"
+    )
     p.add_argument("--duration", type=float, default=5.0, help="seconds of each (b) and (c) measurement")
     p.add_argument(
         "--bench-requests", type=int, default=200_000, help="(a) requests unpipelined (x2 pipelined)"
@@ -1043,7 +1138,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--log-dir", default="/tmp/livebench-logs", help="server logs are kept here")
     p.add_argument("--json", default="/tmp/livebench-logs/flash_sale.json", help="results file")
     args = p.parse_args(argv)
-    unknown = set(args.parts) - set("abcd")
+    unknown = set(args.parts) - set("abcdr")
     if unknown:
         p.error(f"--parts: unknown {sorted(unknown)}")
     if args.duration <= 0 or args.phase_s <= 0 or not args.rates or args.buyers < 1:
