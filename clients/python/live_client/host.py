@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from live_client.errors import LiveError, Unavailable, error_from
-from live_client.models import Order, OrdersPage, Product, Room, Sale, build
+from live_client.models import CouponBatch, Order, OrdersPage, Product, Room, Sale, TeamStatus, build
 
 
 def _q(part: str) -> str:
@@ -158,15 +158,15 @@ class HostClient:
     async def add_stock(self, sale: str, units: int) -> Sale:
         return build(Sale, await self.call("POST", f"/api/sales/{_q(sale)}/stock", {"units": units}))
 
-    async def drop_coupons(self, sale: str, count: int, discount_cents: int) -> dict[str, Any]:
+    async def drop_coupons(self, sale: str, count: int, discount_cents: int) -> CouponBatch:
         body = {"count": count, "discount_cents": discount_cents}
-        return await self.call("POST", f"/api/sales/{_q(sale)}/coupons", body)
+        return build(CouponBatch, await self.call("POST", f"/api/sales/{_q(sale)}/coupons", body))
 
-    async def get_coupon_batch(self, sale: str, batch: str) -> dict[str, Any]:
-        return await self.call("GET", f"/api/sales/{_q(sale)}/coupons/{_q(batch)}")
+    async def get_coupon_batch(self, sale: str, batch: str) -> CouponBatch:
+        return build(CouponBatch, await self.call("GET", f"/api/sales/{_q(sale)}/coupons/{_q(batch)}"))
 
-    async def get_team(self, sale: str, code: str) -> dict[str, Any]:
-        return await self.call("GET", f"/api/sales/{_q(sale)}/teams/{_q(code)}")
+    async def get_team(self, sale: str, code: str) -> TeamStatus:
+        return build(TeamStatus, await self.call("GET", f"/api/sales/{_q(sale)}/teams/{_q(code)}"))
 
     async def get_order(self, order: str) -> Order:
         return build(Order, await self.call("GET", f"/api/orders/{_q(order)}"))

@@ -293,6 +293,31 @@ class Coupon(Model):
 
 
 @dataclass(frozen=True, kw_only=True)
+class CouponBatch(Model):
+    """A batch of coupons a host dropped (``count`` and ``discount_cents`` in the answer to the
+    drop; ``remaining`` is how many nobody has claimed yet)."""
+
+    sale_id: str = ""
+    batch_id: str = ""
+    count: int | None = None
+    discount_cents: int | None = None
+    remaining: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class TeamStatus(Model):
+    """A group buy as the host API shows it (``GET /api/sales/{sale}/teams/{code}``)."""
+
+    code: str = ""
+    sale_id: str = ""
+    state: str = ""  # open | complete | failed
+    deadline_ms: int = 0
+    size: int = 0
+    members: int = 0
+    price_cents: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
 class Bid(Model):
     """An accepted bid."""
 

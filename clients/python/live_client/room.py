@@ -781,3 +781,50 @@ class RoomClient:
 
     async def unpin_product(self) -> dict[str, Any]:
         return await self.request("unpin_product")
+
+    async def mute(self, user_id: str, duration_s: int) -> None:
+        """Refuse a user's comments for ``duration_s`` (1 s to 30 days)."""
+        duration = _int("duration_s", duration_s, 1, 30 * 86400)
+        await self.request("mute", {"user_id": _id("user_id", user_id), "duration_s": duration})
+
+    async def unmute(self, user_id: str) -> None:
+        await self.request("unmute", {"user_id": _id("user_id", user_id)})
+
+    async def ban(self, user_id: str) -> None:
+        """Ban a user from the room: their sockets close (4403), their handshakes are refused."""
+        await self.request("ban", {"user_id": _id("user_id", user_id)})
+
+    async def unban(self, user_id: str) -> None:
+        await self.request("unban", {"user_id": _id("user_id", user_id)})
+
+    async def delete_comment(self, comment_id: int) -> None:
+        """Delete a comment (its id: the ``seq`` its ack and its batch gave it)."""
+        await self.request("delete_comment", {"comment_id": _int("comment_id", comment_id, 1)})
+
+    async def slow_mode(self, interval_s: int) -> None:
+        """At most one comment per user per ``interval_s`` (0-3600; 0 turns it off)."""
+        await self.request("slow_mode", {"interval_s": _int("interval_s", interval_s, 0, 3600)})
+
+    async def clear_chat(self) -> None:
+        await self.request("clear_chat")
+
+    async def answer_question(self, question_id: str) -> Question:
+        """Mark a question answered (it leaves the queue, unpinned); the question now."""
+        return await self._staff_question("answer_question", question_id)
+
+    async def pin_question(self, question_id: str) -> Question:
+        """Pin a question for everyone (the one pinned before is unpinned)."""
+        return await self._staff_question("pin_question", question_id)
+
+    async def unpin_question(self, question_id: str) -> Question:
+        return await self._staff_question("unpin_question", question_id)
+
+    async def dismiss_question(self, question_id: str) -> Question:
+        """Take a question out of the queue without answering it."""
+        return await self._staff_question("dismiss_question", question_id)
+
+    async def _staff_question(self, type: str, question_id: str) -> Question:
+        # idempotent on the server (answering twice is question_closed, not a second answer),
+        # but a refusal after a resend would hide the first success: not sent twice
+        reply = await self.request(type, {"question_id": _id("question_id", question_id)})
+        return build(Question, reply.get("question") or {})

@@ -24,6 +24,10 @@ import pytest
 
 SECRET = "client-test-secret-" + "s" * 40
 REPO = Path(__file__).resolve().parents[3]
+# The repository's protocol/vectors (the conformance vectors and their language) for the tests,
+# wherever pytest is run from; live_client itself is the installed one.
+if str(REPO) not in sys.path:
+    sys.path.append(str(REPO))
 
 
 def _b64(raw: bytes) -> str:

@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import Server, mint
+from protocol.vectors import framings, load_cases, mismatch, save, subst
 
 from live_client import (
     ERRORS,
@@ -39,105 +38,15 @@ from live_client import (
 )
 from live_client.room import Auth, room_url
 
-VECTORS = Path(__file__).resolve().parents[3] / "protocol" / "vectors"
-FILES = sorted(VECTORS.glob("*.json"))
 REPLIES = ("ack", "error", "pong")
 #: The typed stop of a close code (the reason's code is the exception's ``.code``).
 CLOSES: dict[int, type[LiveError]] = {4401: Unauthorized, 4403: Forbidden, 4404: NotFound}
 
 
-def load_cases() -> list[tuple[str, dict[str, Any]]]:
-    out = []
-    for path in FILES:
-        for case in json.loads(path.read_text(encoding="utf-8")):
-            out.append((f"{path.stem}/{case['name']}", case))
-    return out
-
-
 CASES = load_cases()
-
-
-def _framings(case: dict[str, Any]) -> list[str]:
-    framing = case.get("connect", {}).get("framing", "both")
-    return ["json", "msgpack"] if framing == "both" else [framing]
-
-
 PARAMS = [
-    pytest.param(case, framing, id=f"{cid}[{framing}]") for cid, case in CASES for framing in _framings(case)
+    pytest.param(case, framing, id=f"{cid}[{framing}]") for cid, case in CASES for framing in framings(case)
 ]
-
-# -- the vectors' language (as in tests/test_conformance.py, the server's runner) ---------------
-
-TYPES: dict[str, Callable[[Any], bool]] = {
-    "$int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "$str": lambda v: isinstance(v, str),
-    "$bool": lambda v: isinstance(v, bool),
-    "$list": lambda v: isinstance(v, list),
-    "$object": lambda v: isinstance(v, dict),
-    "$any": lambda v: True,
-}
-
-
-def subst_text(text: str, names: dict[str, Any]) -> str:
-    return re.sub(r"\$([a-z_]+)", lambda m: str(names.get(m.group(1), m.group(0))), text)
-
-
-def subst(value: Any, names: dict[str, Any]) -> Any:
-    if isinstance(value, str) and value.startswith("$") and value[1:] in names:
-        return names[value[1:]]
-    if isinstance(value, str):
-        return subst_text(value, names)
-    if isinstance(value, dict):
-        return {k: subst(v, names) for k, v in value.items()}
-    if isinstance(value, list):
-        return [subst(v, names) for v in value]
-    return value
-
-
-def mismatch(pattern: Any, actual: Any, names: dict[str, Any], path: str = "") -> str | None:
-    if isinstance(pattern, str) and pattern.startswith("$"):
-        if pattern in TYPES:
-            return None if TYPES[pattern](actual) else f"{path}: {actual!r} is not {pattern}"
-        if pattern.startswith("$contains:"):
-            ok = isinstance(actual, str) and pattern[10:] in actual
-            return None if ok else f"{path}: {actual!r} lacks {pattern[10:]!r}"
-        if pattern[1:] in names:
-            expected = names[pattern[1:]]
-            return None if actual == expected else f"{path}: {actual!r} != {expected!r} ({pattern})"
-        return f"{path}: unknown placeholder {pattern}"
-    if isinstance(pattern, dict):
-        if not isinstance(actual, dict):
-            return f"{path}: {actual!r} is not an object"
-        for key, sub in pattern.items():
-            if sub == "$absent":
-                if key in actual:
-                    return f"{path}.{key}: present ({actual[key]!r}), expected absent"
-                continue
-            if key not in actual:
-                return f"{path}.{key}: missing"
-            why = mismatch(sub, actual[key], names, f"{path}.{key}")
-            if why:
-                return why
-        return None
-    if isinstance(pattern, list):
-        if not isinstance(actual, list) or len(actual) != len(pattern):
-            return f"{path}: {actual!r} is not a list of {len(pattern)}"
-        for i, (p, a) in enumerate(zip(pattern, actual, strict=True)):
-            why = mismatch(p, a, names, f"{path}[{i}]")
-            if why:
-                return why
-        return None
-    if type(pattern) is not type(actual) or pattern != actual:
-        return f"{path}: {actual!r} != {pattern!r}"
-    return None
-
-
-def save(spec: dict[str, str], obj: Any, names: dict[str, Any]) -> None:
-    for name, dotted in spec.items():
-        value = obj
-        for part in dotted.split("."):
-            value = value[part]
-        names[name] = value
 
 
 # -- frames to client calls ----------------------------------------------------------------------

@@ -92,7 +92,18 @@ async def test_host_client_rooms_products_sales_orders_and_errors(server: Server
     assert (await host.get_sale(sale.id)).sold == 2
     assert (await host.add_stock(sale.id, 5)).total == 15
     batch = await host.drop_coupons(sale.id, 3, 100)
-    assert batch["count"] == 3
+    assert (batch.count, batch.discount_cents, batch.remaining) == (3, 100, 3)
+    async with RoomClient(server.ws_url, mint(new_user()), room=room_id) as shopper:
+        await shopper.claim_coupon(sale.id, batch.batch_id)
+    assert (await host.get_coupon_batch(sale.id, batch.batch_id)).remaining == 2
+    group_buy = {"size": 2, "price_cents": 1000, "team_s": 600}
+    group = await host.create_sale(room_id, product.id, 10, group=group_buy)
+    async with RoomClient(server.ws_url, mint(new_user()), room=room_id) as leader:
+        team = await leader.open_team(group.id)
+    status = await host.get_team(group.id, team.code)
+    assert (status.code, status.state, status.members, status.size, status.price_cents) == (
+        team.code, "open", 1, 2, 1000,
+    )  # fmt: skip
     assert (await host.stop_sale(sale.id)).phase == "ended"
     with pytest.raises(RoomNotFound) as missing:
         await host.get_room("no-such-room")

@@ -1,0 +1,1 @@
+"""The protocol's shared material outside the server: the conformance vectors (vectors/)."""
