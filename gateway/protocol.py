@@ -28,6 +28,11 @@ from websockets.protocol import Event, Protocol, Side, State
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
+try:  # websockets' C unmasking, as its own parser uses it (the pure-Python one without it)
+    from websockets.speedups import apply_mask
+except ImportError:  # pragma: no cover (a websockets built without its C extension)
+    from websockets.utils import apply_mask
+
 from gateway import messages
 from gateway.admission import Admission
 from gateway.close_codes import Close
@@ -41,6 +46,10 @@ from gateway.messages import Command, Framing, ProtocolError
 MAX_HELD_FRAMES = 16
 #: The frames of a message (the first of them is a first-message auth's).
 _DATA = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
+#: What the fast path reads itself (``_read_frames``): whole, unfragmented text and binary
+#: frames, and pings and pongs (handed to websockets, which answers pings), by first byte.
+_FAST_DATA = {0x81: Opcode.TEXT, 0x82: Opcode.BINARY}
+_FAST_CONTROL = (0x89, 0x8A)
 
 _STATUS_PHRASES = {
     400: "Bad Request",
@@ -186,6 +195,11 @@ class ConnectionCore:
         self._events: deque[Event | Signal] = deque()
         self._flush_due = False
         self._actions: deque[Action] = deque()
+        #: After the upgrade, the frames of an open connection are read by ``_read_frames``
+        #: (``_unread`` holds a frame not complete yet) until the first frame it leaves to
+        #: websockets' own parser, which then reads everything.
+        self._fast = False
+        self._unread = bytearray()
 
     # -- the adapter's side ---------------------------------------------------------------------
 
@@ -214,13 +228,84 @@ class ConnectionCore:
             data = self._request_part(data)
             if not data:
                 return
-        self.ws.receive_data(data)
-        self._events.extend(self.ws.events_received())
+        if self._fast:
+            self._unread += data
+            self._read_frames()
+        else:
+            self._to_websockets(data)
         self._flush_due = True
 
     def receive_eof(self) -> None:
+        self._leave_fast_path()  # a frame cut short by the EOF is websockets' to fail
         self.ws.receive_eof()
         self._flush_due = True
+
+    def _to_websockets(self, data: bytes) -> None:
+        self.ws.receive_data(data)
+        self._events.extend(self.ws.events_received())
+
+    def _read_frames(self) -> None:
+        """The fast path of an open connection: parse the common frames here, without
+        websockets' generator-based parser (the largest single cost of a small command).
+
+        Only what needs no judgement is read here: a whole, unfragmented text or binary frame,
+        masked, without reserved bits, within ``max_frame_bytes``. A ping or a pong goes to
+        websockets as it is (the whole frame, so its parser always starts at a frame
+        boundary), which answers the ping. Anything else (a close, a fragment, a frame that
+        breaks the protocol, any frame once the connection is closing) and everything after it
+        is websockets' to parse, as if the fast path had never been: the same events, the same
+        failures, the same close codes."""
+        buf = self._unread
+        end = len(buf)
+        pos = 0
+        limit = self.config.max_frame_bytes
+        leave = False
+        while end - pos >= 2:
+            first, second = buf[pos], buf[pos + 1]
+            opcode = _FAST_DATA.get(first)
+            length = second & 0x7F
+            if (
+                self.ws.state is not State.OPEN
+                or (opcode is None and (first not in _FAST_CONTROL or length > 125))
+                or not second & 0x80
+            ):
+                leave = True
+                break
+            at = pos + 2
+            if length == 126:
+                if end - at < 2:
+                    break
+                length = (buf[at] << 8) | buf[at + 1]
+                at += 2
+            elif length == 127:
+                if end - at < 8:
+                    break
+                length = int.from_bytes(buf[at : at + 8], "big")
+                at += 8
+            if length > limit:
+                leave = True  # websockets fails it: 1009
+                break
+            stop = at + 4 + length
+            if stop > end:
+                break  # the rest of this frame is still to come
+            if opcode is None:
+                self._to_websockets(bytes(buf[pos:stop]))
+            else:
+                mask = bytes(buf[at : at + 4])
+                self._events.append(Frame(opcode, apply_mask(bytes(buf[at + 4 : stop]), mask)))
+            pos = stop
+        del buf[:pos]
+        if leave:
+            self._leave_fast_path()
+
+    def _leave_fast_path(self) -> None:
+        """From here on websockets parses everything, starting with what is unread."""
+        if not self._fast:
+            return
+        self._fast = False
+        rest, self._unread = bytes(self._unread), bytearray()
+        if rest:
+            self._to_websockets(rest)
 
     def _request_part(self, data: bytes) -> bytes:
         """Of bytes read before the upgrade, the part that belongs to the request head; the
@@ -293,6 +378,7 @@ class ConnectionCore:
         self._behind_request = None
         self.ws = Protocol(Side.SERVER, state=State.OPEN, max_size=self.config.max_frame_bytes)
         self._handshake = None
+        self._fast = True
         self.open = True
         if auth_by_message:
             # read on until the first message has come (then pause: _on_auth_frame)

@@ -48,6 +48,8 @@ COVERED_IMPORTS = {
     "websockets.protocol": {"Event", "Protocol", "Side", "State"},
     "websockets.server": {"ServerProtocol"},
     "websockets.typing": {"Subprotocol"},
+    "websockets.speedups": {"apply_mask"},
+    "websockets.utils": {"apply_mask"},
 }
 
 REQUEST = (
@@ -171,6 +173,23 @@ def test_a_frame_level_protocol_can_start_open() -> None:
     assert out[0][:4] == b"\x88" + bytes([len(out[0]) - 2]) + struct.pack("!H", 1009), moved(
         internal + " failing a frame over max_size with 1009", "max_size="
     )
+
+
+def test_websockets_unmasks_as_the_fast_path_expects() -> None:
+    """gateway/protocol.py's fast path unmasks with websockets' own ``apply_mask`` (the C one of
+    ``websockets.speedups``, else ``websockets.utils``') and hands websockets' parser only whole
+    frames, so it always starts at a frame boundary."""
+    from websockets.speedups import apply_mask as fast_mask  # type: ignore[attr-defined]
+    from websockets.utils import apply_mask as slow_mask
+
+    data, mask = bytes(range(37)), b"\x01\x80\x7f\xff"
+    xored = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+    for apply_mask in (fast_mask, slow_mask):
+        assert apply_mask(data, mask) == xored, moved(f"{apply_mask.__module__}.apply_mask(data, mask)", "")
+    ws = Protocol(Side.SERVER, state=State.OPEN, max_size=16)
+    ws.receive_data(masked(Opcode.PING, b"p"))
+    ws.receive_data(masked(Opcode.TEXT, b"after"))
+    assert [e.data for e in ws.events_received() if isinstance(e, Frame)] == [b"p", b"after"]
 
 
 def test_closing_states_and_the_end_of_output() -> None:
