@@ -115,11 +115,25 @@ def decode(framing: Framing, opcode: int, payload: bytes, commands: Schemas | No
     if opcode != framing.opcode:
         kind = "text" if framing is Framing.JSON else "binary"
         raise ProtocolError("wrong_framing", f"this connection speaks {framing.value}: send {kind} frames")
+    # Whether the decoded message may hold text UTF-8 cannot encode (and must be searched for
+    # it, below): in JSON only a \u escape makes a surrogate (the text is UTF-8, as RFC 8259
+    # and a WebSocket text frame require: json.loads would also guess UTF-16 or UTF-32 from
+    # bytes, so it gets the decoded text); in MessagePack only invalid UTF-8 does, which a
+    # strict decode finds first.
+    suspect = False
     try:
         if framing is Framing.JSON:
-            raw = json.loads(payload)
+            text = payload.decode()
+            suspect = "\\u" in text
+            raw = json.loads(text)
         else:
-            raw = msgpack.unpackb(payload, raw=False, strict_map_key=True, unicode_errors="surrogateescape")
+            try:
+                raw = msgpack.unpackb(payload, raw=False, strict_map_key=True)
+            except UnicodeDecodeError:  # decoded again, to name the field that holds it
+                suspect = True
+                raw = msgpack.unpackb(
+                    payload, raw=False, strict_map_key=True, unicode_errors="surrogateescape"
+                )
     except Exception:  # the parsers raise many types; all mean "not decodable"
         code = "bad_json" if framing is Framing.JSON else "bad_msgpack"
         raise ProtocolError(code, "the frame could not be decoded") from None
@@ -129,7 +143,7 @@ def decode(framing: Framing, opcode: int, payload: bytes, commands: Schemas | No
     rid_ok = isinstance(rid, str) and 0 < len(rid) <= MAX_RID and _SURROGATE.search(rid) is None
     # Before anything reads the message: no text that cannot be encoded as UTF-8 gets past
     # here (it would fail later, in Redis calls and in every reply that echoes it).
-    bad = _unencodable_field(raw)
+    bad = _unencodable_field(raw) if suspect else None
     if bad is not None:
         raise ProtocolError(
             "invalid_field",

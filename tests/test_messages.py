@@ -53,6 +53,35 @@ def test_decode_refusals(framing: Framing, opcode: int, payload: bytes, code: st
     assert info.value.code == code
 
 
+@pytest.mark.parametrize(
+    ("framing", "opcode", "payload", "field"),
+    [
+        (Framing.JSON, OP_TEXT, b'{"type":"comment","text":"\\ud800","rid":"r"}', "'text'"),
+        (Framing.JSON, OP_TEXT, b'{"type":"comment","x":{"y":["\\udfff"]},"rid":"r"}', "'x'"),
+        (Framing.JSON, OP_TEXT, b'{"type":"comment","\\ud800":1,"rid":"r"}', "'\\ud800'"),
+        (Framing.MSGPACK, OP_BINARY, b"\x83\xa4type\xa7comment\xa3rid\xa1r\xa4text\xa1\xff", "'text'"),
+        (Framing.MSGPACK, OP_BINARY, b"\x83\xa4type\xa7comment\xa3rid\xa1r\xa1x\x91\xa1\xfe", "'x'"),
+    ],
+)
+def test_text_utf8_cannot_encode_is_refused_naming_its_field(
+    framing: Framing, opcode: int, payload: bytes, field: str
+) -> None:
+    with pytest.raises(ProtocolError) as info:
+        messages.decode(framing, opcode, payload, COMMANDS)
+    assert (info.value.code, info.value.rid) == ("invalid_field", "r")
+    assert f"the field {field} " in info.value.message
+
+
+def test_json_is_utf8_only() -> None:
+    # json.loads would guess UTF-16 from bytes (NULs are valid UTF-8, so such a text frame gets
+    # past the core's UTF-8 check): JSON text is UTF-8 (RFC 8259), anything else is bad_json
+    utf16 = '{"type":"comment","text":"\\ud800","rid":"r"}'.encode("utf-16-le")
+    with pytest.raises(ProtocolError) as info:
+        messages.decode(Framing.JSON, OP_TEXT, utf16, COMMANDS)
+    assert info.value.code == "bad_json"
+    assert messages.decode(Framing.JSON, OP_TEXT, '{"type":"like","é":"\\u00e9"}'.encode()).type == "like"
+
+
 def test_errors_keep_the_request_id() -> None:
     with pytest.raises(ProtocolError) as info:
         messages.decode(Framing.JSON, OP_TEXT, b'{"type":"comment","rid":"x1"}', COMMANDS)
