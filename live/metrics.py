@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -11,6 +13,8 @@ __all__ = ["CONTENT_TYPE", "GatewayMetrics", "Metrics"]
 class Metrics:
     def __init__(self, node: str | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        #: Called before every render: counts kept outside the registry are added in then.
+        self.before_render: list[Callable[[], None]] = []
         r = self.registry
         # The node name is on one info gauge only, not on every series: scrapers join on it
         # (or label by target), and the other series keep their cardinality.
@@ -58,21 +62,37 @@ class Metrics:
         )
 
     def render(self) -> bytes:
+        for flush in self.before_render:
+            flush()
         return generate_latest(self.registry)
 
 
 class GatewayMetrics:
-    """The gateway's view of the metrics (``gateway.hub.Metrics``)."""
+    """The gateway's view of the metrics (``gateway.hub.Metrics``).
+
+    Frames in and out are counted per frame, on the hottest paths: in plain integers here,
+    added to their counters when the metrics are read (a counter's ``inc`` takes a lock)."""
 
     def __init__(self, metrics: Metrics) -> None:
         self._m = metrics
+        self._frames_in = 0
+        self._frames_out = 0
+        metrics.before_render.append(self.flush)
 
     def frames_in(self, n: int) -> None:
-        self._m.frames_in.inc(n)
+        self._frames_in += n
 
     def frames_out(self, n: int) -> None:
-        if n:
-            self._m.frames_out.inc(n)
+        self._frames_out += n
+
+    def flush(self) -> None:
+        """Add the frames counted since the last read to their counters."""
+        if self._frames_in:
+            self._m.frames_in.inc(self._frames_in)
+            self._frames_in = 0
+        if self._frames_out:
+            self._m.frames_out.inc(self._frames_out)
+            self._frames_out = 0
 
     def error(self, kind: str) -> None:
         self._m.errors.labels(kind).inc()
