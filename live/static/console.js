@@ -2,7 +2,7 @@
 // run flash sales, talk to the room and moderate its chat, and watch the show's numbers live.
 //
 // It speaks only the public HTTP API (docs/http-api.md) and the room WebSocket
-// (docs/protocol.md, through the JavaScript client: clients/js, served as /static/live-client.js). Everything the server sends is put into the page as text (el() and
+// (docs/protocol.md). Everything the server sends is put into the page as text (el() and
 // textContent), never as HTML: comments, user ids and product titles are written by strangers.
 
 import {
@@ -15,10 +15,10 @@ import {
   language,
   money,
   parseMoney,
+  RoomSocket,
   setLanguage,
   t,
 } from "/static/common.js";
-import { RoomClient, roomUrl } from "/static/live-client.js";
 import { ConsoleTools } from "/static/console-tools.js";
 
 // -- words ------------------------------------------------------------------------------------
@@ -781,7 +781,7 @@ function enterRoom(roomId) {
   link.textContent = url;
   $("#viewer-link-box").hidden = false;
 
-  const socket = new RoomClient(roomUrl(location.origin, roomId), { token: S.token });
+  const socket = new RoomSocket(roomId, { token: S.token });
   S.socket = socket;
   socket.addEventListener("state", (event) => {
     if (S.socket === socket) renderSocketState(event.detail);
@@ -795,7 +795,7 @@ function enterRoom(roomId) {
     }
   });
   renderSocketState("connecting");
-  socket.connect().catch(() => {}); // a refusal ends in a final state, which renderSocketState shows
+  socket.connect();
   loadProducts(gen).catch(fail);
   loadSales(gen, true).catch(fail);
   tools.enter();

@@ -221,7 +221,7 @@ const ANSWERED_SHOWN = 3;
 // -- the panel ---------------------------------------------------------------------------------
 
 /**
- * ctx: socket() (the page's RoomClient, live-client.js), me() (the welcome's user), banned(), token(), room,
+ * ctx: socket() (the RoomSocket), me() (the welcome's user), banned(), token(), room,
  * showError(error), comment(text) (post a comment as the viewer, resolves once acked).
  */
 export class RoomTools {
@@ -295,10 +295,17 @@ export class RoomTools {
     return socket ? socket.now() : Date.now();
   }
 
-  /** A command decided once per rid (bids, entries, claims, votes, questions): the client sends
-   * it again with the same rid if the connection drops before its answer. */
-  _request(type, fields) {
-    return this.ctx.socket().request(type, fields, { resend: true });
+  /** A command with a rid; a lost reply is asked again with the same rid (bids are idempotent
+   * per rid, the others answer the same again). */
+  async _request(type, fields) {
+    const rid = `${type.slice(0, 2)}${Date.now().toString(36)}${Math.random().toString(36).slice(2, 8)}`;
+    const socket = this.ctx.socket();
+    try {
+      return await socket.request(type, { ...fields, rid });
+    } catch (error) {
+      if (error.code !== "timeout") throw error;
+      return socket.request(type, { ...fields, rid });
+    }
   }
 
   // -- feeding ----------------------------------------------------------------------------------
@@ -689,7 +696,7 @@ export class RoomTools {
       }
       a.notice = null;
     } catch (error) {
-      const details = error.data || {};
+      const details = error.details || {};
       if (error.code === "bid_too_low" && typeof details.min_bid_cents === "number") a.min_bid_cents = details.min_bid_cents;
       if (error.code === "auction_ended" && a.state === "open") a.ends_at_ms = Math.min(a.ends_at_ms, this._now());
       this.ctx.showError(error);

@@ -1,12 +1,10 @@
 // The viewer page, /r/{room}: watch a live room, chat, like, and buy in its flash sales.
 //
-// Speaks the public WebSocket protocol (docs/protocol.md) through the JavaScript client
-// (clients/js, served as /static/live-client.js), which authenticates with its first message
-// (the token is in no URL), reconnects and resumes by itself. Everything a stranger wrote (comments, titles, host
+// Speaks the public WebSocket protocol (docs/protocol.md) through common.js's RoomSocket,
+// which reconnects and resumes by itself. Everything a stranger wrote (comments, titles, host
 // messages) goes into the page as text through el(), never as HTML.
 
-import { api, clock, describeError, el, extend, language, money, setLanguage, t } from "/static/common.js";
-import { RoomClient, roomUrl } from "/static/live-client.js";
+import { RoomSocket, api, clock, describeError, el, extend, language, money, setLanguage, t } from "/static/common.js";
 import { RoomTools } from "/static/tools.js";
 
 extend({
@@ -111,7 +109,7 @@ extend({
     lagged_note: "Your connection fell behind: some chat was skipped.",
     slow_mode_note: "Slow mode: one comment every {n} s",
     muted_note: "You are muted until {time}",
-    sign_in_needed: "This room needs you to sign in.",
+    join_failed_guest: "Could not join as a guest. This room may need you to sign in.",
     sign_in_to_buy: "Sign in to buy.",
     // Error codes common.js has no words for.
     unknown_sale: "That sale is not in this room.",
@@ -228,7 +226,7 @@ extend({
     lagged_note: "网络跟不上，部分评论已跳过。",
     slow_mode_note: "慢速模式：每 {n} 秒可发一条",
     muted_note: "你已被禁言至 {time}",
-    sign_in_needed: "此直播间需要登录。",
+    join_failed_guest: "无法以游客身份进入，此直播间可能需要登录。",
     sign_in_to_buy: "请先登录再购买。",
     unknown_sale: "该秒杀不在此直播间。",
     not_your_hold: "该锁定属于其他用户。",
@@ -271,6 +269,7 @@ const S = {
   me: null,
   room: null,
   everLive: false,
+  diagnosed: false,
   banned: false, // banned, or refused: the page only watches (or shows why it cannot)
   online: 0,
   likes: 0,
@@ -466,10 +465,11 @@ function clearNotice() {
 // -- identity and connection ------------------------------------------------------------------
 
 function connect() {
-  const socket = new RoomClient(roomUrl(location.origin, ROOM), { token: S.token });
+  const socket = new RoomSocket(ROOM, { token: S.token });
   S.socket = socket;
   S.everLive = false;
-  window.liveSocket = socket; // for tests and the curious: the page's RoomClient
+  S.diagnosed = false;
+  window.liveSocket = socket; // for tests and the curious: the page's RoomSocket
   socket.addEventListener("state", (event) => {
     if (socket === S.socket) onState(event.detail);
   });
@@ -481,8 +481,7 @@ function connect() {
       console.error("could not show a message", event.detail, error);
     }
   });
-  // a refusal ends in the "refused", "banned" or "expired" state, which onState shows
-  socket.connect().catch(() => {});
+  socket.connect();
 }
 
 function restart(token) {
@@ -527,11 +526,16 @@ function onState(state) {
   if (state === "live") {
     S.everLive = true;
     if ($id("notice").dataset.code === "network") clearNotice();
+  } else if (state === "reconnecting" && !S.everLive && !S.diagnosed && !S.token) {
+    // A guest who cannot get in: perhaps the room needs a sign-in (RoomSocket has no token
+    // to ask the HTTP API with, so it keeps trying; we say what may help).
+    S.diagnosed = true;
+    showError({ code: "join_failed_guest", message: t("join_failed_guest") });
+    openSignIn();
   } else if (state === "refused") {
-    // Refused for good: the server said why (an error frame, then the close).
+    // The handshake was refused for good; RoomSocket asked the HTTP API why.
     const refusal = S.socket.refusal || { code: "refused" };
-    // a guest in a room that wants a sign-in is told just that
-    showError(!S.token && refusal.code === "token_missing" ? { code: "sign_in_needed" } : refusal);
+    showError(refusal);
     if (refusal.code !== "room_not_found") openSignIn();
     if (!S.room) {
       $id("room-title").dataset.i18n = "refused";
@@ -658,7 +662,7 @@ function onWelcome(w) {
   delete $id("room-title").dataset.i18n;
   $id("avatar").textContent = Array.from(title)[0] || "L";
   $id("host-line").textContent = t("host_is", { host: w.room.host_id });
-  if (["sign_in_needed", "network"].includes($id("notice").dataset.code)) clearNotice(); // in after all
+  if (["join_failed_guest", "network"].includes($id("notice").dataset.code)) clearNotice(); // in after all
   renderCounts();
   renderIdentity();
   renderPinned();
@@ -1177,11 +1181,16 @@ function stepQty(sale, delta) {
   renderSale(sale);
 }
 
-/** Send a buying command. Its rid is the idempotency key: the client sends it again with the
- * same rid when the connection drops before the answer, and the server answers with the first
- * decision. */
-function buyRequest(type, fields) {
-  return S.socket.request(type, fields, { resend: true });
+/** Send a buying command; on a lost reply, once more with the same rid (it is the
+ * idempotency key, so the server answers with the first result). */
+async function buyRequest(type, fields) {
+  const rid = `${type[0]}${Date.now().toString(36)}${Math.random().toString(36).slice(2, 8)}`;
+  try {
+    return await S.socket.request(type, { ...fields, rid });
+  } catch (error) {
+    if (error.code !== "timeout") throw error;
+    return S.socket.request(type, { ...fields, rid });
+  }
 }
 
 function afterRefusal(sale, error) {

@@ -634,9 +634,8 @@ function randomHex(bytes) {
  * One room, over one WebSocket at a time, that stays up.
  *
  * Events (an EventTarget): "message" (detail: each server message other than answers, as
- * sent, the welcome of every connection included; priority events already delivered before a
- * resume are dropped, so are comments already shown), "welcome" (detail: the welcome, the first
- * and after every reconnect, before its "message"), "state"
+ * sent; priority events already delivered before a resume are dropped, so are comments already
+ * shown), "welcome" (detail: the welcome, the first and after every reconnect), "state"
  * (detail: connecting | live | reconnecting | offline | banned | expired | refused; the last
  * three are final and `refusal` is the typed error that says why).
  */
@@ -1074,7 +1073,6 @@ export class RoomClient extends EventTarget {
     }
     this._setState("live");
     this.dispatchEvent(new CustomEvent("welcome", { detail: message }));
-    this._deliver(message);
     if (!first && fresh.length) this._deliver({ type: "batch", comments: fresh }); // said while we were away
     this._settleWaiters(message, null);
   }
