@@ -63,10 +63,11 @@ for i = 1, n do
   if ARGV[3 * i] ~= '' then fields[#fields + 1] = idem_field(users[i], ARGV[3 * i]) end
 end
 local counts = redis.call('HMGET', USERS, unpack(users))
-local has = {}
+local has, before = {}, {}
 for i = 1, n do
   if has[users[i]] == nil then has[users[i]] = tonumber(counts[i] or '0') end
 end
+for user, units in pairs(has) do before[user] = units end
 local answered = {}
 if #fields > 0 then
   local seen = redis.call('HMGET', IDEM, unpack(fields))
@@ -76,7 +77,7 @@ if #fields > 0 then
 end
 
 local user_writes, hold_writes, expiry_writes, idem_writes = {}, {}, {}, {}
-local touched = {}
+local touched = {} -- user -> the ids of the holds this batch made for them
 for i = 1, n do
   local user, qty, key = users[i], tonumber(ARGV[3 * i - 1]), ARGV[3 * i]
   local code, hold_id, number = nil, '', 0
@@ -98,7 +99,8 @@ for i = 1, n do
     available, held, seq = available - qty, held + qty, seq + 1
     hold_id = id .. '.' .. seq .. '.' .. now
     has[user] = has[user] + qty
-    touched[user] = true
+    touched[user] = touched[user] or {}
+    touched[user][#touched[user] + 1] = hold_id
     hold_writes[#hold_writes + 1] = hold_id
     hold_writes[#hold_writes + 1] = hold_record(qty, expires, price, '', key, user)
     expiry_writes[#expiry_writes + 1] = expires
@@ -121,8 +123,9 @@ for i = 1, n do
 end
 
 if available ~= was_available then
-  for user in pairs(touched) do
+  for user, ids in pairs(touched) do
     user_writes[#user_writes + 1] = user; user_writes[#user_writes + 1] = has[user]
+    remember_holds(user, before[user], ids)
   end
   redis.call('HSET', USERS, unpack(user_writes))
   redis.call('HSET', HOLDS, unpack(hold_writes))
