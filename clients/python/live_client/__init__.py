@@ -158,6 +158,7 @@ from live_client.models import (
     User,
     Vote,
     Welcome,
+    You,
     build,
 )
 from live_client.room import SUBPROTOCOLS, Framing, RoomClient, Stats, room_url
@@ -314,6 +315,7 @@ __all__ = [
     "Vote",
     "Welcome",
     "WrongRoom",
+    "You",
     "build",
     "error_from",
     "errors",
