@@ -232,7 +232,13 @@ def you_view(mines: list[Mine]) -> dict[str, Any]:
         ],
         "orders": [o.public() for o in orders[:WELCOME_ORDERS]],
         "coupons": [
-            {"coupon_id": c.id, "sale_id": c.sale_id, "discount_cents": c.discount_cents, "used": c.used}
+            {
+                "coupon_id": c.id,
+                "sale_id": c.sale_id,
+                "batch_id": c.batch_id,
+                "discount_cents": c.discount_cents,
+                "used": c.used,
+            }
             for m in mines
             for c in m.coupons
         ],

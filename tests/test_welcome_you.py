@@ -99,7 +99,13 @@ async def test_holds_orders_coupons_and_teams_in_the_welcome(
         (second["hold_id"], "held", None),
     ]
     assert you["coupons"] == [
-        {"coupon_id": coupon["coupon_id"], "sale_id": sale["id"], "discount_cents": 200, "used": False}
+        {
+            "coupon_id": coupon["coupon_id"],
+            "sale_id": sale["id"],
+            "batch_id": batch["batch_id"],
+            "discount_cents": 200,
+            "used": False,
+        }
     ]
     assert you["teams"] == [
         {

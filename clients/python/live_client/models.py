@@ -314,7 +314,9 @@ class Coupon(Model):
     coupon_id: str = ""
     sale_id: str = ""
     discount_cents: int = 0
-    #: In the welcome's ``you``: it took its discount off an order already.
+    #: In the welcome's ``you``: the batch it came from, and whether it took its discount off
+    #: an order already.
+    batch_id: str = ""
     used: bool = False
 
 
