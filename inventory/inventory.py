@@ -675,20 +675,23 @@ class Inventory:
         return [_mine(sale_id, reply) for sale_id, reply in zip(sale_ids, replies, strict=True) if reply]
 
     async def _read_pipeline(self, name: str, keys: list[list[str]], args: list[Any]) -> list[Any]:
-        """A script that only reads, once per key list, in one pipeline. EVALSHA is queued as a
-        plain command (a cluster pipeline routes it by its keys' slot); when Redis lacks the
+        """A script that only reads, once per key list, in one pipeline. When Redis lacks the
         script (restarted, or a promoted replica), it is loaded and the pipeline sent again."""
-        for attempt in range(2):
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for each in keys:
-                    pipe.execute_command(*self.scripts.evalsha(name, each, args))
-                replies: list[Any] = await pipe.execute(raise_on_error=False)
-            if attempt or not any(isinstance(r, NoScriptError) for r in replies):
-                break
+        replies = await self._reads(name, keys, args)
+        if any(isinstance(r, NoScriptError) for r in replies):
             await self.scripts.load()
+            replies = await self._reads(name, keys, args)
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
+        return replies
+
+    async def _reads(self, name: str, keys: list[list[str]], args: list[Any]) -> list[Any]:
+        # EVALSHA queued as a plain command: a cluster pipeline routes it by its keys' slot
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for each in keys:
+                pipe.execute_command(*self.scripts.evalsha(name, each, args))
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
         return replies
 
     # -- sweeping -----------------------------------------------------------------------------

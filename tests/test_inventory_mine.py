@@ -9,7 +9,9 @@ import asyncio
 import json
 import time
 
+import pytest
 from conftest import sale_spec
+from redis.exceptions import ResponseError
 
 from inventory import model
 from inventory.inventory import Inventory
@@ -140,6 +142,16 @@ async def test_a_flushed_script_is_loaded_again(inventory: Inventory) -> None:
     held = await inventory.reserve("s1", "ann", 1)
     await inventory.redis.script_flush()
     assert (await mine(inventory, "ann"))["s1"].holds[0].hold_id == held.hold_id
+
+
+async def test_a_script_error_is_raised(inventory: Inventory) -> None:
+    """A reply that is an error (here a key of the wrong type) is not taken for nothing."""
+    await inventory.open_sale(sale_spec())
+    await inventory.reserve("s1", "ann", 1)
+    await inventory.redis.delete(SaleKeys(inventory.config.key_prefix, "s1").mine)
+    await inventory.redis.set(SaleKeys(inventory.config.key_prefix, "s1").mine, "not a hash")
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        await inventory.mine(["s1"], "ann")
 
 
 async def test_a_repair_lists_the_ledgers_orders_again(inventory: Inventory) -> None:
