@@ -110,8 +110,16 @@ async def test_coupons_used_and_not(inventory: Inventory) -> None:
 
 
 async def test_teams_open_then_complete(inventory: Inventory) -> None:
-    await inventory.open_sale(sale_spec(group_size=2, group_price_cents=600, team_ms=60_000))
+    await inventory.open_sale(sale_spec(group_size=2, group_price_cents=600, team_ms=60_000, hold_ms=90_000))
+    plain = await inventory.reserve("s1", "ann", 1)  # listed before the team's hold (take, in team.lua)
     team = await inventory.open_team("s1", "ann")
+    got = (await mine(inventory, "ann"))["s1"]
+    assert got.holds == [  # in the order they were made (the welcome sorts them by expiry)
+        model.OpenHold(plain.hold_id, "s1", "p1", 1, 999, plain.expires_at_ms, None),
+        model.OpenHold(team.hold_id, "s1", "p1", 1, 600, team.deadline_ms, team.code),
+    ]
+    assert [h.status for h in got.holds] == ["held", "team"]
+    await inventory.cancel(plain.hold_id, "ann")
     got = (await mine(inventory, "ann"))["s1"]
     assert got.holds == [model.OpenHold(team.hold_id, "s1", "p1", 1, 600, team.deadline_ms, team.code)]
     assert got.holds[0].status == "team"

@@ -27,7 +27,7 @@
 --           its hold's), c:<user> -> comma-separated ids of the user's coupons. Hold, order
 --           and coupon ids are made of the sale's and batches' ids ([A-Za-z0-9_-]), digits
 --           and dots: never a comma. A hold given back leaves its id behind: the reader skips
---           it, and the next hold of the user drops it (remember_holds).
+--           it, and a hold of the user that would pass their limit drops it (hold_list).
 --
 -- Invariant after every script, per sale: total = available + held + sold, where held is
 -- the sum of the holds' quantities and sold the sum of the orders' quantities.
@@ -127,29 +127,33 @@ local function refusal(now, user, qty)
   return nil, 0
 end
 
--- The user's list in MINE (h: or c:) with ids added. held_before: the units the user held
--- or had bought before this script (USERS); 0 means every hold id listed is gone (given back),
--- so the list starts over. Otherwise only the ids still a hold or an order are kept: the list
--- stays within the user's limit (every hold and order has a unit), however often they cancel.
-local function remember_holds(user, held_before, ids)
-  local field = 'h:' .. user
+-- A user's hold list in MINE (h:<user>) with ids added. listed: the list now, or nil when the
+-- user held and had bought nothing before this script (USERS): every id listed is then gone
+-- (given back), so the list starts over unread. A list that would pass the user's limit keeps
+-- only the ids still a hold or an order: every hold and order has a unit, so it stays within
+-- the limit however often they cancel, and a buyer within it costs no lookups.
+local function hold_list(listed, ids, limit)
+  if not listed or listed == '' then return table.concat(ids, ',') end
   local kept = {}
-  local listed = held_before > 0 and redis.call('HGET', MINE, field) or nil
-  if listed then
-    for id in string.gmatch(listed, '[^,]+') do
+  for id in string.gmatch(listed, '[^,]+') do kept[#kept + 1] = id end
+  if #kept + #ids > limit then
+    local live = {}
+    for _, id in ipairs(kept) do
       if redis.call('HEXISTS', HOLDS, id) == 1 or redis.call('HEXISTS', ORDERS, id) == 1 then
-        kept[#kept + 1] = id
+        live[#live + 1] = id
       end
     end
+    kept = live
   end
   for _, id in ipairs(ids) do kept[#kept + 1] = id end
-  redis.call('HSET', MINE, field, table.concat(kept, ','))
+  return table.concat(kept, ',')
 end
 
 -- Take qty units for user into a new hold. Returns the hold id.
 local function take(now, qty, expires, price, team, key, user, scored)
   local hold_id = redis.call('HGET', SALE, 'id') .. '.' .. redis.call('HINCRBY', SALE, 'seq', 1) .. '.' .. now
-  remember_holds(user, hnum(USERS, user), {hold_id})
+  local listed = hnum(USERS, user) > 0 and redis.call('HGET', MINE, 'h:' .. user) or nil
+  redis.call('HSET', MINE, 'h:' .. user, hold_list(listed, {hold_id}, hnum(SALE, 'limit')))
   local available = redis.call('HINCRBY', SALE, 'available', -qty)
   redis.call('HINCRBY', SALE, 'held', qty)
   redis.call('HINCRBY', USERS, user, qty)
