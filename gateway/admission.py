@@ -59,6 +59,9 @@ class Admission:
     expires_at: float | None = None
     #: Admitted without a token (a room open to anonymous viewers).
     anonymous: bool = False
+    #: What this user has in the room, as the welcome's ``you`` shows it (the app's to fill);
+    #: None: the welcome has no ``you`` (a guest).
+    you: dict[str, Any] | None = None
 
 
 #: The query flag of first-message auth: ``?auth=message``.

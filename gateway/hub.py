@@ -226,6 +226,7 @@ class Hub:
                 pinned=json.loads(state["pinned"]) if "pinned" in state else None,
                 slow_mode_s=int(state.get("slow_mode_s", "0")),
                 comments=snap.comments,
+                you=admission.you,
             )
         )
         seen = snap.seq

@@ -277,8 +277,9 @@ def welcome(
     pinned: dict[str, Any] | None,
     slow_mode_s: int,
     comments: list[dict[str, Any]],
+    you: dict[str, Any] | None = None,
 ) -> Message:
-    return {
+    out: Message = {
         "type": WELCOME,
         "v": VERSION,
         "server_time_ms": server_time_ms,
@@ -292,6 +293,9 @@ def welcome(
         "slow_mode_s": slow_mode_s,
         "comments": comments,
     }
+    if you is not None:
+        out["you"] = you
+    return out
 
 
 def pong(server_time_ms: int, rid: str | None) -> Message:

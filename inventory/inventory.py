@@ -51,6 +51,8 @@ from inventory.model import (
     Expired,
     InvalidField,
     InvalidQuantity,
+    Mine,
+    OpenHold,
     Order,
     Reserved,
     SaleSpec,
@@ -59,6 +61,7 @@ from inventory.model import (
     Sweep,
     TeamFailed,
     TeamJoined,
+    TeamPlace,
     Unavailable,
     UnknownSale,
     refusal,
@@ -662,6 +665,35 @@ class Inventory:
         left = await self.redis.hget(SaleKeys(self.config.key_prefix, sale_id).coupons, f"r:{batch_id}")
         return None if left is None else int(left)
 
+    async def mine(self, sale_ids: list[str], user_id: str) -> list[Mine]:
+        """What the user has in each of these sales (those where they have nothing are left
+        out): one pipeline, one mine.lua call per sale, whose keys are the sale's slot."""
+        if not sale_ids:
+            return []
+        keys = [self.keys(sale_id) for sale_id in sale_ids]
+        replies = await self._read_pipeline("mine", keys, [user_id])
+        return [_mine(sale_id, reply) for sale_id, reply in zip(sale_ids, replies, strict=True) if reply]
+
+    async def _read_pipeline(self, name: str, keys: list[list[str]], args: list[Any]) -> list[Any]:
+        """A script that only reads, once per key list, in one pipeline. When Redis lacks the
+        script (restarted, or a promoted replica), it is loaded and the pipeline sent again."""
+        replies = await self._reads(name, keys, args)
+        if any(isinstance(r, NoScriptError) for r in replies):
+            await self.scripts.load()
+            replies = await self._reads(name, keys, args)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
+
+    async def _reads(self, name: str, keys: list[list[str]], args: list[Any]) -> list[Any]:
+        # EVALSHA queued as a plain command: a cluster pipeline routes it by its keys' slot
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for each in keys:
+                pipe.execute_command(*self.scripts.evalsha(name, each, args))
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+        return replies
+
     # -- sweeping -----------------------------------------------------------------------------
 
     async def sweep(self, sale_id: str) -> Sweep:
@@ -860,6 +892,51 @@ def parse_hold(record: bytes) -> tuple[int, int, int, str, str]:
     """quantity, expires_at_ms, unit price, team code, user id (see lib.lua)."""
     qty, expires, price, team, klen, rest = record.decode().split("|", 5)
     return int(qty), int(expires), int(price), team, rest[int(klen) :]
+
+
+def _mine(sale_id: str, reply: list[Any]) -> Mine:
+    """mine.lua's answer for one sale (its Returns)."""
+    product, holds, orders, coupons, teams = reply
+    product_id = as_text(product)
+    return Mine(
+        sale_id=sale_id,
+        holds=[
+            OpenHold(
+                hold_id=as_text(holds[i]),
+                sale_id=sale_id,
+                product_id=product_id,
+                quantity=int(holds[i + 1]),
+                expires_at_ms=int(holds[i + 2]),
+                unit_price_cents=int(holds[i + 3]),
+                team_code=as_text(holds[i + 4]) or None,
+            )
+            for i in range(0, len(holds), 5)
+        ],
+        orders=[Order.from_json(o) for o in orders],
+        coupons=[
+            Coupon(
+                id=as_text(coupons[i]),
+                sale_id=sale_id,
+                batch_id=as_text(coupons[i]).rpartition(".")[0],  # "<batch>.<n>" (coupons.lua)
+                discount_cents=int(coupons[i + 1]),
+                used=coupons[i + 2] == b"used",
+            )
+            for i in range(0, len(coupons), 3)
+        ],
+        teams=[
+            TeamPlace(
+                code=as_text(teams[i]),
+                sale_id=sale_id,
+                hold_id=as_text(teams[i + 1]),
+                state=as_text(teams[i + 2]),
+                deadline_ms=int(teams[i + 3]),
+                size=int(teams[i + 4]),
+                members=int(teams[i + 5]),
+                price_cents=int(teams[i + 6]),
+            )
+            for i in range(0, len(teams), 7)
+        ],
+    )
 
 
 def _phase(state: str, starts_ms: int, ends_ms: int, available: int) -> str:

@@ -18,6 +18,8 @@ class SaleKeys:
         self.teams = f"{base}:teams"
         self.team_deadlines = f"{base}:team_deadlines"
         self.coupons = f"{base}:coupons"
+        #: Hash: each user's holds, orders and coupons in the sale, by id (the welcome's `you`).
+        self.mine = f"{base}:mine"
         #: String: the token of the process rebuilding the sale from the ledger (``RepairLock``);
         #: not one of the scripts' KEYS.
         self.repairing = f"{base}:repairing"
@@ -35,6 +37,7 @@ class SaleKeys:
             self.teams,
             self.team_deadlines,
             self.coupons,
+            self.mine,
         ]
 
 

@@ -339,3 +339,50 @@ class Coupon:
     sale_id: str
     batch_id: str
     discount_cents: int
+    #: It took its discount off an order already.
+    used: bool = False
+
+
+@dataclass(frozen=True)
+class OpenHold:
+    """A user's hold that is still open: awaiting payment until ``expires_at_ms``, or (with a
+    ``team_code``) a paid place in a team that becomes an order when the team fills, or is
+    refunded at its deadline, ``expires_at_ms``."""
+
+    hold_id: str
+    sale_id: str
+    product_id: str
+    quantity: int
+    unit_price_cents: int
+    expires_at_ms: int
+    team_code: str | None
+
+    @property
+    def status(self) -> str:
+        """ "held" (pay it with a confirm) or "team" (paid; the team decides)."""
+        return "held" if self.team_code is None else "team"
+
+
+@dataclass(frozen=True)
+class TeamPlace:
+    """A team a user is in, with its state now ("open" or "complete")."""
+
+    code: str
+    sale_id: str
+    hold_id: str
+    state: str
+    deadline_ms: int
+    size: int
+    members: int
+    price_cents: int
+
+
+@dataclass(frozen=True)
+class Mine:
+    """What one user has in one sale: open holds, orders, coupons, teams (mine.lua)."""
+
+    sale_id: str
+    holds: list[OpenHold]
+    orders: list[Order]
+    coupons: list[Coupon]
+    teams: list[TeamPlace]

@@ -32,6 +32,7 @@ NAMES = (
     "repair",
     "due",
     "reschedule",
+    "mine",
 )
 
 #: The scripts that change a sale in a way a sweep must look at soon (a new hold to expire, a

@@ -31,22 +31,26 @@ class Directory:
             room = await self.rooms.get(room_id)
         except RoomNotFound:
             raise Refused(404, "room_not_found", "no such room") from None
-        welcome_room: dict[str, Any] = {"id": room.id, "title": room.title, "host_id": room.host_id}
-        if self.selling is not None:
-            welcome_room["sales"] = await self.selling.room_sales(room_id)
-        if self.tools is not None:
-            welcome_room.update(await self.tools.welcome(room_id))
         if token is None:
             if not room.allow_anonymous:
                 raise Refused(401, "token_missing", "send a token: ?token=... or Authorization")
-            user = "anon_" + secrets.token_urlsafe(9)
-            return Admission(user, str(Role.VIEWER), welcome_room, anonymous=True)
-        try:
-            who = self.auth.verify(token)
-            who.require_room(room_id)
-        except AuthError as exc:
-            raise Refused(exc.http_status, exc.code, exc.message) from None
-        return Admission(who.user_id, str(who.role), welcome_room, expires_at=who.expires_at)
+            user, role, expires_at = "anon_" + secrets.token_urlsafe(9), str(Role.VIEWER), None
+        else:
+            try:
+                who = self.auth.verify(token)
+                who.require_room(room_id)
+            except AuthError as exc:
+                raise Refused(exc.http_status, exc.code, exc.message) from None
+            user, role, expires_at = who.user_id, str(who.role), who.expires_at
+        welcome_room: dict[str, Any] = {"id": room.id, "title": room.title, "host_id": room.host_id}
+        you: dict[str, Any] | None = None
+        if self.selling is not None:
+            welcome_room["sales"], you = await self.selling.room_view(
+                room_id, None if token is None else user
+            )
+        if self.tools is not None:
+            welcome_room.update(await self.tools.welcome(room_id))
+        return Admission(user, role, welcome_room, expires_at=expires_at, anonymous=token is None, you=you)
 
     async def product(self, room_id: str, product_id: str) -> dict[str, Any] | None:
         for product in await self.rooms.products(room_id):

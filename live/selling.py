@@ -18,6 +18,7 @@ from inventory.model import (
     MAX_QUANTITY,
     MAX_STOCK,
     AlreadyEnded,
+    Mine,
     SaleSpec,
     SaleStatus,
     UnknownSale,
@@ -188,16 +189,75 @@ class Selling:
         batch = {"sale_id": sale_id, "batch_id": batch_id, "count": count, "discount_cents": discount_cents}
         return {**batch, "remaining": count}
 
-    async def room_sales(self, room_id: str) -> list[dict[str, Any]]:
-        """The room's sales that are not over, as a new viewer's welcome shows them."""
+    async def room_view(
+        self, room_id: str, user_id: str | None
+    ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+        """What a new viewer's welcome shows of the room's selling: its sales that are not over,
+        and for a signed-in user (``user_id`` not None) what they have in the room's sales
+        still in play (``you``; None for a guest). The sales are those not yet retired: an
+        ended one may still have holds to pay and teams to fill."""
         active = await self.inventory.active_sales()
-        statuses = [
-            s for s in await self.inventory.statuses(active) if s.room_id == room_id and s.phase != "ended"
-        ]
+        here = [s for s in await self.inventory.statuses(active) if s.room_id == room_id]
+        you = None if user_id is None else you_view(await self.inventory.mine([s.id for s in here], user_id))
+        statuses = [s for s in here if s.phase != "ended"]
         if not statuses:
-            return []
+            return [], you
         products = {p.id: p for p in await self.rooms.products(room_id)}
-        return [{**s.public(), "product": _product_view(products.get(s.product_id))} for s in statuses]
+        sales = [{**s.public(), "product": _product_view(products.get(s.product_id))} for s in statuses]
+        return sales, you
+
+
+#: The most orders the welcome's ``you`` lists (the newest): the rest are in the ledger.
+WELCOME_ORDERS = 20
+
+
+def you_view(mines: list[Mine]) -> dict[str, Any]:
+    """The welcome's ``you`` (docs/protocol.md): open holds soonest to expire first, orders
+    newest first, coupons and teams in the sales' order."""
+    holds = sorted((h for m in mines for h in m.holds), key=lambda h: (h.expires_at_ms, h.hold_id))
+    orders = sorted((o for m in mines for o in m.orders), key=lambda o: (o.created_at_ms, o.id), reverse=True)
+    return {
+        "holds": [
+            {
+                "hold_id": h.hold_id,
+                "sale_id": h.sale_id,
+                "product_id": h.product_id,
+                "quantity": h.quantity,
+                "price_cents": h.unit_price_cents,
+                "expires_at_ms": h.expires_at_ms,
+                "status": h.status,
+                "team_code": h.team_code,
+            }
+            for h in holds
+        ],
+        "orders": [o.public() for o in orders[:WELCOME_ORDERS]],
+        "coupons": [
+            {
+                "coupon_id": c.id,
+                "sale_id": c.sale_id,
+                "batch_id": c.batch_id,
+                "discount_cents": c.discount_cents,
+                "used": c.used,
+            }
+            for m in mines
+            for c in m.coupons
+        ],
+        "teams": [
+            {
+                "code": t.code,
+                "sale_id": t.sale_id,
+                "hold_id": t.hold_id,
+                "state": t.state,
+                "deadline_ms": t.deadline_ms,
+                "members": t.members,
+                "size": t.size,
+                "completed": t.state == "complete",
+                "price_cents": t.price_cents,
+            }
+            for m in mines
+            for t in m.teams
+        ],
+    }
 
 
 def _settled_status(row: SaleRow, sold: int) -> SaleStatus:

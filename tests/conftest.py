@@ -79,7 +79,13 @@ def bearer(token: str) -> dict[str, str]:
 #: Test modules whose ``inventory`` tests run twice: on the session's Redis and on the session's
 #: Valkey cluster (tests/cluster.py), as ``[redis]`` and ``[cluster]``.
 INVENTORY_ON_CLUSTER_TOO = frozenset(
-    {"test_inventory", "test_inventory_scripts", "test_inventory_boundary", "test_hardening_reserve"}
+    {
+        "test_inventory",
+        "test_inventory_mine",
+        "test_inventory_scripts",
+        "test_inventory_boundary",
+        "test_hardening_reserve",
+    }
 )
 
 

@@ -122,6 +122,42 @@ def card(page: Page, sale: dict[str, Any]) -> Any:
     return page.locator(f'[data-testid="sale-card"][data-sale-id="{sale["id"]}"]')
 
 
+async def tea_and_a_group_sale(
+    http: aiohttp.ClientSession, host_token: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The room, a sale of tea at ¥15 (60 s holds) and a group sale (teams of 2 at ¥49)."""
+    await make_room(http, host_token)
+    tea = await add_product(http, host_token, "龙井礼盒 Longjing gift box", 1800, "box.svg")
+    sale = await open_sale(http, host_token, tea, price_cents=1500, hold_s=60)
+    needle = await add_product(http, host_token, "白毫银针 Silver Needle", 8800)
+    group_sale = await open_sale(
+        http, host_token, needle, price_cents=6600, group={"size": 2, "price_cents": 4900, "team_s": 60}
+    )
+    return sale, group_sale
+
+
+async def claim_buy_and_start_a_team(
+    http: aiohttp.ClientSession, host_token: str, page: Page, sale: dict[str, Any], group_sale: dict[str, Any]
+) -> str | None:
+    """On an open page: the host drops ¥3 coupons (a page learns of a batch as it is dropped),
+    the buyer claims one, holds a unit (Pay ¥12.00) and starts a team. Returns its share link."""
+    async with http.post(
+        f"/api/sales/{sale['id']}/coupons",
+        json={"count": 5, "discount_cents": 300},
+        headers=bearer(host_token),
+    ) as resp:
+        assert resp.status == 201
+    mine = card(page, sale)
+    await mine.get_by_test_id("claim-coupon").click()
+    await expect(mine.locator(".coupon")).to_contain_text("已领取，支付时自动抵扣")
+    await mine.get_by_test_id("buy").click()
+    await expect(mine.get_by_test_id("pay")).to_have_text("支付 ¥12.00")
+    await card(page, group_sale).get_by_test_id("start-team").click()
+    team_link = card(page, group_sale).get_by_test_id("team-link")
+    await expect(team_link).to_contain_text("?team=")
+    return await team_link.get_attribute("href")
+
+
 async def order_in_ledger(
     http: aiohttp.ClientSession, server: Running, user: str, order_id: str
 ) -> dict[str, Any]:
@@ -336,30 +372,10 @@ async def test_an_unpaid_hold_expires_on_screen(
 async def test_a_hold_survives_a_reload_and_is_paid_after_it(
     server: Running, http: aiohttp.ClientSession, host_token: str, browser: Browser
 ) -> None:
-    await make_room(http, host_token)
-    tea = await add_product(http, host_token, "龙井礼盒 Longjing gift box", 1800, "box.svg")
-    sale = await open_sale(http, host_token, tea, price_cents=1500, hold_s=60)
-    needle = await add_product(http, host_token, "白毫银针 Silver Needle", 8800)
-    group_sale = await open_sale(
-        http, host_token, needle, price_cents=6600, group={"size": 2, "price_cents": 4900, "team_s": 60}
-    )
+    sale, group_sale = await tea_and_a_group_sale(http, host_token)
     errors = PageErrors()
     page = await open_viewer(browser, url_for(server, "ann"), errors)
-    async with http.post(
-        f"/api/sales/{sale['id']}/coupons",
-        json={"count": 5, "discount_cents": 300},
-        headers=bearer(host_token),
-    ) as resp:
-        assert resp.status == 201
-    mine = card(page, sale)
-    await mine.get_by_test_id("claim-coupon").click()
-    await expect(mine.locator(".coupon")).to_contain_text("已领取，支付时自动抵扣")
-    await mine.get_by_test_id("buy").click()
-    await expect(mine.get_by_test_id("pay")).to_have_text("支付 ¥12.00")
-    await card(page, group_sale).get_by_test_id("start-team").click()
-    team_link = card(page, group_sale).get_by_test_id("team-link")
-    await expect(team_link).to_contain_text("?team=")
-    href = await team_link.get_attribute("href")
+    href = await claim_buy_and_start_a_team(http, host_token, page, sale, group_sale)
 
     # Remembered in the tab under the user, never with the token (kept once, where it was).
     stored = await page.evaluate("() => ({ ...sessionStorage })")
@@ -393,6 +409,44 @@ async def test_a_hold_survives_a_reload_and_is_paid_after_it(
         "data-status", "confirmed"
     )
     await expect(card(page, sale)).to_contain_text("你已购买 1 件")
+    assert errors.errors == []
+
+
+async def test_a_hold_made_on_one_device_shows_on_another_with_its_pay_button(
+    server: Running, http: aiohttp.ClientSession, host_token: str, browser: Browser
+) -> None:
+    """Another browser context is another device: nothing in its sessionStorage, so what it
+    shows of the buyer's hold, coupon and team came in the welcome's `you`."""
+    sale, group_sale = await tea_and_a_group_sale(http, host_token)
+    errors = PageErrors()
+    laptop = await open_viewer(browser, url_for(server, "ann"), errors, phone=False)
+    href = await claim_buy_and_start_a_team(http, host_token, laptop, sale, group_sale)
+    on_laptop = card(laptop, sale)
+
+    phone = await open_viewer(browser, url_for(server, "ann"), errors)
+    assert phone.context is not laptop.context
+    on_phone = card(phone, sale)
+    await expect(on_phone.get_by_test_id("hold")).to_have_text(re.compile(r"请在 0:[45]\d 内支付"))
+    pay = on_phone.get_by_test_id("pay")
+    await expect(pay).to_have_text("支付 ¥12.00")  # the coupon claimed on the laptop, taken off
+    await expect(on_phone.locator(".coupon")).to_contain_text("已领取，支付时自动抵扣")
+    await expect(on_phone.get_by_test_id("cancel-hold")).to_be_enabled()
+    await expect(card(phone, group_sale).get_by_test_id("team-link")).to_have_attribute("href", href or "")
+    await snap(phone, "viewer-hold-on-another-device")
+
+    await pay.click()
+    status = on_phone.get_by_test_id("order-status")
+    await expect(status).to_have_attribute("data-status", "confirmed")
+    await expect(status).to_contain_text("下单成功：已支付 ¥12.00")
+    # the laptop hears of it (order_status to every connection of the buyer)
+    await expect(on_laptop.get_by_test_id("order-status")).to_have_attribute("data-status", "confirmed")
+    # and a third device, opened after, shows the order, not a hold
+    tablet = await open_viewer(browser, url_for(server, "ann"), errors)
+    await expect(card(tablet, sale).get_by_test_id("order-status")).to_have_attribute(
+        "data-status", "confirmed"
+    )
+    await expect(card(tablet, sale).get_by_test_id("pay")).to_have_count(0)
+    await expect(card(tablet, sale)).to_contain_text("你已购买 1 件")
     assert errors.errors == []
 
 

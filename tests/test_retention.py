@@ -67,7 +67,8 @@ async def test_a_settled_sale_expires_from_redis_and_is_then_read_from_the_ledge
 
         await until(retired)
         ttls = {key: await redis.pttl(key) for key in keys if await redis.exists(key)}
-        assert {SaleKeys(prefix, sale["id"]).sale, SaleKeys(prefix, sale["id"]).orders} <= set(ttls)
+        named = SaleKeys(prefix, sale["id"])
+        assert {named.sale, named.orders, named.mine} <= set(ttls)  # (mine: the buyer's hold)
         assert all(0 < ttl <= 60_000 for ttl in ttls.values()), ttls
 
         async def view() -> dict[str, object]:

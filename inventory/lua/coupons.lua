@@ -28,4 +28,7 @@ if remaining <= 0 then return {'coupons_gone', '', 0} end
 redis.call('HSET', COUPONS, 'r:' .. batch, remaining - 1)
 local coupon = batch .. '.' .. (tonumber(total) - remaining + 1)
 redis.call('HSET', COUPONS, 'u:' .. batch .. ':' .. user, coupon, 'c:' .. coupon, discount .. '|new|' .. user)
+-- listed for the welcome's `you` (mine.lua); a user has at most one coupon per batch
+local listed = redis.call('HGET', MINE, 'c:' .. user)
+redis.call('HSET', MINE, 'c:' .. user, listed and (listed .. ',' .. coupon) or coupon)
 return {'claimed', coupon, tonumber(discount)}

@@ -22,6 +22,12 @@
 --   KEYS[9] team deadlines sorted set: open team codes, scored by deadline (ms)
 --   KEYS[10] coupons hash: b:<batch> -> "total|discount", r:<batch> -> remaining,
 --           u:<batch>:<user> -> coupon id, c:<coupon id> -> "discount|state|user"
+--   KEYS[11] mine hash, what each user has in the sale (the welcome's `you`, mine.lua):
+--           h:<user> -> comma-separated ids of the user's holds and orders (an order's id is
+--           its hold's), c:<user> -> comma-separated ids of the user's coupons. Hold, order
+--           and coupon ids are made of the sale's and batches' ids ([A-Za-z0-9_-]), digits
+--           and dots: never a comma. A hold given back leaves its id behind: the reader skips
+--           it, and a hold of the user that would pass their limit drops it (hold_list).
 --
 -- Invariant after every script, per sale: total = available + held + sold, where held is
 -- the sum of the holds' quantities and sold the sum of the orders' quantities.
@@ -30,8 +36,8 @@
 -- id and the client's idempotency key may contain any character, so they go last, split by
 -- the key's length.
 
-local SALE, USERS, HOLDS, EXPIRY, IDEM, ORDERS, STREAM, TEAMS, TEAM_DEADLINES, COUPONS =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
+local SALE, USERS, HOLDS, EXPIRY, IDEM, ORDERS, STREAM, TEAMS, TEAM_DEADLINES, COUPONS, MINE =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]
 
 -- The time of Redis: one clock for every process that touches the sale.
 local function now_ms()
@@ -121,9 +127,33 @@ local function refusal(now, user, qty)
   return nil, 0
 end
 
+-- A user's hold list in MINE (h:<user>) with ids added. listed: the list now, or nil when the
+-- user held and had bought nothing before this script (USERS): every id listed is then gone
+-- (given back), so the list starts over unread. A list that would pass the user's limit keeps
+-- only the ids still a hold or an order: every hold and order has a unit, so it stays within
+-- the limit however often they cancel, and a buyer within it costs no lookups.
+local function hold_list(listed, ids, limit)
+  if not listed or listed == '' then return table.concat(ids, ',') end
+  local kept = {}
+  for id in string.gmatch(listed, '[^,]+') do kept[#kept + 1] = id end
+  if #kept + #ids > limit then
+    local live = {}
+    for _, id in ipairs(kept) do
+      if redis.call('HEXISTS', HOLDS, id) == 1 or redis.call('HEXISTS', ORDERS, id) == 1 then
+        live[#live + 1] = id
+      end
+    end
+    kept = live
+  end
+  for _, id in ipairs(ids) do kept[#kept + 1] = id end
+  return table.concat(kept, ',')
+end
+
 -- Take qty units for user into a new hold. Returns the hold id.
 local function take(now, qty, expires, price, team, key, user, scored)
   local hold_id = redis.call('HGET', SALE, 'id') .. '.' .. redis.call('HINCRBY', SALE, 'seq', 1) .. '.' .. now
+  local listed = hnum(USERS, user) > 0 and redis.call('HGET', MINE, 'h:' .. user) or nil
+  redis.call('HSET', MINE, 'h:' .. user, hold_list(listed, {hold_id}, hnum(SALE, 'limit')))
   local available = redis.call('HINCRBY', SALE, 'available', -qty)
   redis.call('HINCRBY', SALE, 'held', qty)
   redis.call('HINCRBY', USERS, user, qty)

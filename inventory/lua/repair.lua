@@ -17,12 +17,19 @@ for name, value in pairs(spec) do
 end
 redis.call('HSET', SALE, unpack(fields))
 
-local users, held, kept = {}, 0, 0
+-- listed: the users' lists of holds and orders (MINE h:), made anew from what is there now
+-- (Redis may have lost their writes with the orders')
+local users, held, kept, listed = {}, 0, 0, {}
+local function list(user, id)
+  listed[user] = listed[user] or {}
+  listed[user][#listed[user] + 1] = id
+end
 local all_holds = redis.call('HGETALL', HOLDS)
 for i = 1, #all_holds, 2 do
   local qty, expires, _, team, _, user = parse_hold(all_holds[i + 1])
   held, kept = held + qty, kept + 1
   users[user] = (users[user] or 0) + qty
+  list(user, all_holds[i])
   -- the expiry set may have lost entries too: a hold must still expire
   if team == '' then redis.call('ZADD', EXPIRY, expires, all_holds[i]) end
 end
@@ -34,8 +41,10 @@ for i = 2, #ARGV do
   redis.call('HSET', ORDERS, order.id, ARGV[i])
   sold = sold + order.qty
   users[order.user] = (users[order.user] or 0) + order.qty
+  list(order.user, order.id)
 end
 for user, units in pairs(users) do redis.call('HSET', USERS, user, units) end
+for user, ids in pairs(listed) do redis.call('HSET', MINE, 'h:' .. user, table.concat(ids, ',')) end
 local total = tonumber(redis.call('HGET', SALE, 'total'))
 -- below zero means more was sold than the sale ever had: left for the operator to see
 local available = total - held - sold

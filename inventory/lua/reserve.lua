@@ -15,8 +15,9 @@
 -- KEYS: the sale's keys (lib.lua)
 -- ARGV: triples user id, quantity, idempotency key ("" for none)
 -- The batch's reads and writes are grouped: one HMGET of the users' counts, one of the
--- idempotency records, and one HSET/ZADD per key at the end (a redis.call costs more than the
--- Lua around it). Requests of one batch that repeat a key see the earlier ones' answers.
+-- idempotency records, one of the hold lists (MINE) of the users who held before, and one
+-- HSET/ZADD per key at the end (a redis.call costs more than the Lua around it). Requests of
+-- one batch that repeat a key see the earlier ones' answers.
 --
 -- Returns: a flat list, three items per request: code, hold id ("" unless reserved), number
 --   code "reserved": the number is the hold's expiry (ms since the epoch)
@@ -63,10 +64,11 @@ for i = 1, n do
   if ARGV[3 * i] ~= '' then fields[#fields + 1] = idem_field(users[i], ARGV[3 * i]) end
 end
 local counts = redis.call('HMGET', USERS, unpack(users))
-local has = {}
+local has, before = {}, {}
 for i = 1, n do
   if has[users[i]] == nil then has[users[i]] = tonumber(counts[i] or '0') end
 end
+for user, units in pairs(has) do before[user] = units end
 local answered = {}
 if #fields > 0 then
   local seen = redis.call('HMGET', IDEM, unpack(fields))
@@ -75,8 +77,8 @@ if #fields > 0 then
   end
 end
 
-local user_writes, hold_writes, expiry_writes, idem_writes = {}, {}, {}, {}
-local touched = {}
+local user_writes, hold_writes, expiry_writes, idem_writes, mine_writes = {}, {}, {}, {}, {}
+local touched = {} -- user -> the ids of the holds this batch made for them
 for i = 1, n do
   local user, qty, key = users[i], tonumber(ARGV[3 * i - 1]), ARGV[3 * i]
   local code, hold_id, number = nil, '', 0
@@ -98,7 +100,8 @@ for i = 1, n do
     available, held, seq = available - qty, held + qty, seq + 1
     hold_id = id .. '.' .. seq .. '.' .. now
     has[user] = has[user] + qty
-    touched[user] = true
+    touched[user] = touched[user] or {}
+    touched[user][#touched[user] + 1] = hold_id
     hold_writes[#hold_writes + 1] = hold_id
     hold_writes[#hold_writes + 1] = hold_record(qty, expires, price, '', key, user)
     expiry_writes[#expiry_writes + 1] = expires
@@ -121,11 +124,24 @@ for i = 1, n do
 end
 
 if available ~= was_available then
+  -- the hold lists of the users who held or had bought before, read at once
+  local holders, fields = {}, {}
   for user in pairs(touched) do
+    if before[user] > 0 then holders[#holders + 1] = user; fields[#fields + 1] = 'h:' .. user end
+  end
+  local listed = {}
+  if #fields > 0 then
+    local lists = redis.call('HMGET', MINE, unpack(fields))
+    for i, user in ipairs(holders) do listed[user] = lists[i] or nil end
+  end
+  for user, ids in pairs(touched) do
     user_writes[#user_writes + 1] = user; user_writes[#user_writes + 1] = has[user]
+    mine_writes[#mine_writes + 1] = 'h:' .. user
+    mine_writes[#mine_writes + 1] = hold_list(listed[user], ids, limit)
   end
   redis.call('HSET', USERS, unpack(user_writes))
   redis.call('HSET', HOLDS, unpack(hold_writes))
+  redis.call('HSET', MINE, unpack(mine_writes))
   redis.call('ZADD', EXPIRY, unpack(expiry_writes))
   redis.call('HSET', SALE, 'available', available, 'held', held, 'seq', seq)
   if available == 0 then announce_available(0) end

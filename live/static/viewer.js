@@ -100,6 +100,7 @@ extend({
     join_offer: "You are invited to group buy {code}",
     sale_not_here: "That group buy's sale is not on in this room now.",
     coupon_offer: "{amount} off · {count} coupons",
+    coupon_off: "{amount} off",
     claim_coupon: "Claim coupon",
     claiming: "Claiming…",
     coupon_claimed: "Claimed: taken off when you pay",
@@ -217,6 +218,7 @@ extend({
     join_offer: "好友邀请你参加拼团 {code}",
     sale_not_here: "该拼团对应的秒杀现在不在此直播间进行。",
     coupon_offer: "立减 {amount} · 共 {count} 张",
+    coupon_off: "立减 {amount}",
     claim_coupon: "领取优惠券",
     claiming: "领取中…",
     coupon_claimed: "已领取，支付时自动抵扣",
@@ -253,6 +255,7 @@ const UNPAID = new Set(["held", "paying", "checking"]);
 const STATUS_ICONS = { confirmed: "✓", cancelled: "×", expired: "!", team_failed: "!", checking: "…" };
 const MEMORY_MS = 24 * 3600 * 1000; // remembered purchases older than a day are forgotten
 const MEMORY_CAP = 50; // the newest purchases kept per room and user
+const YOU_ORDERS = 20; // the most orders a welcome's `you` lists (docs/protocol.md)
 
 const ROOM = decodeURIComponent(location.pathname.split("/")[2] || "");
 const TOKEN_KEY = `live.token.${ROOM}`;
@@ -317,10 +320,12 @@ function storeToken(token) {
   }
 }
 
-// The buyer's purchases are remembered in this tab too, per room and user: the welcome does
-// not carry a buyer's holds and order pushes are not replayed, so without this a reload would
-// lose an unpaid hold's Pay button while its units stay held. Never the token: hold ids,
-// orders and coupons only, under the user id.
+// The welcome's `you` is the buyer's holds, orders, coupons and teams in the room, on whichever
+// device they were made (applyYou): a phone opening the room sees the hold the laptop made,
+// with its Pay button. The tab also remembers its purchases, per room and user, for what the
+// welcome does not carry: how a purchase ended (cancelled, expired, a failed team and its
+// refund) and a payment a reload cut short. Never the token: hold ids, orders and coupons only,
+// under the user id.
 
 const HOLD_FIELDS = ["hold_id", "sale_id", "kind", "status", "quantity", "expires_at_ms", "price_cents", "order", "at_ms"];
 const TEAM_FIELDS = ["code", "size", "members", "deadline_ms", "paid_cents", "refunded_cents"];
@@ -391,20 +396,88 @@ function restorePurchases(roomSales) {
     touched.add(p.sale_id);
     if (unsure(p)) checkPurchase(p);
   }
-  for (const id of touched) {
+  showPurchases(touched);
+  remember(); // without what was dropped
+}
+
+/** Show on each of these sales' cards the purchase in progress, else the newest. */
+function showPurchases(saleIds) {
+  for (const id of saleIds) {
     const sale = S.sales.get(id);
     const shown = sale.current && S.holds.get(sale.current);
     if (!shown || !ACTIVE.has(shown.status)) sale.current = latestPurchase(id);
     usedCoupon(sale);
     renderSale(sale);
   }
-  remember(); // without what was dropped
 }
 
 function restoreCoupon(c) {
   const sale = S.sales.get(c.sale_id);
   if (typeof c.coupon_id !== "string" || (sale.coupon && sale.coupon.coupon_id)) return;
   sale.coupon = { batch_id: c.batch_id, count: c.count, discount_cents: c.discount_cents, coupon_id: c.coupon_id, used: false, at_ms: c.at_ms };
+}
+
+/** Every welcome of a signed-in user (after a reconnect too: pushes are not replayed): take
+ * its `you` as the word on the purchases in the room's sales. Listed holds and orders are shown
+ * as they are; a hold or team place this page thinks open and the welcome does not list is
+ * over (cancelled or expired elsewhere, or its team failed), unless the orders list was cut
+ * short, when the ledger is asked. Payments in flight here are left to their answer. */
+function applyYou(you, roomSales) {
+  if (!you || !S.me) return;
+  const touched = new Set();
+  const listed = new Set();
+  const teams = new Map((you.teams || []).map((team) => [team.code, team]));
+  for (const h of you.holds || []) {
+    if (!roomSales.has(h.sale_id)) continue;
+    listed.add(h.hold_id);
+    const team = h.status === "team" ? teams.get(h.team_code) : null;
+    const p = S.holds.get(h.hold_id) || { hold_id: h.hold_id, sale_id: h.sale_id, at_ms: Date.now() };
+    Object.assign(p, { quantity: h.quantity, expires_at_ms: h.expires_at_ms, price_cents: h.price_cents });
+    if (h.status === "team") {
+      Object.assign(p, { kind: "team", code: h.team_code, deadline_ms: h.expires_at_ms, paid_cents: h.price_cents * h.quantity });
+      if (team) Object.assign(p, { members: team.members, size: team.size });
+      if (!ACTIVE.has(p.status) || p.status === "held") p.status = "team_open";
+    } else {
+      p.kind = p.kind || "hold";
+      if (p.status !== "paying" && p.status !== "checking") p.status = "held";
+    }
+    S.holds.set(p.hold_id, p);
+    touched.add(p.sale_id);
+  }
+  for (const order of you.orders || []) {
+    if (!roomSales.has(order.sale_id)) continue;
+    listed.add(order.order_id);
+    let p = S.holds.get(order.order_id);
+    if (!p) {
+      p = { hold_id: order.order_id, sale_id: order.sale_id, quantity: order.quantity, kind: order.team_code ? "team" : "hold", at_ms: order.confirmed_at_ms };
+      if (order.team_code) p.code = order.team_code;
+      S.holds.set(p.hold_id, p);
+    }
+    if (p.status !== "confirmed" || !p.order) {
+      p.status = "confirmed";
+      p.order = order;
+    }
+    touched.add(p.sale_id);
+  }
+  for (const c of you.coupons || []) {
+    const sale = S.sales.get(c.sale_id);
+    if (!sale) continue;
+    if (!sale.coupon || (sale.coupon.coupon_id && sale.coupon.coupon_id !== c.coupon_id)) {
+      sale.coupon = { batch_id: c.batch_id, count: null, discount_cents: c.discount_cents, at_ms: Date.now() };
+    }
+    Object.assign(sale.coupon, { coupon_id: c.coupon_id, used: c.used, busy: false, gone: false });
+    touched.add(c.sale_id);
+  }
+  const complete = (you.orders || []).length < YOU_ORDERS;
+  for (const p of S.holds.values()) {
+    if (listed.has(p.hold_id) || !roomSales.has(p.sale_id) || !["held", "team_open"].includes(p.status)) continue;
+    touched.add(p.sale_id);
+    if (!complete) checkPurchase(p);
+    else if (p.status === "team_open") p.status = "team_failed";
+    else p.status = p.expires_at_ms > now() ? "cancelled" : "expired";
+  }
+  showPurchases(touched);
+  remember();
 }
 
 /** The coupon of a sale is used once an order of ours carries it. */
@@ -684,6 +757,7 @@ function onWelcome(w) {
     if (!current.has(sale.id) && sale.phase !== "ended") patchSale(sale.id, { phase: "ended" });
   }
   restorePurchases(current);
+  applyYou(w.you, current); // after what the tab remembers: the server's word is the newer
   renderJoinOffer();
   tools.welcome(w);
 }
@@ -1484,7 +1558,8 @@ function renderCoupon(sale) {
       "div",
       { class: `coupon${c.coupon_id ? " claimed" : ""}` },
       el("span", { class: "coupon-amount" }, amount),
-      el("span", { class: "coupon-text" }, t("coupon_offer", { amount, count: c.count })),
+      // (a coupon the welcome brought back has no batch size with it)
+      el("span", { class: "coupon-text" }, c.count == null ? t("coupon_off", { amount }) : t("coupon_offer", { amount, count: c.count })),
       action,
     ),
   );

@@ -160,6 +160,7 @@ from live_client.models import (
     User,
     Vote,
     Welcome,
+    You,
     build,
 )
 from live_client.room import SUBPROTOCOLS, Framing, RoomClient, Stats, room_url
@@ -318,6 +319,7 @@ __all__ = [
     "Vote",
     "Welcome",
     "WrongRoom",
+    "You",
     "build",
     "error_from",
     "errors",

@@ -251,6 +251,20 @@ class Welcome(Model):
     slow_mode_s: int = 0
     pinned: Product | None = None
     comments: list[Comment] = field(default_factory=list)
+    #: What the signed-in user has in this room now (their holds, orders, coupons, teams, on
+    #: whichever device made them); None for a guest.
+    you: You | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class You(Model):
+    """The welcome's ``you``: open holds (soonest to expire first), recent orders (newest
+    first), claimed coupons and teams in the room's sales still in play."""
+
+    holds: list[Hold] = field(default_factory=list)
+    orders: list[Order] = field(default_factory=list)
+    coupons: list[Coupon] = field(default_factory=list)
+    teams: list[Team] = field(default_factory=list)
 
 
 # -- command results ------------------------------------------------------------------------------
@@ -264,6 +278,13 @@ class Hold(Model):
     sale_id: str = ""
     quantity: int = 0
     expires_at_ms: int = 0
+    #: In the welcome's ``you``: the product, the unit price, ``held`` (pay it with
+    #: ``confirm``) or ``team`` (a paid place in the team ``team_code``; it expires at the
+    #: team's deadline).
+    product_id: str = ""
+    price_cents: int = 0
+    status: str = "held"
+    team_code: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -283,6 +304,9 @@ class Team(Model):
     members: int = 0
     size: int = 0
     completed: bool = False
+    #: In the welcome's ``you``: ``open`` or ``complete``, and the group price.
+    state: str = ""
+    price_cents: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -290,6 +314,10 @@ class Coupon(Model):
     coupon_id: str = ""
     sale_id: str = ""
     discount_cents: int = 0
+    #: In the welcome's ``you``: the batch it came from, and whether it took its discount off
+    #: an order already.
+    batch_id: str = ""
+    used: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -35,6 +35,7 @@ from live_client import (
     Unauthorized,
     UnknownSale,
     WrongRoom,
+    You,
     error_from,
 )
 from live_client.models import Product, Sale
@@ -121,6 +122,33 @@ async def test_reserve_gives_a_hold_then_limit_reached_and_sold_out(server: Serv
     host = HostClient(server.url, mint("host1", "host"))
     page = await host.sale_orders(sale.id)
     assert [o.order_id for o in page.orders] == [hold.hold_id]
+
+
+@pytest.mark.parametrize("framing", ["json", "msgpack"])
+async def test_another_device_gets_the_users_holds_orders_and_coupons_in_its_welcome(
+    server: Server, framing: Any
+) -> None:
+    room_id, product, sale = await _room_with_sale(server, stock=5, per_user_limit=2)
+    host = HostClient(server.url, mint("host1", "host"))
+    batch = await host.drop_coupons(sale.id, 3, 500)
+    user = new_user()
+    async with RoomClient(server.ws_url, mint(user), room=room_id) as phone:
+        assert phone.welcome.you == You()  # signed in, nothing yet
+        paid = await phone.confirm((await phone.reserve(sale.id, 1)).hold_id)
+        hold = await phone.reserve(sale.id, 1)
+        coupon = await phone.claim_coupon(sale.id, batch["batch_id"])
+    async with RoomClient(server.ws_url, mint(user), room=room_id, framing=framing) as laptop:
+        you = laptop.welcome.you
+        assert you is not None
+        assert [
+            (h.hold_id, h.sale_id, h.product_id, h.quantity, h.price_cents, h.status) for h in you.holds
+        ] == [(hold.hold_id, sale.id, product.id, 1, 1999, "held")]
+        assert you.holds[0].expires_at_ms == hold.expires_at_ms and you.holds[0].team_code is None
+        assert [(o.order_id, o.amount_cents) for o in you.orders] == [(paid.order_id, 1999)]
+        assert [(c.coupon_id, c.discount_cents, c.used) for c in you.coupons] == [
+            (coupon.coupon_id, 500, False)
+        ]
+        assert you.teams == []
 
 
 class LosesTheFirstReserveAnswer(RoomClient):
@@ -327,6 +355,7 @@ async def test_message_auth_as_a_guest_sends_no_token(server: Server, framing: A
     room_id = (await host.create_room("guests", id=new_room_id(), allow_anonymous=True)).id
     async with RoomClient(server.ws_url, None, room=room_id, framing=framing) as room:
         assert room.welcome.user.id.startswith("anon_")
+        assert room.welcome.you is None  # a guest's welcome has no `you`
 
 
 class _Recorder:
