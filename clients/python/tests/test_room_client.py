@@ -136,7 +136,7 @@ async def test_another_device_gets_the_users_holds_orders_and_coupons_in_its_wel
         assert phone.welcome.you == You()  # signed in, nothing yet
         paid = await phone.confirm((await phone.reserve(sale.id, 1)).hold_id)
         hold = await phone.reserve(sale.id, 1)
-        coupon = await phone.claim_coupon(sale.id, batch["batch_id"])
+        coupon = await phone.claim_coupon(sale.id, batch.batch_id)
     async with RoomClient(server.ws_url, mint(user), room=room_id, framing=framing) as laptop:
         you = laptop.welcome.you
         assert you is not None
