@@ -910,14 +910,14 @@ export class RoomClient extends EventTarget {
   }
 
   /** Round trip to the server; its clock (server_time_ms). */
-  async ping() {
-    const reply = await this.request("ping", {}, { resend: true });
+  async ping({ rid } = {}) {
+    const reply = await this.request("ping", {}, { resend: true, rid });
     return reply.server_time_ms ?? 0;
   }
 
   /** Post a comment; its id. Not sent twice: a drop before the ack rejects with ConnectionLost. */
-  async comment(text) {
-    const reply = await this.request("comment", { text: checkText("text", text) });
+  async comment(text, { rid } = {}) {
+    const reply = await this.request("comment", { text: checkText("text", text) }, { rid });
     return reply.seq ?? 0;
   }
 
@@ -969,9 +969,9 @@ export class RoomClient extends EventTarget {
   }
 
   /** Claim a coupon of a dropped batch (claiming again returns the same coupon). */
-  claimCoupon(saleId, batchId) {
+  claimCoupon(saleId, batchId, { rid } = {}) {
     const fields = { sale_id: checkId("saleId", saleId), batch_id: checkId("batchId", batchId) };
-    return this.request("claim_coupon", fields, { resend: true });
+    return this.request("claim_coupon", fields, { resend: true, rid });
   }
 
   /** Bid (integer cents); BidTooLow carries data.min_bid_cents. */
@@ -980,32 +980,32 @@ export class RoomClient extends EventTarget {
     return this.request("bid", fields, { resend: true, rid });
   }
 
-  async payAuction(auctionId) {
-    const reply = await this.request("pay_auction", { auction_id: checkId("auctionId", auctionId) }, { resend: true });
+  async payAuction(auctionId, { rid } = {}) {
+    const reply = await this.request("pay_auction", { auction_id: checkId("auctionId", auctionId) }, { resend: true, rid });
     return reply.order || {};
   }
 
-  async enterDraw(drawId) {
-    const reply = await this.request("enter_draw", { draw_id: checkId("drawId", drawId) }, { resend: true });
+  async enterDraw(drawId, { rid } = {}) {
+    const reply = await this.request("enter_draw", { draw_id: checkId("drawId", drawId) }, { resend: true, rid });
     return reply.entered ?? true;
   }
 
-  claimPrize(drawId) {
-    return this.request("claim_prize", { draw_id: checkId("drawId", drawId) }, { resend: true });
+  claimPrize(drawId, { rid } = {}) {
+    return this.request("claim_prize", { draw_id: checkId("drawId", drawId) }, { resend: true, rid });
   }
 
-  vote(pollId, option) {
+  vote(pollId, option, { rid } = {}) {
     const fields = { poll_id: checkId("pollId", pollId), option: checkInt("option", option, 0, 1000) };
-    return this.request("vote", fields, { resend: true });
+    return this.request("vote", fields, { resend: true, rid });
   }
 
-  async ask(text) {
-    const reply = await this.request("ask", { text: checkText("text", text) }, { resend: true });
+  async ask(text, { rid } = {}) {
+    const reply = await this.request("ask", { text: checkText("text", text) }, { resend: true, rid });
     return reply.question || {};
   }
 
-  async upvote(questionId) {
-    const reply = await this.request("upvote", { question_id: checkId("questionId", questionId) }, { resend: true });
+  async upvote(questionId, { rid } = {}) {
+    const reply = await this.request("upvote", { question_id: checkId("questionId", questionId) }, { resend: true, rid });
     return reply.upvotes ?? 0;
   }
 
