@@ -558,7 +558,7 @@ export class RoomClient extends EventTarget {
     };
     this._offsetMs = 0;
     this._pending = new Map();
-    this._queue = []; // send()'s messages while not live (RoomSocket's queue)
+    this._queue = []; // send()'s messages while not live: written after the next welcome
     this._seenComments = new Set();
     this._ridPrefix = randomHex(4);
     this._ridNext = 0;
