@@ -1,8 +1,11 @@
-// Shared by the host console and the viewer page: the HTTP API, the room's WebSocket (with
-// reconnect and resume), building DOM safely, money, time and words in two languages.
+// Shared by the host console and the viewer page: the HTTP API, the room's WebSocket (the
+// client package's RoomClient, see openRoom), building DOM safely, money, time and words in
+// two languages.
 //
 // Everything from the server is put into the page with textContent (el() below), never as
 // HTML: comments and product titles are written by strangers.
+
+import { RoomClient } from "/static/live-client.js";
 
 // -- words ------------------------------------------------------------------------------------
 
@@ -45,6 +48,8 @@ const WORDS = {
     room_not_found: "No such room.",
     unavailable: "The server is busy; try again.",
     network: "No connection to the server.",
+    closed: "No connection to the server.",
+    connection_lost: "The connection dropped before the server answered; check before trying again.",
     timeout: "The server did not answer in time.",
     unknown_sale: "No such sale in this room.",
     not_your_hold: "That hold belongs to someone else.",
@@ -123,6 +128,8 @@ const WORDS = {
     room_not_found: "直播间不存在。",
     unavailable: "服务器繁忙，请重试。",
     network: "无法连接服务器。",
+    closed: "无法连接服务器。",
+    connection_lost: "服务器回复前连接断开了，请先确认再重试。",
     timeout: "服务器未及时响应。",
     unknown_sale: "此直播间没有该秒杀。",
     not_your_hold: "该锁定属于其他人。",
@@ -195,7 +202,7 @@ export function setLanguage(code) {
 export function describeError(error) {
   const code = error && error.code;
   // The fields an error frame carries (min_bid_cents of bid_too_low, say) fill in its words.
-  const details = (error && error.details) || error || {};
+  const details = (error && error.data) || error || {};
   if (code === "bid_too_low") {
     return typeof details.min_bid_cents === "number" ? t(code, { min: money(details.min_bid_cents) }) : t("bid_too_low_plain");
   }
@@ -287,176 +294,13 @@ export async function api(path, { method = "GET", body, token } = {}) {
 // -- the room's WebSocket ---------------------------------------------------------------------
 
 /**
- * One room connection that stays up: reconnects with backoff and jitter, resumes with
- * last_seq, and drops priority events it has already seen. Events: "message" (detail: the
- * message), "state" (detail: connecting | live | reconnecting | offline | banned | expired |
- * refused: the handshake was refused for good, `refusal` is the ApiError that says why).
- * request() sends a command with a rid and resolves with its ack or rejects with its error.
+ * The pages' room connection: the client package's RoomClient (clients/js, served as
+ * /static/live-client.js) on this server, in JSON (readable in the browser's tools), with
+ * first-message auth (the token is in no URL), retrying until it is in or refused for good.
+ * Events "message" and "state" (connecting | live | reconnecting | offline | banned |
+ * expired | refused, with `refusal` the typed error); request() resolves with the ack or
+ * rejects with the LiveError of its code.
  */
-export class RoomSocket extends EventTarget {
-  constructor(room, { token = null } = {}) {
-    super();
-    this.room = room;
-    this.token = token;
-    this.lastSeq = null;
-    this.offsetMs = 0; // server clock - our clock, from welcome and pong
-    this.state = "offline";
-    this.pending = new Map();
-    this.queue = [];
-    this.ws = null;
-    this.attempt = 0;
-    this.stopped = false;
-    this.timer = null;
-    this.nextRid = 1;
-    this.refusal = null;
-  }
-
-  connect() {
-    this.stopped = false;
-    this._open();
-    return this;
-  }
-
-  close() {
-    this.stopped = true;
-    clearTimeout(this.timer);
-    if (this.ws) this.ws.close(1000);
-    for (const [rid, { reject, timer }] of this.pending) {
-      clearTimeout(timer);
-      reject(new ApiError(0, "network", t("network")));
-      this.pending.delete(rid);
-    }
-    this._setState("offline");
-  }
-
-  /** The server's clock now, in ms since the epoch. */
-  now() {
-    return Date.now() + this.offsetMs;
-  }
-
-  send(type, fields = {}) {
-    const text = JSON.stringify({ type, ...fields });
-    if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(text);
-    else this.queue.push(text);
-  }
-
-  request(type, fields = {}, timeoutMs = 15000) {
-    const rid = fields.rid || `r${Date.now().toString(36)}${(this.nextRid++).toString(36)}`;
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.pending.delete(rid);
-        reject(new ApiError(0, "timeout", t("timeout")));
-      }, timeoutMs);
-      this.pending.set(rid, { resolve, reject, timer });
-      this.send(type, { ...fields, rid });
-    });
-  }
-
-  _url() {
-    const scheme = location.protocol === "https:" ? "wss" : "ws";
-    const params = new URLSearchParams();
-    if (this.token) params.set("token", this.token);
-    if (this.lastSeq !== null) params.set("last_seq", String(this.lastSeq));
-    const query = params.toString();
-    return `${scheme}://${location.host}/ws/rooms/${encodeURIComponent(this.room)}${query ? "?" + query : ""}`;
-  }
-
-  _open() {
-    this._setState(this.attempt ? "reconnecting" : "connecting");
-    const ws = new WebSocket(this._url(), "live.v1.json");
-    this.ws = ws;
-    let retryMs = null;
-    let opened = false;
-    ws.onopen = () => {
-      opened = true;
-    };
-    ws.onmessage = (event) => {
-      let message;
-      try {
-        message = JSON.parse(event.data);
-      } catch (error) {
-        console.error("not JSON from the server", error);
-        return;
-      }
-      this._receive(message);
-    };
-    ws.onclose = (event) => {
-      if (this.ws !== ws) return;
-      this.ws = null;
-      if (event.code === 1001 && event.reason) {
-        try {
-          retryMs = JSON.parse(event.reason).retry_ms;
-        } catch (error) {
-          retryMs = null;
-        }
-      }
-      if (event.code === 4403) return this._setState("banned");
-      if (event.code === 4401) return this._setState("expired");
-      if (this.stopped) return;
-      if (!opened && this.attempt >= 1) {
-        // Refused twice in the handshake: a browser cannot see why (banned, bad token, no
-        // such room), so ask the HTTP API with the same token, and stop if it says no.
-        this._whyRefused().then((refusal) => {
-          if (refusal) {
-            this.refusal = refusal;
-            this._setState("refused");
-          } else if (!this.stopped) this._retry(retryMs);
-        });
-        return;
-      }
-      this._retry(event.code === 1008 ? 10000 : retryMs);
-    };
-  }
-
-  async _whyRefused() {
-    if (!this.token) return null; // anonymous: nothing to ask with; keep retrying
-    try {
-      await api(`/api/rooms/${encodeURIComponent(this.room)}`, { token: this.token });
-      return null;
-    } catch (error) {
-      return [401, 403, 404].includes(error.status) ? error : null;
-    }
-  }
-
-  _retry(atLeastMs) {
-    this.attempt += 1;
-    this._setState("reconnecting");
-    const backoff = Math.min(10000, 500 * 2 ** Math.min(this.attempt - 1, 5));
-    const delay = Math.max(atLeastMs || 0, backoff) * (0.5 + Math.random() * 0.5);
-    clearTimeout(this.timer);
-    this.timer = setTimeout(() => this._open(), delay);
-  }
-
-  _receive(message) {
-    if (message.type === "welcome") {
-      this.attempt = 0;
-      this.offsetMs = message.server_time_ms - Date.now();
-      // Resumed: the missed events follow, oldest first, and move lastSeq on. Not resumed:
-      // the welcome is a fresh snapshot, and its seq is where we stand.
-      if (!message.resumed || this.lastSeq === null) this.lastSeq = message.seq ?? 0;
-      this._setState("live");
-      for (const text of this.queue.splice(0)) this.ws.send(text);
-    } else if (typeof message.seq === "number" && message.type !== "ack" && message.type !== "comment") {
-      // Room events carry the room's seq; an ack's seq is a comment's id, not a position.
-      if (this.lastSeq !== null && message.seq <= this.lastSeq) return; // seen before a resume
-      this.lastSeq = message.seq;
-    } else if (message.type === "pong" && message.server_time_ms) {
-      this.offsetMs = message.server_time_ms - Date.now();
-    }
-    if (["ack", "error", "pong"].includes(message.type) && message.rid && this.pending.has(message.rid)) {
-      const { resolve, reject, timer } = this.pending.get(message.rid);
-      clearTimeout(timer);
-      this.pending.delete(message.rid);
-      if (message.type !== "error") resolve(message);
-      else reject(Object.assign(new ApiError(0, message.code, message.message), { details: message }));
-      return;
-    }
-    this.dispatchEvent(new CustomEvent("message", { detail: message }));
-  }
-
-  _setState(state) {
-    if (this.state === state) return;
-    this.state = state;
-    this.dispatchEvent(new CustomEvent("state", { detail: state }));
-  }
+export function openRoom(room, token) {
+  return new RoomClient(location.origin, { room, token, framing: "json", connectTimeoutMs: Infinity, requestTimeoutMs: 15000 });
 }

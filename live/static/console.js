@@ -14,8 +14,8 @@ import {
   extend,
   language,
   money,
+  openRoom,
   parseMoney,
-  RoomSocket,
   setLanguage,
   t,
 } from "/static/common.js";
@@ -781,7 +781,7 @@ function enterRoom(roomId) {
   link.textContent = url;
   $("#viewer-link-box").hidden = false;
 
-  const socket = new RoomSocket(roomId, { token: S.token });
+  const socket = openRoom(roomId, S.token);
   S.socket = socket;
   socket.addEventListener("state", (event) => {
     if (S.socket === socket) renderSocketState(event.detail);

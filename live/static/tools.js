@@ -221,7 +221,7 @@ const ANSWERED_SHOWN = 3;
 // -- the panel ---------------------------------------------------------------------------------
 
 /**
- * ctx: socket() (the RoomSocket), me() (the welcome's user), banned(), token(), room,
+ * ctx: socket() (the RoomClient), me() (the welcome's user), banned(), token(), room,
  * showError(error), comment(text) (post a comment as the viewer, resolves once acked).
  */
 export class RoomTools {
@@ -301,10 +301,10 @@ export class RoomTools {
     const rid = `${type.slice(0, 2)}${Date.now().toString(36)}${Math.random().toString(36).slice(2, 8)}`;
     const socket = this.ctx.socket();
     try {
-      return await socket.request(type, { ...fields, rid });
+      return await socket.request(type, { ...fields, rid }, { resend: true });
     } catch (error) {
       if (error.code !== "timeout") throw error;
-      return socket.request(type, { ...fields, rid });
+      return socket.request(type, { ...fields, rid }, { resend: true });
     }
   }
 
@@ -696,7 +696,7 @@ export class RoomTools {
       }
       a.notice = null;
     } catch (error) {
-      const details = error.details || {};
+      const details = error.data || {};
       if (error.code === "bid_too_low" && typeof details.min_bid_cents === "number") a.min_bid_cents = details.min_bid_cents;
       if (error.code === "auction_ended" && a.state === "open") a.ends_at_ms = Math.min(a.ends_at_ms, this._now());
       this.ctx.showError(error);

@@ -1,10 +1,10 @@
 // The viewer page, /r/{room}: watch a live room, chat, like, and buy in its flash sales.
 //
-// Speaks the public WebSocket protocol (docs/protocol.md) through common.js's RoomSocket,
-// which reconnects and resumes by itself. Everything a stranger wrote (comments, titles, host
+// Speaks the public WebSocket protocol (docs/protocol.md) through the client package's
+// RoomClient (clients/js; common.js's openRoom), which reconnects and resumes by itself. Everything a stranger wrote (comments, titles, host
 // messages) goes into the page as text through el(), never as HTML.
 
-import { RoomSocket, api, clock, describeError, el, extend, language, money, setLanguage, t } from "/static/common.js";
+import { api, clock, describeError, el, extend, language, money, openRoom, setLanguage, t } from "/static/common.js";
 import { RoomTools } from "/static/tools.js";
 
 extend({
@@ -538,11 +538,10 @@ function clearNotice() {
 // -- identity and connection ------------------------------------------------------------------
 
 function connect() {
-  const socket = new RoomSocket(ROOM, { token: S.token });
+  const socket = openRoom(ROOM, S.token);
   S.socket = socket;
   S.everLive = false;
-  S.diagnosed = false;
-  window.liveSocket = socket; // for tests and the curious: the page's RoomSocket
+  window.liveSocket = socket; // for tests and the curious: the page's RoomClient
   socket.addEventListener("state", (event) => {
     if (socket === S.socket) onState(event.detail);
   });
@@ -599,16 +598,12 @@ function onState(state) {
   if (state === "live") {
     S.everLive = true;
     if ($id("notice").dataset.code === "network") clearNotice();
-  } else if (state === "reconnecting" && !S.everLive && !S.diagnosed && !S.token) {
-    // A guest who cannot get in: perhaps the room needs a sign-in (RoomSocket has no token
-    // to ask the HTTP API with, so it keeps trying; we say what may help).
-    S.diagnosed = true;
-    showError({ code: "join_failed_guest", message: t("join_failed_guest") });
-    openSignIn();
   } else if (state === "refused") {
-    // The handshake was refused for good; RoomSocket asked the HTTP API why.
+    // Refused for good: the server said why (first-message auth answers with an error frame
+    // before the close), and the client stopped. A guest in a sign-in room: say what helps.
     const refusal = S.socket.refusal || { code: "refused" };
-    showError(refusal);
+    if (!S.token && refusal.code === "token_missing") showError({ code: "join_failed_guest", message: t("join_failed_guest") });
+    else showError(refusal);
     if (refusal.code !== "room_not_found") openSignIn();
     if (!S.room) {
       $id("room-title").dataset.i18n = "refused";
@@ -1255,15 +1250,16 @@ function stepQty(sale, delta) {
   renderSale(sale);
 }
 
-/** Send a buying command; on a lost reply, once more with the same rid (it is the
- * idempotency key, so the server answers with the first result). */
+/** Send a buying command. The rid is its idempotency key: the client sends it again by
+ * itself when the connection drops before the answer (resend), and on a timeout we ask once
+ * more with it, so the server answers with the first result. */
 async function buyRequest(type, fields) {
   const rid = `${type[0]}${Date.now().toString(36)}${Math.random().toString(36).slice(2, 8)}`;
   try {
-    return await S.socket.request(type, { ...fields, rid });
+    return await S.socket.request(type, { ...fields, rid }, { resend: true });
   } catch (error) {
     if (error.code !== "timeout") throw error;
-    return S.socket.request(type, { ...fields, rid });
+    return S.socket.request(type, { ...fields, rid }, { resend: true });
   }
 }
 
