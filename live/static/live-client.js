@@ -1022,6 +1022,64 @@ export class RoomClient extends EventTarget {
   unpinProduct() {
     return this.request("unpin_product");
   }
+
+  /** Refuse a user's comments for `durationS` (1 s to 30 days). */
+  mute(userId, durationS) {
+    const fields = { user_id: checkId("userId", userId), duration_s: checkInt("durationS", durationS, 1, 30 * 86400) };
+    return this.request("mute", fields);
+  }
+
+  unmute(userId) {
+    return this.request("unmute", { user_id: checkId("userId", userId) });
+  }
+
+  /** Ban a user from the room: their sockets close (4403), their joins are refused. */
+  ban(userId) {
+    return this.request("ban", { user_id: checkId("userId", userId) });
+  }
+
+  unban(userId) {
+    return this.request("unban", { user_id: checkId("userId", userId) });
+  }
+
+  /** Delete a comment (its id: the seq its ack and its batch gave it). */
+  deleteComment(commentId) {
+    return this.request("delete_comment", { comment_id: checkInt("commentId", commentId, 1) });
+  }
+
+  /** At most one comment per user per `intervalS` (0-3600; 0 turns it off). */
+  slowMode(intervalS) {
+    return this.request("slow_mode", { interval_s: checkInt("intervalS", intervalS, 0, 3600) });
+  }
+
+  clearChat() {
+    return this.request("clear_chat");
+  }
+
+  /** Mark a question answered (it leaves the queue, unpinned); the question now. */
+  answerQuestion(questionId) {
+    return this._staffQuestion("answer_question", questionId);
+  }
+
+  /** Pin a question for everyone (the one pinned before is unpinned); the question now. */
+  pinQuestion(questionId) {
+    return this._staffQuestion("pin_question", questionId);
+  }
+
+  unpinQuestion(questionId) {
+    return this._staffQuestion("unpin_question", questionId);
+  }
+
+  /** Take a question out of the queue without answering it; the question now. */
+  dismissQuestion(questionId) {
+    return this._staffQuestion("dismiss_question", questionId);
+  }
+
+  async _staffQuestion(type, questionId) {
+    // not sent twice: a second answer would be question_closed, hiding the first's success
+    const reply = await this.request(type, { question_id: checkId("questionId", questionId) });
+    return reply.question || {};
+  }
 }
 
 // -- HostClient -----------------------------------------------------------------------------------

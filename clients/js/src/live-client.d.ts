@@ -356,6 +356,17 @@ export class RoomClient extends EventTarget {
   hostMessage(text: string): Promise<Ack>;
   pinProduct(productId: string): Promise<Ack>;
   unpinProduct(): Promise<Ack>;
+  mute(userId: string, durationS: number): Promise<Ack>;
+  unmute(userId: string): Promise<Ack>;
+  ban(userId: string): Promise<Ack>;
+  unban(userId: string): Promise<Ack>;
+  deleteComment(commentId: number): Promise<Ack>;
+  slowMode(intervalS: number): Promise<Ack>;
+  clearChat(): Promise<Ack>;
+  answerQuestion(questionId: string): Promise<Question>;
+  pinQuestion(questionId: string): Promise<Question>;
+  unpinQuestion(questionId: string): Promise<Question>;
+  dismissQuestion(questionId: string): Promise<Question>;
 }
 
 // -- HostClient -------------------------------------------------------------------------------------
