@@ -492,7 +492,29 @@ async def part_c(ctx: Ctx, keyed: bool) -> dict[str, Any]:
 # -- (d) end to end: live serve + WebSocket buyers ----------------------------------------------
 
 
-class Server(LocalServer):
+class ServerProcesses:
+    """CPU and memory of a server's processes (``pids``: supervisor and workers)."""
+
+    pids: list[int]
+
+    def rss(self) -> int:
+        """Resident memory of the server's processes (bytes)."""
+        total = 0
+        for pid in self.pids:
+            with contextlib.suppress(OSError, RuntimeError):
+                total += rss_bytes(pid)
+        return total
+
+    def cpu(self) -> float:
+        """CPU seconds of the server's processes."""
+        total = 0.0
+        for pid in self.pids:
+            with contextlib.suppress(OSError):
+                total += cpu_seconds(pid)
+        return total
+
+
+class Server(ServerProcesses, LocalServer):
     """``live serve --redis-url`` (``workers`` processes) on a fresh data dir, for part (d): the
     harness's LocalServer on this benchmark's Redis, with its settings, registered with the
     benchmark's children."""
@@ -535,22 +557,6 @@ class Server(LocalServer):
                 raise RuntimeError(f"not every worker of live listens after {timeout_s:g} s")
             await asyncio.sleep(0.1)
 
-    def rss(self) -> int:
-        """Resident memory of the server's processes (bytes)."""
-        total = 0
-        for pid in self.pids:
-            with contextlib.suppress(OSError, RuntimeError):
-                total += rss_bytes(pid)
-        return total
-
-    def cpu(self) -> float:
-        """CPU seconds of the server's processes (supervisor and workers)."""
-        total = 0.0
-        for pid in self.pids:
-            with contextlib.suppress(OSError):
-                total += cpu_seconds(pid)
-        return total
-
     async def api(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         assert self.session is not None
         async with self.session.request(method, f"http://127.0.0.1:{self.port}{path}", json=body) as resp:
@@ -582,7 +588,7 @@ class Server(LocalServer):
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
-class RawServer:
+class RawServer(ServerProcesses):
     """bench/raw_ws_server.py (``workers`` processes) for part (r): the raw baseline, with the
     parts of Server that part_d uses (no HTTP API: it has no rooms or sales)."""
 
@@ -609,20 +615,6 @@ class RawServer:
             if self.process.returncode is not None or time.monotonic() > deadline:
                 raise RuntimeError("the raw baseline server did not start")
             await asyncio.sleep(0.1)
-
-    def cpu(self) -> float:
-        total = 0.0
-        for pid in self.pids:
-            with contextlib.suppress(OSError):
-                total += cpu_seconds(pid)
-        return total
-
-    def rss(self) -> int:
-        total = 0
-        for pid in self.pids:
-            with contextlib.suppress(OSError, RuntimeError):
-                total += rss_bytes(pid)
-        return total
 
     async def stop(self) -> None:
         if self.process is not None:
