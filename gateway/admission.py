@@ -53,7 +53,8 @@ class Admission:
 
     user_id: str
     role: str
-    #: The room as the welcome shows it (id, title, host_id, and whatever the app adds).
+    #: The room as the welcome shows it (id, title, host_id, and whatever the app adds); the
+    #: viewers of a room admitted together may share it: read it, never change it.
     room: dict[str, Any]
     #: Seconds since the epoch when the credential ends, or None.
     expires_at: float | None = None

@@ -24,6 +24,7 @@ from gateway.config import GatewayConfig
 from gateway.keys import RoomKeys
 from gateway.ports import Supervisor
 from gateway.shards import RedisClient, Subscriptions
+from gateway.shared_reads import SharedReads
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,9 @@ class Bus:
         self.subscriptions = Subscriptions(
             redis, False, self._on_message, self._lost, self._resubscribed, supervisor, "gateway-bus-reader"
         )
+        # What every joining viewer reads, shared by the viewers of a room who join at once.
+        self._snapshots = SharedReads(self._read_snapshots)
+        self._bans = SharedReads(self._read_bans)
 
     @property
     def _sharded(self) -> bool:
@@ -267,7 +271,12 @@ class Bus:
         return until is not None and int(until) > now_ms()
 
     async def is_banned(self, room_id: str, user_id: str) -> bool:
-        return bool(await self.redis.sismember(self.keys(room_id).banned, user_id))
+        return await self._bans(room_id, user_id)
+
+    async def _read_bans(self, room_id: str, user_ids: list[str]) -> list[bool]:
+        """Whether each of these users is banned from the room: one command for all of them."""
+        found = await self.redis.smismember(self.keys(room_id).banned, user_ids)
+        return [bool(x) for x in found]
 
     async def forget_comment(self, room_id: str, seq: int) -> None:
         """Drop a comment from the recent-chat stream (new viewers will not see it)."""
@@ -276,17 +285,26 @@ class Bus:
     # -- reads --------------------------------------------------------------------------------
 
     async def snapshot(self, room_id: str, last_seq: int | None) -> Snapshot:
-        k = self.keys(room_id)
+        """The room as a viewer joining it now first sees it, and, resuming after
+        ``last_seq``, what it missed. The viewers of a room who join at once share one read
+        (gateway/shared_reads.py); its state and comments are theirs to read, not to change."""
         if last_seq is not None and last_seq >= MAX_SEQ:
             # Past any seq the room can have, like any last_seq past the room's: a fresh
             # snapshot (and not a stream id Redis can read: XRANGE would fail every time).
             last_seq = None
+        return await self._snapshots(room_id, last_seq)
+
+    async def _read_snapshots(self, room_id: str, last_seqs: list[int | None]) -> list[Snapshot]:
+        """One read of the room for the viewers joining it together: its seq, state and recent
+        chat, and its history after the earliest ``last_seq`` among those resuming."""
+        k = self.keys(room_id)
+        resuming = [s for s in last_seqs if s is not None]
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.get(k.seq)
             pipe.hgetall(k.state)
             pipe.xrevrange(k.chat, "+", "-", count=self.config.welcome_comments)
-            if last_seq is not None:
-                pipe.xrange(k.history, f"{last_seq + 1}-0", "+")
+            if resuming:
+                pipe.xrange(k.history, f"{min(resuming) + 1}-0", "+")
             replies = await pipe.execute()
         seq = int(replies[0] or 0)
         state = {a.decode(): b.decode() for a, b in replies[1].items()}
@@ -296,11 +314,15 @@ class Bus:
             entry_seq = _entry_seq(entry_id)
             if entry_seq > cleared:
                 comments.append({**json.loads(fields[b"e"]), "id": entry_seq, "seq": entry_seq})
-        snapshot = Snapshot(seq, state, comments)
+        history = [(_entry_seq(i), json.loads(f[b"e"])) for i, f in replies[3]] if resuming else []
         floor = int(state.get("history_floor", "0"))
-        if last_seq is not None and floor <= last_seq <= seq:
-            snapshot.missed = [(_entry_seq(i), json.loads(f[b"e"])) for i, f in replies[3]]
-        return snapshot
+        snapshots = []
+        for last_seq in last_seqs:
+            snapshot = Snapshot(seq, state, comments)
+            if last_seq is not None and floor <= last_seq <= seq:
+                snapshot.missed = [(s, event) for s, event in history if s > last_seq]
+            snapshots.append(snapshot)
+        return snapshots
 
     async def history_after(self, room_id: str, after: int) -> tuple[int, list[Event] | None]:
         """The room's seq now, and its non-chat events after seq ``after``, oldest first (None

@@ -668,29 +668,34 @@ class Inventory:
     async def mine(self, sale_ids: list[str], user_id: str) -> list[Mine]:
         """What the user has in each of these sales (those where they have nothing are left
         out): one pipeline, one mine.lua call per sale, whose keys are the sale's slot."""
-        if not sale_ids:
-            return []
-        keys = [self.keys(sale_id) for sale_id in sale_ids]
-        replies = await self._read_pipeline("mine", keys, [user_id])
-        return [_mine(sale_id, reply) for sale_id, reply in zip(sale_ids, replies, strict=True) if reply]
+        return (await self.mine_many([(sale_ids, user_id)]))[0]
 
-    async def _read_pipeline(self, name: str, keys: list[list[str]], args: list[Any]) -> list[Any]:
-        """A script that only reads, once per key list, in one pipeline. When Redis lacks the
-        script (restarted, or a promoted replica), it is loaded and the pipeline sent again."""
-        replies = await self._reads(name, keys, args)
+    async def mine_many(self, asks: list[tuple[list[str], str]]) -> list[list[Mine]]:
+        """``mine`` for several users at once (each with its sales), in one pipeline."""
+        calls = [(self.keys(sale_id), [user_id]) for sale_ids, user_id in asks for sale_id in sale_ids]
+        replies = iter(await self._read_pipeline("mine", calls) if calls else [])
+        return [
+            [_mine(sale_id, reply) for sale_id in sale_ids if (reply := next(replies))]
+            for sale_ids, _ in asks
+        ]
+
+    async def _read_pipeline(self, name: str, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        """A script that only reads, once per (keys, args), in one pipeline. When Redis lacks
+        the script (restarted, or a promoted replica), it is loaded and the pipeline sent again."""
+        replies = await self._reads(name, calls)
         if any(isinstance(r, NoScriptError) for r in replies):
             await self.scripts.load()
-            replies = await self._reads(name, keys, args)
+            replies = await self._reads(name, calls)
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
         return replies
 
-    async def _reads(self, name: str, keys: list[list[str]], args: list[Any]) -> list[Any]:
+    async def _reads(self, name: str, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
         # EVALSHA queued as a plain command: a cluster pipeline routes it by its keys' slot
         async with self.redis.pipeline(transaction=False) as pipe:
-            for each in keys:
-                pipe.execute_command(*self.scripts.evalsha(name, each, args))
+            for keys, args in calls:
+                pipe.execute_command(*self.scripts.evalsha(name, keys, args))
             replies: list[Any] = await pipe.execute(raise_on_error=False)
         return replies
 

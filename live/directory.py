@@ -5,16 +5,29 @@ live/commands.py.)"""
 from __future__ import annotations
 
 import secrets
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from gateway.admission import Admission, Refused
+from gateway.shared_reads import SharedReads
 from live.auth import Auth, AuthError, Role
 from live.rooms import RoomNotFound, Rooms
+from live.store import RoomRow
 
 if TYPE_CHECKING:
     from live.selling import Selling
     from live.tools import Tools
+
+
+@dataclass(frozen=True)
+class RoomWelcome:
+    """What every viewer joining a room is told of it: the room, its welcome's ``room`` (id,
+    title, host, sales, tools), and the sales in play, in which a signed-in viewer's ``you``
+    is read."""
+
+    room: RoomRow
+    view: dict[str, Any]
+    in_play: list[str]
 
 
 class Directory:
@@ -25,14 +38,18 @@ class Directory:
         self.selling: Selling | None = None
         #: The same: the interaction tools (their open draws, auctions, polls; top questions).
         self.tools: Tools | None = None
+        # Read once for the viewers of a room who join at once (a reconnect storm), not once
+        # for each: gateway/shared_reads.py.
+        self._welcomes = SharedReads(self._read_welcomes)
+        self._yours = SharedReads(self._read_yours)
 
     async def admit(self, room_id: str, token: str | None) -> Admission:
         try:
-            room = await self.rooms.get(room_id)
+            welcome = await self._welcomes(room_id, None)
         except RoomNotFound:
             raise Refused(404, "room_not_found", "no such room") from None
         if token is None:
-            if not room.allow_anonymous:
+            if not welcome.room.allow_anonymous:
                 raise Refused(401, "token_missing", "send a token: ?token=... or Authorization")
             user, role, expires_at = "anon_" + secrets.token_urlsafe(9), str(Role.VIEWER), None
         else:
@@ -42,15 +59,26 @@ class Directory:
             except AuthError as exc:
                 raise Refused(exc.http_status, exc.code, exc.message) from None
             user, role, expires_at = who.user_id, str(who.role), who.expires_at
-        welcome_room: dict[str, Any] = {"id": room.id, "title": room.title, "host_id": room.host_id}
         you: dict[str, Any] | None = None
+        if token is not None and self.selling is not None:
+            you = await self._yours(room_id, (welcome.in_play, user))
+        anonymous = token is None
+        return Admission(user, role, welcome.view, expires_at=expires_at, anonymous=anonymous, you=you)
+
+    async def _read_welcomes(self, room_id: str, asks: list[None]) -> list[RoomWelcome]:
+        room = await self.rooms.get(room_id)
+        view: dict[str, Any] = {"id": room.id, "title": room.title, "host_id": room.host_id}
+        in_play: list[str] = []
         if self.selling is not None:
-            welcome_room["sales"], you = await self.selling.room_view(
-                room_id, None if token is None else user
-            )
+            sales = await self.selling.room_sales(room_id)
+            view["sales"], in_play = sales.sales, sales.in_play
         if self.tools is not None:
-            welcome_room.update(await self.tools.welcome(room_id))
-        return Admission(user, role, welcome_room, expires_at=expires_at, anonymous=token is None, you=you)
+            view.update(await self.tools.welcome(room_id))
+        return [RoomWelcome(room, view, in_play)] * len(asks)
+
+    async def _read_yours(self, room_id: str, asks: list[tuple[list[str], str]]) -> list[dict[str, Any]]:
+        assert self.selling is not None  # (asked only when there is selling)
+        return await self.selling.yours(asks)
 
     async def product(self, room_id: str, product_id: str) -> dict[str, Any] | None:
         for product in await self.rooms.products(room_id):

@@ -189,22 +189,31 @@ class Selling:
         batch = {"sale_id": sale_id, "batch_id": batch_id, "count": count, "discount_cents": discount_cents}
         return {**batch, "remaining": count}
 
-    async def room_view(
-        self, room_id: str, user_id: str | None
-    ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-        """What a new viewer's welcome shows of the room's selling: its sales that are not over,
-        and for a signed-in user (``user_id`` not None) what they have in the room's sales
-        still in play (``you``; None for a guest). The sales are those not yet retired: an
-        ended one may still have holds to pay and teams to fill."""
+    async def room_sales(self, room_id: str) -> RoomSales:
+        """What a new viewer's welcome shows of the room's selling (``RoomSales``)."""
         active = await self.inventory.active_sales()
         here = [s for s in await self.inventory.statuses(active) if s.room_id == room_id]
-        you = None if user_id is None else you_view(await self.inventory.mine([s.id for s in here], user_id))
         statuses = [s for s in here if s.phase != "ended"]
         if not statuses:
-            return [], you
+            return RoomSales([], [s.id for s in here])
         products = {p.id: p for p in await self.rooms.products(room_id)}
         sales = [{**s.public(), "product": _product_view(products.get(s.product_id))} for s in statuses]
-        return sales, you
+        return RoomSales(sales, [s.id for s in here])
+
+    async def yours(self, asks: list[tuple[list[str], str]]) -> list[dict[str, Any]]:
+        """The welcome's ``you`` of several signed-in users at once, each asked as (the sales
+        in play in its room, its user id): one read for all of them."""
+        return [you_view(mines) for mines in await self.inventory.mine_many(asks)]
+
+
+@dataclass(frozen=True)
+class RoomSales:
+    """A room's selling as its welcome shows it: the sales not over (``sales``, each with its
+    product), and the ids of every sale still in play (not yet retired: an ended one may still
+    have holds to pay and teams to fill), in which a signed-in viewer's ``you`` is read."""
+
+    sales: list[dict[str, Any]]
+    in_play: list[str]
 
 
 #: The most orders the welcome's ``you`` lists (the newest): the rest are in the ledger.
