@@ -25,7 +25,14 @@ from typing import Any, NoReturn
 
 import aiohttp
 import jwt
-from loadtest.procfs import cpu_model, cpu_seconds, exe_name, process_alive, with_descendants
+from loadtest.procfs import (
+    cpu_model,
+    cpu_seconds,
+    exe_name,
+    listening_pids,
+    process_alive,
+    with_descendants,
+)
 from loadtest.spawn import LocalServer
 
 HERE = Path(__file__).resolve().parent
@@ -283,14 +290,20 @@ def mint(secret: str, room: str, role: str, user: str, ttl_s: int = 3600) -> str
 class LiveServer(LocalServer):
     """``live serve`` on a fresh data dir, with its embedded Redis, for one benchmark run: the
     harness's LocalServer with the benchmark's LIVE_* ``settings`` (not the harness's raised
-    limits), run by ``python``, and registered with ``children`` so that ``stop_all`` stops it."""
+    limits), run by ``python``, and registered with ``children`` so that ``stop_all`` stops it.
+    ``workers`` > 1 runs ``live serve --workers N``: ``start`` returns once every worker
+    listens, and ``cpu`` counts the supervisor and its workers (``live_pids``)."""
 
-    def __init__(self, children: Children, python: str, settings: dict[str, Any]) -> None:
+    def __init__(
+        self, children: Children, python: str, settings: dict[str, Any], *, workers: int = 1
+    ) -> None:
         env = {f"LIVE_{k.upper()}": str(v) for k, v in settings.items()}
         # in its data dir: `python -m live` imports the tree that python (or PYTHONPATH) has
-        super().__init__(0, python=python, settings=env, keep_data=True, in_data_dir=True)
+        super().__init__(0, workers, python=python, settings=env, keep_data=True, in_data_dir=True)
         self.children = children
         self.redis_pid: int | None = None
+        #: The live processes (the server, or the supervisor and its workers), not its Redis.
+        self.live_pids: list[int] = []
         self.host_token = ""
 
     @property
@@ -316,6 +329,17 @@ class LiveServer(LocalServer):
         self.redis_pid = redis[0]
         self.children.extra_pids.append(self.redis_pid)
         self.host_token = mint(self.secret, "*", "host", "host")
+        # every worker must listen before clients connect (SO_REUSEPORT spreads connections
+        # only over the sockets that exist)
+        deadline = time.monotonic() + 60
+        while True:
+            tree = {p for p in with_descendants([self.pid]) if p != self.redis_pid and process_alive(p)}
+            if self.workers == 1 or len(listening_pids(self.port) & tree) >= self.workers:
+                self.live_pids = sorted(tree)
+                return
+            if self.process is None or self.process.returncode is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"not all {self.workers} live workers listen: {self.log_tail(5)}")
+            await asyncio.sleep(0.1)
 
     async def create_room(self, room: str) -> None:
         headers = {"Authorization": f"Bearer {self.host_token}"}
@@ -346,9 +370,9 @@ class LiveServer(LocalServer):
         return values
 
     def cpu(self) -> tuple[float, float]:
-        """(live process, embedded Redis) CPU seconds."""
+        """(live processes, embedded Redis) CPU seconds."""
         assert self.redis_pid is not None
-        return cpu_seconds(self.pid), cpu_seconds(self.redis_pid)
+        return sum(cpu_seconds(p) for p in self.live_pids), cpu_seconds(self.redis_pid)
 
     def log_problems(self) -> list[str]:
         """Lines of the server's log at warning level or above (it runs with LIVE_LOG_LEVEL=warning)."""
