@@ -43,37 +43,39 @@ import contextlib
 import json
 import math
 import os
-import resource
-import shutil
 import sys
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-import uvloop
 from loadtest.procfs import cpu_seconds
 from loadtest.wsclient import Endpoint, HandshakeError, WsConnection, connect
 
 from common import (
-    HERE,
     Children,
     Control,
+    CpuRates,
     LiveServer,
     Worker,
-    default_live_python,
+    add_run_options,
+    cpu_self,
     fmt_int,
     free_port,
     install_sigterm,
     machine_facts,
     mint,
+    orchestrator_parser,
+    peer_command,
+    peer_env,
     raise_nofile,
-    run_orchestrator,
+    run_script,
+    stop_workers,
     table,
+    versions,
     wait_port,
 )
-from fanout import ensure_node, versions
 
 SERVERS = ("ws", "aiohttp", "socketio", "node-socketio", "live")
 ROOM = "hs"
@@ -82,11 +84,6 @@ MAX_PER_WORKER = 5000
 SUBPROTOCOL = "live.v1.json"
 #: The host messages of the storm: "storm-<k> ...", k = 0..K-1.
 STORM_TAG = "storm-"
-
-
-def cpu_self() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def pct(sorted_values: list[float], p: float) -> float:
@@ -289,7 +286,8 @@ async def worker(args: argparse.Namespace) -> None:
 
 
 @dataclass
-class Result:
+class Result(CpuRates):
+    counted: ClassVar[str] = "ok"
     server: str
     n: int
     ok: int = 0
@@ -303,15 +301,6 @@ class Result:
     client_cpu_s: float = 0.0
     note: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def per_cpu(self) -> float:
-        return self.ok / self.cpu_s if self.cpu_s > 0 else 0.0
-
-    @property
-    def per_cpu_combined(self) -> float:
-        total = self.cpu_s + (self.redis_cpu_s or 0.0)
-        return self.ok / total if total > 0 else 0.0
 
 
 def client_plan(total: int, clients: int) -> list[tuple[int, int]]:
@@ -340,13 +329,6 @@ async def start_clients(
     return workers
 
 
-async def quit_clients(children: Children, workers: list[Worker]) -> None:
-    for w in workers:
-        with contextlib.suppress(Exception):
-            w.send(cmd="quit")
-    await asyncio.gather(*(children.stop(w.proc, timeout_s=10) for w in workers), return_exceptions=True)
-
-
 def live_settings(args: argparse.Namespace, connections: int) -> dict[str, Any]:
     """The limits a benchmark from few addresses, all at once, must raise (printed)."""
     room = connections + 1000
@@ -368,15 +350,13 @@ class Bench:
         if name == "live":
             return await self.run_live()
         port = free_port()
-        if name == "node-socketio":
-            note = ensure_node(Path(self.args.node_dir))
-            if note:
-                return Result(name, self.args.connections, note=note)
-            argv = ["node", str(HERE / "peers" / "socketio_server.js"), str(port), "1"]
-        else:
-            argv = [sys.executable, str(HERE / "peers" / "fanout_server.py"), name, str(port), "1"]
-        env = {**os.environ, "NODE_PATH": str(Path(self.args.node_dir) / "node_modules")}
-        proc = await self.children.spawn(argv, env=env, log=self.logs / f"handshakes-{name}.log")
+        node_dir = Path(self.args.node_dir)
+        argv, note = peer_command(name, port, 1, node_dir)  # (it never gets "go")
+        if note:
+            return Result(name, self.args.connections, note=note)
+        proc = await self.children.spawn(
+            argv, env=peer_env(node_dir), log=self.logs / f"handshakes-{name}.log"
+        )
         try:
             await wait_port(port, proc)
             proto = "sio" if name.endswith("socketio") else "plain"
@@ -400,13 +380,7 @@ class Bench:
             result.redis_cpu_s = result.extra.pop("redis_cpu_s")
             result.extra["settings"] = " ".join(f"LIVE_{k.upper()}={v}" for k, v in settings.items())
         finally:
-            code = await server.stop()
-            problems = server.log_problems()
-            if server.log_path.exists():
-                shutil.copyfile(server.log_path, self.logs / "handshakes-live.log")
-            server.cleanup()
-        if code:
-            result.extra["exit_code"] = code
+            problems = await server.finish(self.logs / "handshakes-live.log")
         if problems:
             result.extra["log_lines"] = len(problems)
             result.extra["log_sample"] = problems[:3]
@@ -422,7 +396,7 @@ class Bench:
             reports = await asyncio.gather(*(w.expect("done", self.args.timeout) for w in workers))
             c1, r1 = cpu()
         finally:
-            await quit_clients(self.children, workers)
+            await stop_workers(self.children, workers)
         latencies = sorted(x for r in reports for x in r["latency_ms"])
         failures: Counter[str] = Counter()
         for r in reports:
@@ -524,7 +498,7 @@ async def run_handshakes(args: argparse.Namespace, children: Children) -> int:
 
 def print_facts(args: argparse.Namespace) -> None:
     print("machine: " + ", ".join(f"{k} {v}" for k, v in machine_facts().items()))
-    print("versions: " + ", ".join(f"{k} {v}" for k, v in versions(args).items()))
+    print("versions: " + ", ".join(f"{k} {v}" for k, v in versions(Path(args.node_dir)).items()))
     sys.stdout.flush()
 
 
@@ -619,14 +593,8 @@ async def run_storm(args: argparse.Namespace, children: Children) -> int:
         replays = await asyncio.gather(*(w.expect("replays", args.replay_wait + 30) for w in workers))
         host_alive = host.ws.is_open
     finally:
-        await quit_clients(children, workers)
-        code = await server.stop()
-        problems = server.log_problems()
-        if code:
-            problems.append(f"live exited with code {code}")
-        if server.log_path.exists():
-            shutil.copyfile(server.log_path, Path(args.log_dir) / "storm-reconnect-live.log")
-        server.cleanup()
+        await stop_workers(children, workers)
+        problems = await server.finish(Path(args.log_dir) / "handshakes-storm-live.log")
     failures: Counter[str] = Counter()
     for s in storms:
         failures.update(s["failures"])
@@ -696,23 +664,21 @@ async def main(args: argparse.Namespace) -> int:
         await children.stop_all()
 
 
+def worker_args(argv: list[str]) -> argparse.Namespace:
+    """A client process's command line (what start_clients gives it)."""
+    w = argparse.ArgumentParser(prog="handshakes.py _worker")
+    w.add_argument("--proto", choices=("plain", "sio", "live"), required=True)
+    for option in ("--port", "--first", "--count", "--concurrency", "--sources"):
+        w.add_argument(option, type=int, required=True)
+    w.add_argument("--timeout", type=float, required=True)
+    w.add_argument("--room", required=True)
+    return argparse.Namespace(**vars(w.parse_args(argv)), worker=True)
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     if argv[:1] == ["_worker"]:
-        p = argparse.ArgumentParser(prog="handshakes.py _worker")
-        p.add_argument("--proto", choices=("plain", "sio", "live"), required=True)
-        p.add_argument("--port", type=int, required=True)
-        p.add_argument("--first", type=int, default=0)
-        p.add_argument("--count", type=int, required=True)
-        p.add_argument("--concurrency", type=int, required=True)
-        p.add_argument("--sources", type=int, default=1)
-        p.add_argument("--timeout", type=float, default=30.0)
-        p.add_argument("--room", default=ROOM)
-        args = p.parse_args(argv[1:])
-        args.worker = True
-        return args
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+        return worker_args(argv[1:])
+    p = orchestrator_parser(__doc__)
     p.add_argument("--connections", "-n", type=int, default=5000, help="handshakes per server (5000)")
     p.add_argument("--concurrency", "-c", type=int, default=100, help="connects in flight (100)")
     p.add_argument("--servers", default=",".join(SERVERS), help=f"comma-separated, of {', '.join(SERVERS)}")
@@ -728,10 +694,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=300.0, help="s a whole phase may take")
     p.add_argument("--connect-timeout", type=float, default=30.0, help="s one connection may take")
     p.add_argument("--room", default=ROOM, help=argparse.SUPPRESS)
-    p.add_argument("--live-python", default=default_live_python(), help="python with live installed")
-    p.add_argument("--node-dir", default="/tmp/benchnode", help="where socket.io@4 is (or gets) installed")
-    p.add_argument("--log-dir", default="/tmp/livebench-logs", help="server logs are kept here")
-    p.add_argument("--json", help="also write the results to this JSON file")
+    add_run_options(p, node=True)
     args = p.parse_args(argv)
     args.worker = False
     if args.live_workers is None:
@@ -744,8 +707,4 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    arguments = parse_args(sys.argv[1:])
-    if arguments.worker:
-        uvloop.run(worker(arguments))
-    else:
-        run_orchestrator(main(arguments))
+    run_script(sys.argv[1:], parse_args, worker, main)
