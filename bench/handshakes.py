@@ -144,6 +144,8 @@ def failure(exc: BaseException) -> str:
         return f"HTTP {exc.status}" + (f" {code}" if code else "")
     if isinstance(exc, TimeoutError):
         return "timeout"
+    if str(exc).startswith("connection lost in the handshake"):
+        return "closed by the server before any HTTP answer"
     if isinstance(exc, OSError) and exc.errno:
         return f"{type(exc).__name__} errno {exc.errno}"
     return str(exc)[:80] or type(exc).__name__
@@ -533,7 +535,9 @@ class Host:
 
 async def run_storm(args: argparse.Namespace, children: Children) -> int:
     v = args.viewers
-    settings = {} if args.default_limits else live_settings(args, v)
+    settings: dict[str, Any] = {} if args.default_limits else live_settings(args, v)
+    if args.handshake_timeout:
+        settings["handshake_timeout_s"] = args.handshake_timeout
     nclients = len(client_plan(v, args.clients))
     print(
         f"# reconnect storm: {v} viewers in one room from {nclients} client processes over "
@@ -634,6 +638,12 @@ async def run_storm(args: argparse.Namespace, children: Children) -> int:
         print("- the host's connection was lost during the storm")
     if problems:
         print(f"- server log: {len(problems)} lines at warning or above; first: {problems[:3]}")
+    if failures.get("closed by the server before any HTTP answer"):
+        timeout_s = settings.get("handshake_timeout_s", "the default 10")
+        print(
+            "- closed before any HTTP answer: live closes a connection whose handshake is not done "
+            f"within handshake_timeout_s ({timeout_s} s; --handshake-timeout S raises it)"
+        )
     ok = storm_s <= 5 and resumed == connected and not refused and got_all == connected
     verdict = {True: "met", False: "NOT met"}
     print(
@@ -687,6 +697,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--host-messages", type=int, default=5, help="--storm: host messages to replay (5)")
     p.add_argument("--replay-wait", type=float, default=10.0, help="--storm: s to wait for the replays")
     p.add_argument("--default-limits", action="store_true", help="--storm: leave live's limits as they are")
+    p.add_argument("--handshake-timeout", type=float, help="--storm: LIVE_HANDSHAKE_TIMEOUT_S (default 10)")
     p.add_argument("--live-workers", type=int, default=None, help="live serve --workers (1; --storm: 2)")
     p.add_argument("--clients", type=int, default=0, help=f"client processes (max(2, N/{MAX_PER_WORKER}))")
     p.add_argument("--sources", type=int, default=16, help="source addresses 127.0.0.1..S (default 16)")
