@@ -9,6 +9,7 @@ project installed in their environment (docs/benchmarks.md, "Running them").
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -17,15 +18,23 @@ import platform
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, ClassVar, NoReturn
 
 import aiohttp
 import jwt
-from loadtest.procfs import cpu_model, cpu_seconds, exe_name, process_alive, with_descendants
+from loadtest.procfs import (
+    cpu_model,
+    cpu_seconds,
+    exe_name,
+    listening_pids,
+    process_alive,
+    with_descendants,
+)
 from loadtest.spawn import LocalServer
 
 HERE = Path(__file__).resolve().parent
@@ -224,6 +233,22 @@ class Worker:
         return message
 
 
+async def stop_workers(children: Children, workers: Sequence[Worker]) -> None:
+    """Ask every worker to quit, then stop each (SIGTERM after 10 s, then SIGKILL)."""
+    for w in workers:
+        with contextlib.suppress(Exception):
+            w.send(cmd="quit")
+    await asyncio.gather(*(children.stop(w.proc, timeout_s=10) for w in workers), return_exceptions=True)
+
+
+def cpu_self() -> float:
+    """This process's CPU seconds (user + system)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 class Control:
     """The worker side of the channel: commands from stdin, reports to stdout."""
 
@@ -250,6 +275,42 @@ class Control:
 
 
 # -- the live server ------------------------------------------------------------------------------
+
+
+def orchestrator_parser(doc: str) -> argparse.ArgumentParser:
+    """A benchmark's command line: its docstring's first paragraph as the description."""
+    return argparse.ArgumentParser(
+        description=doc.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+
+
+def add_run_options(parser: argparse.ArgumentParser, node: bool = False) -> None:
+    """The options every benchmark with a live server has: its interpreter, where the logs go,
+    a JSON file of the results; with ``node``, where socket.io@4 is installed."""
+    parser.add_argument("--live-python", default=default_live_python(), help="python with live installed")
+    if node:
+        parser.add_argument(
+            "--node-dir", default="/tmp/benchnode", help="where socket.io@4 is (or gets) installed"
+        )
+    parser.add_argument("--log-dir", default="/tmp/livebench-logs", help="server logs are kept here")
+    parser.add_argument("--json", help="also write the results to this JSON file")
+
+
+def run_script(
+    argv: list[str],
+    parse_args: Callable[[list[str]], Any],
+    worker: Callable[[Any], Coroutine[Any, Any, Any]],
+    main: Callable[[Any], Coroutine[Any, Any, int]],
+) -> NoReturn:
+    """A benchmark script's entry point: its client worker (``args.worker`` true, on uvloop)
+    or its orchestrator (``run_orchestrator``)."""
+    import uvloop
+
+    args = parse_args(argv)
+    if args.worker:
+        uvloop.run(worker(args))
+        raise SystemExit(0)
+    run_orchestrator(main(args))
 
 
 def run_orchestrator(main: Coroutine[Any, Any, int]) -> NoReturn:
@@ -283,14 +344,20 @@ def mint(secret: str, room: str, role: str, user: str, ttl_s: int = 3600) -> str
 class LiveServer(LocalServer):
     """``live serve`` on a fresh data dir, with its embedded Redis, for one benchmark run: the
     harness's LocalServer with the benchmark's LIVE_* ``settings`` (not the harness's raised
-    limits), run by ``python``, and registered with ``children`` so that ``stop_all`` stops it."""
+    limits), run by ``python``, and registered with ``children`` so that ``stop_all`` stops it.
+    ``workers`` > 1 runs ``live serve --workers N``: ``start`` returns once every worker
+    listens, and ``cpu`` counts the supervisor and its workers (``live_pids``)."""
 
-    def __init__(self, children: Children, python: str, settings: dict[str, Any]) -> None:
+    def __init__(
+        self, children: Children, python: str, settings: dict[str, Any], *, workers: int = 1
+    ) -> None:
         env = {f"LIVE_{k.upper()}": str(v) for k, v in settings.items()}
         # in its data dir: `python -m live` imports the tree that python (or PYTHONPATH) has
-        super().__init__(0, python=python, settings=env, keep_data=True, in_data_dir=True)
+        super().__init__(0, workers, python=python, settings=env, keep_data=True, in_data_dir=True)
         self.children = children
         self.redis_pid: int | None = None
+        #: The live processes (the server, or the supervisor and its workers), not its Redis.
+        self.live_pids: list[int] = []
         self.host_token = ""
 
     @property
@@ -316,6 +383,17 @@ class LiveServer(LocalServer):
         self.redis_pid = redis[0]
         self.children.extra_pids.append(self.redis_pid)
         self.host_token = mint(self.secret, "*", "host", "host")
+        # every worker must listen before clients connect (SO_REUSEPORT spreads connections
+        # only over the sockets that exist)
+        deadline = time.monotonic() + 60
+        while True:
+            tree = {p for p in with_descendants([self.pid]) if p != self.redis_pid and process_alive(p)}
+            if self.workers == 1 or len(listening_pids(self.port) & tree) >= self.workers:
+                self.live_pids = sorted(tree)
+                return
+            if self.process is None or self.process.returncode is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"not all {self.workers} live workers listen: {self.log_tail(5)}")
+            await asyncio.sleep(0.1)
 
     async def create_room(self, room: str) -> None:
         headers = {"Authorization": f"Bearer {self.host_token}"}
@@ -346,9 +424,9 @@ class LiveServer(LocalServer):
         return values
 
     def cpu(self) -> tuple[float, float]:
-        """(live process, embedded Redis) CPU seconds."""
+        """(live processes, embedded Redis) CPU seconds."""
         assert self.redis_pid is not None
-        return cpu_seconds(self.pid), cpu_seconds(self.redis_pid)
+        return sum(cpu_seconds(p) for p in self.live_pids), cpu_seconds(self.redis_pid)
 
     def log_problems(self) -> list[str]:
         """Lines of the server's log at warning level or above (it runs with LIVE_LOG_LEVEL=warning)."""
@@ -376,6 +454,95 @@ class LiveServer(LocalServer):
     def cleanup(self) -> None:
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
+    async def finish(self, keep_log: Path) -> list[str]:
+        """Stop the server, copy its log to ``keep_log`` and remove its data dir; returns the
+        log's lines at warning level or above (read after the stop: shutdown trouble counts
+        too), and its exit code if that is not 0."""
+        code = await self.stop()
+        problems = self.log_problems()
+        if code:
+            problems.append(f"live exited with code {code}")
+        if self.log_path.exists():
+            keep_log.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(self.log_path, keep_log)
+        self.cleanup()
+        return problems
+
+
+# -- peers ------------------------------------------------------------------------------------------
+
+
+def ensure_node(node_dir: Path) -> str:
+    """'' when Node and socket.io 4 are usable from ``node_dir``, else why not (a skip note)."""
+    if shutil.which("node") is None:
+        return "skipped: node is not installed"
+    if (node_dir / "node_modules" / "socket.io" / "package.json").exists():
+        return ""
+    if shutil.which("npm") is None:
+        return "skipped: npm is not installed"
+    return npm_install(node_dir, "socket.io@4", 300)
+
+
+def npm_install(directory: Path, package: str, timeout_s: float, env: dict[str, str] | None = None) -> str:
+    """``npm install package`` into ``directory``: '' when it worked, else a skip note."""
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        subprocess.run(
+            ["npm", "install", "--no-audit", "--no-fund", "--silent", package],
+            cwd=directory,
+            env=env,
+            check=True,
+            timeout=timeout_s,
+            capture_output=True,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"skipped: npm install {package} failed ({exc})"
+    return ""
+
+
+def node_socketio_version(node_dir: Path) -> str:
+    try:
+        package = json.loads((node_dir / "node_modules" / "socket.io" / "package.json").read_text())
+    except (OSError, ValueError):
+        return "?"
+    return str(package.get("version", "?"))
+
+
+def versions(node_dir: Path) -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for package in ("websockets", "aiohttp", "python-socketio", "uvloop"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = "-"
+    found["node"] = (
+        subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
+        if shutil.which("node")
+        else "-"
+    )
+    found["socket.io (node)"] = node_socketio_version(node_dir)
+    return found
+
+
+def peer_command(name: str, port: int, m: int, node_dir: Path) -> tuple[list[str], str]:
+    """The command line of a peer server of bench/peers/ (``name``: ws, aiohttp, socketio,
+    node-socketio, raw) on ``port`` that sends ``m`` messages on "go"; or ([], why not)."""
+    if name == "raw":
+        return [sys.executable, str(HERE / "peers" / "fanout_raw_server.py"), str(port), str(m)], ""
+    if name == "node-socketio":
+        note = ensure_node(node_dir)
+        if note:
+            return [], note
+        return ["node", str(HERE / "peers" / "socketio_server.js"), str(port), str(m)], ""
+    return [sys.executable, str(HERE / "peers" / "fanout_server.py"), name, str(port), str(m)], ""
+
+
+def peer_env(node_dir: Path) -> dict[str, str]:
+    """The environment of a peer server (NODE_PATH for socket.io)."""
+    return {**os.environ, "NODE_PATH": str(node_dir / "node_modules")}
+
 
 # -- output ---------------------------------------------------------------------------------------
 
@@ -395,6 +562,29 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], right: bool = T
         if n == 0:
             lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     return "\n".join(lines)
+
+
+def per_cpu(count: float, *cpu_s: float | None) -> float:
+    """``count`` per CPU-second of these CPU seconds together (0 when they add up to none)."""
+    total = sum(c or 0.0 for c in cpu_s)
+    return count / total if total > 0 else 0.0
+
+
+class CpuRates:
+    """A result's figures per server CPU-second: ``counted`` names the field with its count;
+    ``redis_cpu_s`` (live's embedded Redis, None for a peer) is added in the combined one."""
+
+    counted: ClassVar[str]
+    cpu_s: float
+    redis_cpu_s: float | None
+
+    @property
+    def per_cpu(self) -> float:
+        return per_cpu(getattr(self, self.counted), self.cpu_s)
+
+    @property
+    def per_cpu_combined(self) -> float:
+        return per_cpu(getattr(self, self.counted), self.cpu_s, self.redis_cpu_s)
 
 
 def fmt_int(x: float) -> str:

@@ -33,35 +33,37 @@ import contextlib
 import json
 import math
 import os
-import shutil
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
-import uvloop
 from loadtest.procfs import cpu_seconds
 
 from common import (
-    HERE,
     Children,
     Control,
+    CpuRates,
     LiveServer,
     Worker,
-    default_live_python,
+    add_run_options,
     fmt_int,
     free_port,
     install_sigterm,
     machine_facts,
     mint,
     nofile_limit,
+    orchestrator_parser,
+    peer_command,
+    peer_env,
     raise_nofile,
-    run_orchestrator,
+    run_script,
+    stop_workers,
     table,
+    versions,
     wait_port,
 )
 
@@ -79,7 +81,8 @@ def host_text(i: int) -> str:
 
 
 @dataclass
-class Result:
+class Result(CpuRates):
+    counted: ClassVar[str] = "deliveries"
     server: str
     n: int
     m: int
@@ -92,15 +95,6 @@ class Result:
     complete: bool = True
     note: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def per_cpu(self) -> float:
-        return self.deliveries / self.cpu_s if self.cpu_s > 0 else 0.0
-
-    @property
-    def per_cpu_combined(self) -> float:
-        total = self.cpu_s + (self.redis_cpu_s or 0.0)
-        return self.deliveries / total if total > 0 else 0.0
 
 
 # -- the orchestrator -----------------------------------------------------------------------------
@@ -123,17 +117,10 @@ class Bench:
             return await self.run_live()
         port = free_port()
         log = self.logs / f"{name}.log"
-        if name == "raw":
-            argv = [sys.executable, str(HERE / "peers" / "fanout_raw_server.py"), str(port), str(self.m)]
-        elif name == "node-socketio":
-            note = ensure_node(Path(self.args.node_dir))
-            if note:
-                return Result(name, self.n, self.m, complete=False, note=note)
-            argv = ["node", str(HERE / "peers" / "socketio_server.js"), str(port), str(self.m)]
-        else:
-            argv = [sys.executable, str(HERE / "peers" / "fanout_server.py"), name, str(port), str(self.m)]
-        env = {**os.environ, "NODE_PATH": str(Path(self.args.node_dir) / "node_modules")}
-        proc = await self.children.spawn(argv, env=env, log=log)
+        argv, note = peer_command(name, port, self.m, Path(self.args.node_dir))
+        if note:
+            return Result(name, self.n, self.m, complete=False, note=note)
+        proc = await self.children.spawn(argv, env=peer_env(Path(self.args.node_dir)), log=log)
         try:
             await wait_port(port, proc)
             proto = "sio" if name in ("socketio", "node-socketio") else "plain"
@@ -179,13 +166,7 @@ class Bench:
                 await host.close()
             result.extra = {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
         finally:
-            code = await server.stop()
-            problems = server.log_problems()  # read after the stop: shutdown trouble counts too
-            if server.log_path.exists():
-                shutil.copyfile(server.log_path, self.logs / "live.log")
-            server.cleanup()
-        if code:
-            result.extra["exit_code"] = code
+            problems = await server.finish(self.logs / "live.log")
         if problems:
             result.extra["log_lines"] = len(problems)
             result.extra["log_sample"] = problems[:5]
@@ -234,11 +215,7 @@ class Bench:
                     reports.append(await w.expect("done", 10))
             c1, r1 = cpu()
         finally:
-            for w in workers:
-                with contextlib.suppress(Exception):
-                    w.send(cmd="quit")
-            for w in workers:
-                await self.children.stop(w.proc, timeout_s=10)
+            await stop_workers(self.children, workers)
         received = sum(r["received"] for r in reports)
         complete = sum(r["complete"] for r in reports)
         closed = sum(r["closed"] for r in reports)
@@ -269,54 +246,6 @@ async def drain_host(ws: aiohttp.ClientWebSocketResponse) -> None:
     """Read (and drop) what the server sends the host: its own messages and acks."""
     async for _ in ws:
         pass
-
-
-def ensure_node(node_dir: Path) -> str:
-    """'' when Node and socket.io 4 are usable from ``node_dir``, else why not (a skip note)."""
-    if shutil.which("node") is None:
-        return "skipped: node is not installed"
-    if (node_dir / "node_modules" / "socket.io" / "package.json").exists():
-        return ""
-    if shutil.which("npm") is None:
-        return "skipped: npm is not installed"
-    node_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        subprocess.run(
-            ["npm", "install", "--no-audit", "--no-fund", "--silent", "socket.io@4"],
-            cwd=node_dir,
-            check=True,
-            timeout=300,
-            capture_output=True,
-        )
-    except (OSError, subprocess.SubprocessError) as exc:
-        return f"skipped: npm install socket.io@4 failed ({exc})"
-    return ""
-
-
-def node_socketio_version(node_dir: Path) -> str:
-    try:
-        package = json.loads((node_dir / "node_modules" / "socket.io" / "package.json").read_text())
-    except (OSError, ValueError):
-        return "?"
-    return str(package.get("version", "?"))
-
-
-def versions(args: argparse.Namespace) -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {}
-    for package in ("websockets", "aiohttp", "python-socketio", "uvloop"):
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:
-            found[package] = "-"
-    found["node"] = (
-        subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
-        if shutil.which("node")
-        else "-"
-    )
-    found["socket.io (node)"] = node_socketio_version(Path(args.node_dir))
-    return found
 
 
 # -- output ---------------------------------------------------------------------------------------
@@ -417,7 +346,7 @@ async def main(args: argparse.Namespace) -> int:
     facts = machine_facts()
     print(f"# fan-out: N={bench.n} viewers, M={bench.m} messages, {bench.workers_n} client processes")
     print("machine: " + ", ".join(f"{k} {v}" for k, v in facts.items()))
-    print("versions: " + ", ".join(f"{k} {v}" for k, v in versions(args).items()))
+    print("versions: " + ", ".join(f"{k} {v}" for k, v in versions(Path(args.node_dir)).items()))
     sys.stdout.flush()
     rounds: list[list[Result]] = []
     try:
@@ -563,9 +492,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args = p.parse_args(argv[1:])
         args.worker = True
         return args
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = orchestrator_parser(__doc__)
     p.add_argument("--viewers", "-n", type=int, default=2000, help="connections N (default 2000)")
     p.add_argument("--messages", "-m", type=int, default=200, help="messages M (default 200)")
     p.add_argument("--servers", default=",".join(SERVERS), help=f"comma-separated, of {', '.join(SERVERS)}")
@@ -573,10 +500,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--clients", type=int, default=0, help="client processes (default max(2, N/2500))")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds one server may take to deliver")
     p.add_argument("--connect-timeout", type=float, default=180.0, help="seconds to open all connections")
-    p.add_argument("--live-python", default=default_live_python(), help="python with live installed")
-    p.add_argument("--node-dir", default="/tmp/benchnode", help="where socket.io@4 is (or gets) installed")
-    p.add_argument("--log-dir", default="/tmp/livebench-logs", help="server logs are kept here")
-    p.add_argument("--json", help="also write the results to this JSON file")
+    add_run_options(p, node=True)
     args = p.parse_args(argv)
     args.worker = False
     if args.viewers < 1 or args.messages < 1 or args.repeat < 1:
@@ -587,8 +511,4 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    arguments = parse_args(sys.argv[1:])
-    if arguments.worker:
-        uvloop.run(worker(arguments))
-    else:
-        run_orchestrator(main(arguments))
+    run_script(sys.argv[1:], parse_args, worker, main)

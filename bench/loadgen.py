@@ -92,6 +92,7 @@ from common import (
     fmt_int,
     install_sigterm,
     mint,
+    npm_install,
     raise_nofile,
     run_orchestrator,
     table,
@@ -673,20 +674,8 @@ def ensure_artillery(directory: Path) -> str:
         return ""
     if shutil.which("node") is None or shutil.which("npm") is None:
         return "skipped: node or npm is not installed"
-    directory.mkdir(parents=True, exist_ok=True)
     print(f"installing Artillery 2 into {directory} (npm install artillery@2) ...", file=sys.stderr)
-    try:
-        subprocess.run(
-            ["npm", "install", "--no-audit", "--no-fund", "--silent", "artillery@2"],
-            cwd=directory,
-            env={**os.environ, "PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD": "1"},
-            check=True,
-            timeout=900,
-            capture_output=True,
-        )
-    except (OSError, subprocess.SubprocessError) as exc:
-        return f"skipped: npm install artillery@2 failed ({exc})"
-    return ""
+    return npm_install(directory, "artillery@2", 900, {**os.environ, "PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD": "1"})
 
 
 def artillery_command(

@@ -23,6 +23,8 @@ done
 run storm-2000 bench/storm.py --viewers 2000
 run storm-5000 bench/storm.py --viewers 5000
 run memory bench/storm.py --viewers 10000 --memory-only
+run handshakes bench/handshakes.py
+run reconnect-storm bench/handshakes.py --storm
 # the flash sale runs from the project's environment (it imports inventory/ and live/)
 echo "== flash-sale" >&2
 "${LIVE_PYTHON:-/tmp/venv/bin/python}" bench/flash_sale.py --json "$out/flash-sale.json" | tee "$out/flash-sale.txt"

@@ -73,7 +73,6 @@ from typing import Any
 
 import aiohttp
 import redis.asyncio as aioredis
-import uvloop
 from live.redis_server import find_redis_server
 from loadtest.plan import PlanError
 from loadtest.procfs import CpuMeter, with_descendants
@@ -90,7 +89,7 @@ from common import (
     machine_facts,
     mint,
     raise_nofile,
-    run_orchestrator,
+    run_script,
     table,
 )
 
@@ -1058,8 +1057,4 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    arguments = parse_args(sys.argv[1:])
-    if arguments.worker:
-        uvloop.run(worker(arguments))
-    else:
-        run_orchestrator(main(arguments))
+    run_script(sys.argv[1:], parse_args, worker, main)

@@ -22,11 +22,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import contextlib
 import json
 import math
 import os
-import resource
 import statistics
 import sys
 import time
@@ -45,12 +43,14 @@ from common import (
     Control,
     LiveServer,
     Worker,
-    default_live_python,
+    add_run_options,
+    cpu_self,
     install_sigterm,
     machine_facts,
     mint,
     raise_nofile,
     run_orchestrator,
+    stop_workers,
     table,
 )
 
@@ -78,11 +78,6 @@ def frame_type(payload: bytes) -> str:
         end = payload.find(b'"', 9)
         return payload[9:end].decode()
     return "?"
-
-
-def cpu_self() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def ignore(conn: WsConnection, payload: bytes, now: float) -> None:
@@ -485,19 +480,9 @@ async def main(args: argparse.Namespace) -> int:
             counters={k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)},
         )
     finally:
-        for w in workers:
-            with contextlib.suppress(Exception):
-                w.send(cmd="quit")
-        await asyncio.gather(*(children.stop(w.proc, timeout_s=10) for w in workers), return_exceptions=True)
-        code = await server.stop()
+        await stop_workers(children, workers)
+        problems = await server.finish(Path(args.log_dir) / "storm-live.log")
         await children.stop_all()
-        problems = server.log_problems()  # read after the stop: shutdown trouble counts too
-        if code:
-            problems.append(f"live exited with code {code}")
-        if server.log_path.exists():
-            Path(args.log_dir).mkdir(parents=True, exist_ok=True)
-            (Path(args.log_dir) / "storm-live.log").write_bytes(server.log_path.read_bytes())
-        server.cleanup()
     measured.log_problems = problems
     report(args, measured, out)
     return 0
@@ -670,9 +655,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--drain", type=float, default=2.0, help="seconds after the window for late frames")
     p.add_argument("--connect-timeout", type=float, default=180.0)
     p.add_argument("--memory-only", action="store_true", help="only measure memory per idle connection")
-    p.add_argument("--live-python", default=default_live_python(), help="python with live installed")
-    p.add_argument("--log-dir", default="/tmp/livebench-logs", help="the server log is kept here")
-    p.add_argument("--json", help="also write the results to this JSON file")
+    add_run_options(p)
     args = p.parse_args(argv)
     args.role = "main"
     if args.viewers < 1 or args.duration <= 0 or args.host_rate <= 0 or args.senders < 0:

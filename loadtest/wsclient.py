@@ -114,6 +114,11 @@ class WsConnection(asyncio.Protocol):
         status_line = head.split(b"\r\n", 1)[0].decode(errors="replace")
         parts = status_line.split(" ", 2)
         status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+        if self.opened.done():
+            # connect() gave up (its timeout cancelled this) as the answer arrived: nobody waits
+            assert self.transport is not None
+            self.transport.abort()
+            return False
         if status != 101:
             # The JSON error body may still be arriving; what came with the head is enough.
             self.opened.set_exception(HandshakeError(status, self._buf.decode(errors="replace")))
