@@ -30,6 +30,11 @@ IDLE_TIMEOUT = 4408
 SLOW_CONSUMER = 4409
 
 
+#: The ``retry_ms`` of an ``unavailable`` close (a backend failed or was too slow while joining):
+#: long enough for a failover or a storm to pass, short enough not to lose the show.
+UNAVAILABLE_RETRY_MS = 1000
+
+
 @enum.unique
 class Close(enum.Enum):
     """Every close the server sends, with its reason: the code and the reason's ``code`` field
@@ -37,7 +42,7 @@ class Close(enum.Enum):
 
     #: Shutting down or restarting (with ``retry_ms``).
     SHUTDOWN = (GOING_AWAY, "shutdown")
-    #: A backend failed while joining (with ``retry_ms``).
+    #: A backend failed or was too slow while joining (with ``retry_ms``).
     UNAVAILABLE = (GOING_AWAY, "unavailable")
     FRAGMENTED = (UNSUPPORTED, "fragmented")
     #: (the one reason that is plain text, not JSON, as RFC 6455 clients show it)

@@ -184,7 +184,7 @@ class Hub:
         admission = await self.admissions.admit(pending.room_id, token)
         if isinstance(admission, Refused):
             kind = close_codes.refusal(admission.code)
-            retry = {"retry_ms": 1000} if kind is Close.UNAVAILABLE else {}
+            retry = {"retry_ms": close_codes.UNAVAILABLE_RETRY_MS} if kind is Close.UNAVAILABLE else {}
             conn.refuse_in_band(admission.code, admission.message, kind, **retry)
             return
         if not conn.is_open:
@@ -206,7 +206,7 @@ class Hub:
             snap = await self.bus.snapshot(room.id, last_seq)
         except (RedisError, OSError) as exc:
             log.warning("join failed on Redis", extra={"room": room.id, "error": repr(exc)})
-            conn.close(Close.UNAVAILABLE, retry_ms=1000)
+            conn.close(Close.UNAVAILABLE, retry_ms=close_codes.UNAVAILABLE_RETRY_MS)
             return
         if room.joined_seq is None:
             room.joined_seq = snap.seq
@@ -424,7 +424,7 @@ class Hub:
                 if replay is None:
                     log.warning("room not caught up: history gone; members resume", extra={"room": room.id})
                     for conn in list(room.members()):
-                        conn.close(Close.UNAVAILABLE, retry_ms=1000)
+                        conn.close(Close.UNAVAILABLE, retry_ms=close_codes.UNAVAILABLE_RETRY_MS)
                     room.delivered_seq = None
                     room.joined_seq = None
                     break

@@ -34,14 +34,16 @@ except ImportError:  # pragma: no cover (a websockets built without its C extens
     from websockets.utils import apply_mask
 
 from gateway import messages
-from gateway.admission import Admission
-from gateway.close_codes import Close
+from gateway.admission import Admission, error_body
+from gateway.close_codes import UNAVAILABLE_RETRY_MS, Close
 from gateway.commands import STAFF
 from gateway.config import GatewayConfig
 from gateway.frames import PING, close_frame
 from gateway.limits import TokenBucket
 from gateway.messages import Command, Framing, ProtocolError
 
+#: What a client waiting on a handshake the server took too long for is told.
+SERVER_TOO_SLOW = "the server took too long to answer; retry"
 #: Frames kept from a client that talks before its welcome (the rest are dropped).
 MAX_HELD_FRAMES = 16
 #: The frames of a message (the first of them is a first-message auth's).
@@ -334,9 +336,19 @@ class ConnectionCore:
 
     def handshake_timeout(self) -> None:
         """The handshake took too long (the adapter's timer, cancelled on upgrade, or with
-        first-message auth once admitted)."""
-        if (self._handshake is not None or self.pending_auth) and not self.transport_closing:
-            self._actions.append(CountError("handshake_timeout"))
+        first-message auth once admitted). A client that has not sent its request head (or
+        its auth message) is cut. One that has is waiting on the server (a slow backend, or a
+        reconnect storm queued behind it): it is told to come back, with an HTTP 503, or
+        upgraded, an ``unavailable`` error and the close 1013 with ``retry_ms``."""
+        if self.transport_closing or not (self._handshake is not None or self.pending_auth):
+            return
+        self._actions.append(CountError("handshake_timeout"))
+        if self._handshake is not None and self._behind_request is not None:
+            self.refuse(503, error_body("unavailable", SERVER_TOO_SLOW))
+        elif self.pending_auth and not self.awaiting_auth_frame:
+            retry = UNAVAILABLE_RETRY_MS
+            self.refuse_in_band("unavailable", SERVER_TOO_SLOW, Close.UNAVAILABLE, retry_ms=retry)
+        else:
             self._abort()
 
     # -- the hub's side -------------------------------------------------------------------------
@@ -401,7 +413,7 @@ class ConnectionCore:
 
     def refuse(self, status: int, body: bytes) -> None:
         """Answer the handshake with an HTTP error and a JSON body, then close."""
-        if self._handshake is None:
+        if self._handshake is None or self.transport_closing:
             return
         headers = Headers(
             [

@@ -119,6 +119,22 @@ def test_a_valid_handshake_is_upgraded_and_reading_pauses_until_the_welcome() ->
     assert actions[-1] is Signal.RESUME_READING
 
 
+def test_a_request_the_server_took_too_long_to_admit_gets_503_and_later_answers_are_void() -> None:
+    core, peer = ConnectionCore(CONFIG, 0.0), Peer()
+    core.receive_data(peer.out(), 0.0)
+    [handshake] = [a for a in core.actions() if isinstance(a, Handshake)]
+    core.handshake_timeout()  # the request is in; the hub is still asking Redis
+    actions = core.actions()
+    [response] = peer.read(actions)
+    assert isinstance(response, Response) and response.status_code == 503
+    assert json.loads(response.body or b"")["error"]["code"] == "unavailable"
+    assert actions[0] == CountError("handshake_timeout") and actions[-1] is Signal.CLOSE
+    # The hub's answer when the admission comes back is too late, and changes nothing.
+    core.refuse(403, b"{}")
+    assert not core.accept(handshake.request, 0.0)
+    assert core.actions() == [] and not core.open
+
+
 def test_a_refused_handshake_gets_its_json_answer_and_a_close() -> None:
     core, peer = ConnectionCore(CONFIG, 0.0), Peer()
     core.receive_data(peer.out(), 0.0)
@@ -136,13 +152,33 @@ def test_first_message_auth_reads_on_to_its_first_message_and_holds_what_follows
     core.receive_data(peer.out(), 0.0)
     [handshake] = [a for a in core.actions() if isinstance(a, Handshake)]
     assert core.accept(handshake.request, 0.0, auth_by_message=True)
-    assert Signal.PAUSE_READING not in core.actions()  # it reads on, for the first message
+    accepted = core.actions()
+    assert Signal.PAUSE_READING not in accepted  # it reads on, for the first message
+    peer.read(accepted)
     core.receive_data(peer.text({"type": "auth", "token": "t"}) + peer.text({"type": "ping"}), 0.0)
     actions = core.actions()
     [auth] = [a for a in actions if isinstance(a, Authenticate)]
     assert auth.command.type == "auth" and auth.command.fields == {"token": "t"}
     assert Signal.PAUSE_READING in actions and not any(isinstance(a, Handle) for a in actions)
-    core.handshake_timeout()  # not admitted yet: the handshake timeout still cuts it
+    # Not admitted in time, with its auth message in: the server was the slow one, and says so.
+    core.handshake_timeout()
+    actions = core.actions()
+    assert actions[0] == CountError("handshake_timeout")
+    frames = [f for f in peer.read(actions) if isinstance(f, Frame)]
+    error = json.loads(frames[-2].data)
+    assert (error["type"], error["code"]) == ("error", "unavailable")
+    close = CloseFrame.parse(frames[-1].data)
+    assert close.code == close_codes.GOING_AWAY
+    assert json.loads(close.reason) == {"code": "unavailable", "retry_ms": close_codes.UNAVAILABLE_RETRY_MS}
+
+
+def test_a_first_message_auth_that_never_sends_its_message_is_cut() -> None:
+    core, peer = ConnectionCore(CONFIG, 0.0), Peer("/ws/rooms/r?auth=message")
+    core.receive_data(peer.out(), 0.0)
+    [handshake] = [a for a in core.actions() if isinstance(a, Handshake)]
+    assert core.accept(handshake.request, 0.0, auth_by_message=True)
+    core.actions()
+    core.handshake_timeout()
     assert core.actions() == [CountError("handshake_timeout"), Signal.ABORT]
 
 
@@ -162,6 +198,11 @@ def test_a_handshake_that_takes_too_long_is_cut_and_one_that_was_upgraded_is_not
     core = ConnectionCore(CONFIG, 0.0)
     core.handshake_timeout()
     assert core.actions() == [CountError("handshake_timeout"), Signal.ABORT]
+    half = ConnectionCore(CONFIG, 0.0)
+    half.receive_data(Peer().out()[:30], 0.0)  # a request head that never ends
+    half.actions()
+    half.handshake_timeout()
+    assert half.actions() == [CountError("handshake_timeout"), Signal.ABORT]
     upgraded = ConnectionCore(CONFIG, 0.0)
     upgrade(upgraded, Peer())
     upgraded.handshake_timeout()

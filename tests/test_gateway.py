@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from redis.asyncio import Redis
 from wsclient import JSON, MSGPACK, Client
 
 from gateway import close_codes
@@ -280,6 +281,37 @@ async def test_connection_limits_and_handshake_timeout(settings: Settings) -> No
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         assert await asyncio.wait_for(reader.read(10), 3) == b""
         writer.close()
+
+
+async def test_a_handshake_the_server_cannot_answer_in_time_is_told_to_retry(
+    settings: Settings, redis_url: str
+) -> None:
+    """A storm or a stalled Redis holds admissions past ``handshake_timeout_s``: the client
+    has sent all it had to, so it gets an answer it can act on (503, or upgraded an
+    ``unavailable`` error and the close 1001 with ``retry_ms``), never a silent cut."""
+    quick = dataclasses.replace(settings, handshake_timeout_s=0.5)
+    async with running(quick) as srv, aiohttp.ClientSession(base_url=srv.url) as http:
+        await srv.services.rooms.create("r", host_id="h", room_id="shop")
+        redis = Redis.from_url(redis_url)
+        try:
+            await redis.execute_command("CLIENT", "PAUSE", "1500", "ALL")
+            with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+                await Client.connect(http, "shop", token(srv, "u1"))
+            assert info.value.status == 503
+            late = await Client.connect(http, "shop", auth={"token": token(srv, "u2")}, welcome=False)
+            refusal = await late.recv()
+            assert (refusal["type"], refusal["code"]) == ("error", "unavailable")
+            code, reason = await late.closed()
+            assert code == close_codes.GOING_AWAY
+            assert json.loads(reason) == {"code": "unavailable", "retry_ms": close_codes.UNAVAILABLE_RETRY_MS}
+        finally:
+            await redis.aclose()
+        # Redis answers again: so does the server, to the same clients
+        await asyncio.sleep(1.2)
+        for user in ("u1", "u2"):
+            viewer = await Client.connect(http, "shop", token(srv, user))
+            assert viewer.welcome["user"]["id"] == user
+            await viewer.close()
 
 
 async def connect_once_free(http: aiohttp.ClientSession, user_token: str, timeout: float = 10.0) -> Client:
