@@ -152,13 +152,18 @@ class Admissions:
             del self.per_ip[remote_ip]
 
 
+def unavailable() -> Refused:
+    """The answer to a handshake whose reads failed on a backend (Redis): retry later."""
+    return Refused(503, "unavailable", "a backend is unavailable; retry")
+
+
 def _refusal(exc: Exception) -> Refused:
     """What a handshake that raised ``exc`` is answered."""
     if isinstance(exc, Refused):
         return exc
     if isinstance(exc, RedisError | OSError):
         log.warning("handshake failed on a backend", extra={"error": repr(exc)})
-        return Refused(503, "unavailable", "a backend is unavailable; retry")
+        return unavailable()
     # a bug: this handshake gets an answer, and nobody else notices
     log.error("handshake failed", exc_info=exc)
     return Refused(500, "internal", "internal server error")

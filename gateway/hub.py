@@ -23,8 +23,8 @@ from redis.exceptions import RedisError
 from websockets.http11 import Request
 
 from gateway import close_codes, messages
-from gateway.admission import Admission, Admissions, Admitted, Refused, auth_fields
-from gateway.bus import DIRECT, GAUGE, Bus, now_ms
+from gateway.admission import Admission, Admissions, Admitted, Refused, auth_fields, unavailable
+from gateway.bus import DIRECT, GAUGE, Bus, Snapshot, now_ms
 from gateway.chat import Chat, CommentObserver
 from gateway.close_codes import Close
 from gateway.commands import Registry, Reply, Sender
@@ -160,13 +160,7 @@ class Hub:
             return
         # who it is, before accept(): frames sent right behind the request are handled in it
         conn.admit(admitted.room_id, admission)
-        if not conn.accept(request):
-            self.admissions.release(conn)
-            self.count_error("bad_handshake")
-            return
-        if admission.expires_at is not None:
-            conn.set_expiry(admission.expires_at - time.time())
-        await self._join(conn, admission, admitted.last_seq)
+        await self._join(conn, admission, admitted.last_seq, request)
 
     def authenticate(self, conn: Connection, command: Command) -> None:
         """A first-message auth's first message (decoded): admit it, or refuse it in band."""
@@ -194,7 +188,12 @@ class Hub:
             conn.set_expiry(admission.expires_at - time.time())
         await self._join(conn, admission, last_seq)
 
-    async def _join(self, conn: Connection, admission: Admission, last_seq: int | None) -> None:
+    async def _join(
+        self, conn: Connection, admission: Admission, last_seq: int | None, request: Request | None = None
+    ) -> None:
+        """Join the room: its subscription and snapshot, then the welcome and what a resuming
+        client missed. ``request``: a handshake not upgraded yet, upgraded here once the reads
+        are in (a Redis that fails them gets a 503), its 101 and welcome in one write."""
         room = self.rooms.get(conn.room_id)
         if room is None:
             room = self.rooms[conn.room_id] = Room(conn.room_id, self.config)
@@ -206,12 +205,34 @@ class Hub:
             snap = await self.bus.snapshot(room.id, last_seq)
         except (RedisError, OSError) as exc:
             log.warning("join failed on Redis", extra={"room": room.id, "error": repr(exc)})
-            conn.close(Close.UNAVAILABLE, retry_ms=close_codes.UNAVAILABLE_RETRY_MS)
+            if request is None:
+                conn.close(Close.UNAVAILABLE, retry_ms=close_codes.UNAVAILABLE_RETRY_MS)
+            else:
+                refusal = unavailable()
+                self.admissions.release(conn)
+                self.count_error(refusal.code)
+                conn.refuse(refusal.status, refusal.body)
             return
         if room.joined_seq is None:
             room.joined_seq = snap.seq
-        if not conn.is_open:
-            return
+        with conn.corked():
+            if request is not None:
+                if not conn.accept(request):
+                    self.admissions.release(conn)
+                    self.count_error("bad_handshake")
+                    return
+                if admission.expires_at is not None:
+                    conn.set_expiry(admission.expires_at - time.time())
+            if not conn.is_open:
+                return
+            self._welcome(conn, room, admission, snap)
+            room.add(conn)
+            conn.joined()
+        self._gauges()
+
+    def _welcome(self, conn: Connection, room: Room, admission: Admission, snap: Snapshot) -> None:
+        """The welcome, the events a resuming client missed, and those the room has had since
+        the snapshot."""
         state = snap.state
         conn.send(
             messages.welcome(
@@ -235,9 +256,6 @@ class Hub:
             seen = max(seen, seq)
         for message in room.events_after(seen):
             conn.send(message)
-        room.add(conn)
-        conn.joined()
-        self._gauges()
 
     def leave(self, conn: Connection) -> None:
         """The connection is no longer open (called once, by the connection)."""

@@ -306,7 +306,7 @@ async def _listening(
                 settings.host,
                 settings.port,
                 reuse_port=shared_port,
-                backlog=4096,
+                backlog=settings.listen_backlog,
             )
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:

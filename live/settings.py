@@ -120,6 +120,10 @@ class Settings:
     max_connections_per_ip: int = _GATEWAY.max_connections_per_ip
     #: Time for a client to complete its HTTP request head / WebSocket handshake.
     handshake_timeout_s: float = _GATEWAY.handshake_timeout_s
+    #: Connections the kernel queues per process before the server accepts them (listen(2)'s
+    #: backlog; Linux caps it at net.core.somaxconn). A reconnect storm past it has its SYNs
+    #: dropped, and the clients' kernels retry after 1, 3, 7, 15 s: raise both for big nodes.
+    listen_backlog: int = 4096
     #: An HTTP keep-alive connection idle (or part way through its next request head) this
     #: long is closed. Longer than clients' own pool timeouts (aiohttp's is 15 s), so that a
     #: client does not reuse a connection just as the server closes it.
@@ -268,6 +272,7 @@ class Settings:
         _check(self.max_connections >= 1, "max_connections must be >= 1")
         _check(self.max_connections_per_ip >= 1, "max_connections_per_ip must be >= 1")
         _check(self.handshake_timeout_s > 0, "handshake_timeout_s must be > 0")
+        _check(1 <= self.listen_backlog <= 1_000_000, "listen_backlog must be 1 to 1000000")
         _check(self.http_idle_timeout_s > 0, "http_idle_timeout_s must be > 0")
         _check(self.http_body_timeout_s > 0, "http_body_timeout_s must be > 0")
         for name in (

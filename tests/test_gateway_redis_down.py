@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import os
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import aiohttp
 from conftest import bearer
 from wsclient import Client
 
+from gateway import close_codes
 from live.auth import Role
 from live.redis_server import EmbeddedRedis, find_redis_server
 from live.server import running
@@ -51,3 +53,33 @@ async def test_a_lost_redis_gets_every_viewer_a_typed_answer(tmp_path: Path, set
             await viewer.close()
     finally:
         redis.stop()
+
+
+async def test_a_join_whose_reads_fail_is_answered_and_the_next_one_works(settings: Settings) -> None:
+    """The admission passed, but the room's snapshot fails on Redis (here a key of the wrong
+    type, a real Redis error): a handshake not upgraded yet gets 503 `unavailable`, a
+    first-message auth the close 1001 with `retry_ms`; once Redis reads again, both join."""
+    async with running(settings) as server, aiohttp.ClientSession(base_url=server.url) as http:
+        await server.services.rooms.create("show", host_id="host1", room_id="shop")
+        bus = server.services.hub.bus
+        chat_key = bus.keys("shop").chat
+        await bus.redis.set(chat_key, "not a stream")
+
+        def token(user: str) -> str:
+            return server.services.auth.mint(user, "shop", Role.VIEWER, 600)
+
+        async with http.get(
+            "/ws/rooms/shop", headers={**bearer(token("a")), "Upgrade": "websocket"}
+        ) as response:
+            assert response.status == 503
+            assert (await response.json())["error"]["code"] == "unavailable"
+        late = await Client.connect(http, "shop", auth={"token": token("b")}, welcome=False)
+        code, reason = await late.closed()
+        assert code == close_codes.GOING_AWAY
+        assert json.loads(reason) == {"code": "unavailable", "retry_ms": close_codes.UNAVAILABLE_RETRY_MS}
+
+        await bus.redis.delete(chat_key)
+        for user in ("a", "b"):
+            viewer = await Client.connect(http, "shop", token(user))
+            assert viewer.welcome["user"]["id"] == user
+            await viewer.close()
