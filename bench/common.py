@@ -25,7 +25,15 @@ from typing import Any, NoReturn
 
 import aiohttp
 import jwt
-from loadtest.procfs import cpu_model, cpu_seconds, exe_name, process_alive, with_descendants
+from loadtest.procfs import (
+    cpu_model,
+    cpu_seconds,
+    exe_name,
+    listening_pids,
+    process_alive,
+    rss_bytes,
+    with_descendants,
+)
 from loadtest.spawn import LocalServer
 
 HERE = Path(__file__).resolve().parent
@@ -283,14 +291,17 @@ def mint(secret: str, room: str, role: str, user: str, ttl_s: int = 3600) -> str
 class LiveServer(LocalServer):
     """``live serve`` on a fresh data dir, with its embedded Redis, for one benchmark run: the
     harness's LocalServer with the benchmark's LIVE_* ``settings`` (not the harness's raised
-    limits), run by ``python``, and registered with ``children`` so that ``stop_all`` stops it."""
+    limits), run by ``python``, and registered with ``children`` so that ``stop_all`` stops it.
+    With ``workers`` > 1 it is ``live serve --workers N``: ``live_pids`` are the supervisor and
+    its workers (CPU and RSS are summed over them), and ``metrics`` reads every worker's."""
 
-    def __init__(self, children: Children, python: str, settings: dict[str, Any]) -> None:
+    def __init__(self, children: Children, python: str, settings: dict[str, Any], workers: int = 1) -> None:
         env = {f"LIVE_{k.upper()}": str(v) for k, v in settings.items()}
         # in its data dir: `python -m live` imports the tree that python (or PYTHONPATH) has
-        super().__init__(0, python=python, settings=env, keep_data=True, in_data_dir=True)
+        super().__init__(0, workers, python=python, settings=env, keep_data=True, in_data_dir=True)
         self.children = children
         self.redis_pid: int | None = None
+        self.live_pids: list[int] = []
         self.host_token = ""
 
     @property
@@ -306,14 +317,19 @@ class LiveServer(LocalServer):
         finally:
             if self.process is not None:
                 self.children.procs.append(self.process)
-        redis = [
-            p
-            for p in with_descendants([self.pid])
-            if p != self.pid and exe_name(p).startswith(("valkey", "redis"))
-        ]
+        deadline = time.monotonic() + 60
+        while True:  # every worker listens before anyone connects (SO_REUSEPORT spreads over them)
+            tree = {p for p in with_descendants([self.pid]) if process_alive(p)}
+            if len(listening_pids(self.port) & tree) >= self.workers:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"not every worker of live listens on {self.port} after 60 s")
+            await asyncio.sleep(0.1)
+        redis = [p for p in tree if p != self.pid and exe_name(p).startswith(("valkey", "redis"))]
         if len(redis) != 1:
             raise RuntimeError(f"expected one embedded Redis child of live, found {redis}")
         self.redis_pid = redis[0]
+        self.live_pids = sorted(p for p in tree if p != self.redis_pid)
         self.children.extra_pids.append(self.redis_pid)
         self.host_token = mint(self.secret, "*", "host", "host")
 
@@ -328,27 +344,65 @@ class LiveServer(LocalServer):
             if resp.status != 201:
                 raise RuntimeError(f"creating room {room}: HTTP {resp.status} {await resp.text()}")
 
-    async def metrics(self) -> dict[str, float]:
-        """live_* counters from /metrics (errors by kind as ``live_errors{kind}``)."""
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(f"http://127.0.0.1:{self.port}/metrics") as resp,
-        ):
-            text = await resp.text()
+    async def scrape(self) -> dict[str, str]:
+        """Every live process's /metrics text, by node name. With workers, each request reaches
+        one of them (SO_REUSEPORT), so it asks on new connections until it has heard them all."""
+        pages: dict[str, str] = {}
+        for _ in range(40 * self.workers):
+            async with (
+                aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session,
+                session.get(f"http://127.0.0.1:{self.port}/metrics") as resp,
+            ):
+                text = await resp.text()
+            node = next(
+                (ln.split('"')[1] for ln in text.splitlines() if ln.startswith("live_node_info{")), ""
+            )
+            pages[node] = text
+            if len(pages) >= self.workers:
+                break
+        if len(pages) < self.workers:
+            raise RuntimeError(f"/metrics answered by {len(pages)} of {self.workers} workers")
+        return pages
+
+    async def metrics(self, with_gc: bool = False) -> dict[str, float]:
+        """live_* counters from /metrics (errors by kind as ``live_errors{kind}``), summed over
+        the workers; ``with_gc``: and the garbage collector's series, as ``gc:<series>{labels}``
+        (the pause maximum is the workers' largest)."""
         values: dict[str, float] = {}
-        for line in text.splitlines():
-            # counters only (gauges and the Redis probe histogram say nothing about a run)
-            counter = line.startswith(("live_frames", "live_errors", "live_http_responses"))
-            if counter and "_created" not in line:
-                name, _, value = line.rpartition(" ")
-                name = name.replace("_total", "").replace('kind="', "").replace('"', "")
-                values[name] = float(value)
+        for text in (await self.scrape()).values():
+            for line in text.splitlines():
+                if with_gc and line.startswith("live_gc_") and "_created" not in line:
+                    name, _, value = line.rpartition(" ")
+                    key = "gc:" + name.removeprefix("live_gc_")
+                    if name.startswith("live_gc_pause_max"):  # a maximum, not a count
+                        values[key] = max(values.get(key, 0.0), float(value))
+                    else:
+                        values[key] = values.get(key, 0.0) + float(value)
+                    continue
+                # counters only (gauges and the Redis probe histogram say nothing about a run)
+                counter = line.startswith(("live_frames", "live_errors", "live_http_responses"))
+                if counter and "_created" not in line:
+                    name, _, value = line.rpartition(" ")
+                    name = name.replace("_total", "").replace('kind="', "").replace('"', "")
+                    values[name] = values.get(name, 0.0) + float(value)
         return values
 
+    def rss(self) -> int:
+        """Resident memory of the live processes (supervisor and workers), bytes."""
+        total = 0
+        for pid in self.live_pids:
+            with contextlib.suppress(OSError, RuntimeError):
+                total += rss_bytes(pid)
+        return total
+
     def cpu(self) -> tuple[float, float]:
-        """(live process, embedded Redis) CPU seconds."""
+        """(live processes, embedded Redis) CPU seconds."""
         assert self.redis_pid is not None
-        return cpu_seconds(self.pid), cpu_seconds(self.redis_pid)
+        live = 0.0
+        for pid in self.live_pids:
+            with contextlib.suppress(OSError):
+                live += cpu_seconds(pid)
+        return live, cpu_seconds(self.redis_pid)
 
     def log_problems(self) -> list[str]:
         """Lines of the server's log at warning level or above (it runs with LIVE_LOG_LEVEL=warning)."""

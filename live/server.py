@@ -38,6 +38,7 @@ from live.datadir import DataDir
 from live.directory import Directory
 from live.draws import Draws
 from live.errors import StartupError
+from live.gcfreeze import GcFreezer
 from live.http_server import protocol_factory
 from live.logs import AccessLogger
 from live.metrics import GatewayMetrics, Metrics
@@ -66,6 +67,7 @@ SHUTDOWN_RETRY_MS = 1000
 #: A worker's claim token, from its supervisor (the same for the worker that replaces it).
 NODE_TOKEN_ENV = "LIVE_NODE_TOKEN"
 NODE_CLAIM_TASK = "node-claim"
+GC_FREEZE_TASK = "gc-freeze"
 
 
 def load_auth(settings: Settings, data_dir: DataDir, private_key: bytes | None = None) -> Auth:
@@ -194,6 +196,7 @@ async def _listening(
     claim: NodeClaim,
 ) -> AsyncIterator[Running]:
     metrics = Metrics(node=settings.node_name)
+    gc_probe = metrics.watch_gc()  # collections and their pauses, in /metrics
     # every long-running loop of this process, restarted when it fails; /readyz reports it
     supervisor = Supervisor(on_crash=lambda task: metrics.task_failures.labels(task).inc())
     rooms = Rooms(store, redis, settings.key_prefix)
@@ -285,6 +288,9 @@ async def _listening(
     await runner.setup()
     supervisor.start(NODE_CLAIM_TASK, claim.keep)
     await hub.start()
+    if settings.gc_freeze_after:
+        freezer = GcFreezer(lambda: len(hub.connections), settings.gc_freeze_after)
+        supervisor.start(GC_FREEZE_TASK, freezer.run)
     server: asyncio.Server | None = None
     try:
         await inventory.start()
@@ -328,7 +334,8 @@ async def _listening(
         await inventory.stop()
         await ledger.close()
         await hub.stop()
-        await supervisor.stop([NODE_CLAIM_TASK])
+        await supervisor.stop([NODE_CLAIM_TASK, GC_FREEZE_TASK])
+        gc_probe.stop()
 
 
 async def supervise(settings: Settings) -> None:

@@ -83,6 +83,9 @@ class Settings:
     max_body_bytes: int = 64 * 1024
     #: Worker processes sharing the port (SO_REUSEPORT) and one Redis.
     workers: int = 1
+    #: Freeze the heap (gc.freeze) once this many new connections have been quiet for a second,
+    #: so full collections do not walk them (live/gcfreeze.py); 0: only at start.
+    gc_freeze_after: int = 1000
     #: Largest WebSocket message a client may send; bigger ones close the connection (1009).
     max_frame_bytes: int = _GATEWAY.max_frame_bytes
     #: Server pings each WebSocket this often; a client silent for twice as long is dropped.
@@ -227,6 +230,7 @@ class Settings:
         _check(self.token_ttl_s > 0, "token_ttl_s must be > 0")
         _check(self.max_body_bytes >= 1024, "max_body_bytes must be >= 1024")
         _check(1 <= self.workers <= 64, "workers must be 1..64")
+        _check(self.gc_freeze_after >= 0, "gc_freeze_after must be >= 0")
         _check(self.max_frame_bytes >= 256, "max_frame_bytes must be >= 256")
         _check(self.ping_interval_s > 0, "ping_interval_s must be > 0")
         _check(10 <= self.tick_ms <= 5000, "tick_ms must be 10..5000")
