@@ -2,6 +2,7 @@
 
     python bench/storm.py [--viewers 10000] [--senders 200] [--comment-rate 2000] [--duration 20]
     python bench/storm.py --memory-only          # only the idle-connection memory figure
+    python bench/storm.py --viewers 20000 --workers 2
 
 What it does, in one run of ``live serve`` (embedded Redis):
 1. a host connection joins the room; the live process's RSS is read (before);
@@ -15,6 +16,15 @@ What it does, in one run of ``live serve`` (embedded Redis):
    and records host-message latency (host send -> viewer receipt) in an HDR histogram;
    the histograms of all client processes are merged. The live process's and its Redis's CPU
    are read at the start and end of the window.
+
+Between 2 and 3, the floor (``--floor-rounds``): a raw server (``_raw``; one per live worker)
+gets as many connections again from the same viewer processes, and writes one host-message-sized
+frame to all of them with ``transport.write`` a few times; the median first-to-last receipt is
+the floor the host-message p99 is reported against. Each measured viewer also keeps its frames'
+arrival times (its busiest one-second window), and live's garbage collections (its
+``live_gc_*`` series in /metrics) are read while the viewers connect and around the window.
+``--workers N`` runs ``live serve --workers N``; ``--gc-freeze-after`` and
+``--gc-python-defaults`` are the collector's variants (docs/benchmarks.md, section 2).
 """
 
 from __future__ import annotations
@@ -790,6 +800,9 @@ def report(args: argparse.Namespace, m: Measured, out: dict[str, Any]) -> None:
     for s in s_stats:
         refused.update(s["errors"])
     lost_v = sum(s["lost"] for s in v_stats)
+    close_codes: Counter[str] = Counter()
+    for s in v_stats:
+        close_codes.update(s["close_codes"])
     lost_s = sum(s["lost"] for s in s_stats)
     client_cpu = sum(s["cpu_s"] for s in v_stats + s_stats)
     n = len(frames)
@@ -854,7 +867,8 @@ def report(args: argparse.Namespace, m: Measured, out: dict[str, Any]) -> None:
          f"{(shown + skipped) / n / host.published:.1%}" if n and host.published else "-", ""],
         ["lagged notices / comments dropped (sample)",
          f"{sum(s['lagged'] for s in v_stats)} / {sum(s['lagged_comments'] for s in v_stats)}", ""],
-        ["connections lost: viewers / senders", f"{lost_v} / {lost_s}", "0"],
+        ["connections lost: viewers / senders", f"{lost_v} / {lost_s}"
+         + (f" (viewers' close codes: {json.dumps(dict(close_codes))})" if close_codes else ""), "0"],
         ["live process CPU (mean / max 1-s)",
          f"{m.live_cpu_s / d:.0%} / {max((a for a, _ in m.timeline), default=0):.0%} of a core", ""],
         ["valkey-server CPU (mean / max 1-s)",
@@ -894,7 +908,8 @@ def report(args: argparse.Namespace, m: Measured, out: dict[str, Any]) -> None:
         "latency_us": {str(p): hist.get_value_at_percentile(p) for p in (50, 90, 99, 99.9, 100)},
         "live_cpu_s": m.live_cpu_s, "redis_cpu_s": m.redis_cpu_s, "client_cpu_s": client_cpu,
         "machine_busy": m.machine_busy, "timeline": m.timeline, "lost_viewers": lost_v,
-        "lost_senders": lost_s, "counters": m.counters, "log_lines": len(m.log_problems),
+        "lost_senders": lost_s, "lost_close_codes": dict(close_codes), "counters": m.counters,
+        "log_lines": len(m.log_problems),
         "windows": windows, "batches_per_s": batches, "tick_rate": tick_rate, "floor_s": floor_s,
         "p99_over_floor": ratio, "gc": m.gc,
     }  # fmt: skip
@@ -933,7 +948,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--workers", type=int, default=1, help="live serve --workers (and raw servers for the floor)"
     )
     p.add_argument("--tick-ms", type=int, default=125, help="LIVE_TICK_MS (live's default: 125)")
-    p.add_argument("--gc-freeze-after", type=int, help="LIVE_GC_FREEZE_AFTER (default: live's, 1000)")
+    p.add_argument("--gc-freeze-after", type=int, help="LIVE_GC_FREEZE_AFTER (default: live's, 0)")
     p.add_argument(
         "--gc-python-defaults",
         action="store_true",

@@ -12,6 +12,9 @@ many connections have gone since the last freeze as ``after`` (whatever is left 
 frozen cycles), at the next quiet second it unfreezes, runs one full collection (a pause at a
 moment of its choosing, not in the middle of a storm), and freezes again. The leak is bounded by
 the cycles of ``after`` departed connections.
+
+Off by default (setting ``gc_freeze_after``: 0): in the storm benchmark (docs/benchmarks.md,
+section 2) ``tune_gc``'s thresholds already left no full collection in the window to avoid.
 """
 
 from __future__ import annotations

@@ -84,8 +84,9 @@ class Settings:
     #: Worker processes sharing the port (SO_REUSEPORT) and one Redis.
     workers: int = 1
     #: Freeze the heap (gc.freeze) once this many new connections have been quiet for a second,
-    #: so full collections do not walk them (live/gcfreeze.py); 0: only at start.
-    gc_freeze_after: int = 1000
+    #: so full collections do not walk them (live/gcfreeze.py); 0 (the default): only at start.
+    #: Off: in the storm benchmark there was no full collection to spare (docs/benchmarks.md).
+    gc_freeze_after: int = 0
     #: Largest WebSocket message a client may send; bigger ones close the connection (1009).
     max_frame_bytes: int = _GATEWAY.max_frame_bytes
     #: Server pings each WebSocket this often; a client silent for twice as long is dropped.
