@@ -33,6 +33,7 @@ from loadtest.procfs import (
     exe_name,
     listening_pids,
     process_alive,
+    rss_bytes,
     with_descendants,
 )
 from loadtest.spawn import LocalServer
@@ -345,12 +346,11 @@ class LiveServer(LocalServer):
     """``live serve`` on a fresh data dir, with its embedded Redis, for one benchmark run: the
     harness's LocalServer with the benchmark's LIVE_* ``settings`` (not the harness's raised
     limits), run by ``python``, and registered with ``children`` so that ``stop_all`` stops it.
-    ``workers`` > 1 runs ``live serve --workers N``: ``start`` returns once every worker
-    listens, and ``cpu`` counts the supervisor and its workers (``live_pids``)."""
+    With ``workers`` > 1 it is ``live serve --workers N``: ``start`` returns once every worker
+    listens, ``live_pids`` are the supervisor and its workers (CPU and RSS are summed over
+    them), and ``metrics`` reads every worker's."""
 
-    def __init__(
-        self, children: Children, python: str, settings: dict[str, Any], *, workers: int = 1
-    ) -> None:
+    def __init__(self, children: Children, python: str, settings: dict[str, Any], workers: int = 1) -> None:
         env = {f"LIVE_{k.upper()}": str(v) for k, v in settings.items()}
         # in its data dir: `python -m live` imports the tree that python (or PYTHONPATH) has
         super().__init__(0, workers, python=python, settings=env, keep_data=True, in_data_dir=True)
@@ -373,27 +373,21 @@ class LiveServer(LocalServer):
         finally:
             if self.process is not None:
                 self.children.procs.append(self.process)
-        redis = [
-            p
-            for p in with_descendants([self.pid])
-            if p != self.pid and exe_name(p).startswith(("valkey", "redis"))
-        ]
-        if len(redis) != 1:
-            raise RuntimeError(f"expected one embedded Redis child of live, found {redis}")
-        self.redis_pid = redis[0]
-        self.children.extra_pids.append(self.redis_pid)
-        self.host_token = mint(self.secret, "*", "host", "host")
-        # every worker must listen before clients connect (SO_REUSEPORT spreads connections
-        # only over the sockets that exist)
         deadline = time.monotonic() + 60
-        while True:
-            tree = {p for p in with_descendants([self.pid]) if p != self.redis_pid and process_alive(p)}
-            if self.workers == 1 or len(listening_pids(self.port) & tree) >= self.workers:
-                self.live_pids = sorted(tree)
-                return
+        while True:  # every worker listens before anyone connects (SO_REUSEPORT spreads over them)
+            tree = {p for p in with_descendants([self.pid]) if process_alive(p)}
+            if len(listening_pids(self.port) & tree) >= self.workers:
+                break
             if self.process is None or self.process.returncode is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"not all {self.workers} live workers listen: {self.log_tail(5)}")
             await asyncio.sleep(0.1)
+        redis = [p for p in tree if p != self.pid and exe_name(p).startswith(("valkey", "redis"))]
+        if len(redis) != 1:
+            raise RuntimeError(f"expected one embedded Redis child of live, found {redis}")
+        self.redis_pid = redis[0]
+        self.live_pids = sorted(p for p in tree if p != self.redis_pid)
+        self.children.extra_pids.append(self.redis_pid)
+        self.host_token = mint(self.secret, "*", "host", "host")
 
     async def create_room(self, room: str) -> None:
         headers = {"Authorization": f"Bearer {self.host_token}"}
@@ -406,27 +400,65 @@ class LiveServer(LocalServer):
             if resp.status != 201:
                 raise RuntimeError(f"creating room {room}: HTTP {resp.status} {await resp.text()}")
 
-    async def metrics(self) -> dict[str, float]:
-        """live_* counters from /metrics (errors by kind as ``live_errors{kind}``)."""
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(f"http://127.0.0.1:{self.port}/metrics") as resp,
-        ):
-            text = await resp.text()
+    async def scrape(self) -> dict[str, str]:
+        """Every live process's /metrics text, by node name. With workers, each request reaches
+        one of them (SO_REUSEPORT), so it asks on new connections until it has heard them all."""
+        pages: dict[str, str] = {}
+        for _ in range(40 * self.workers):
+            async with (
+                aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session,
+                session.get(f"http://127.0.0.1:{self.port}/metrics") as resp,
+            ):
+                text = await resp.text()
+            node = next(
+                (ln.split('"')[1] for ln in text.splitlines() if ln.startswith("live_node_info{")), ""
+            )
+            pages[node] = text
+            if len(pages) >= self.workers:
+                break
+        if len(pages) < self.workers:
+            raise RuntimeError(f"/metrics answered by {len(pages)} of {self.workers} workers")
+        return pages
+
+    async def metrics(self, with_gc: bool = False) -> dict[str, float]:
+        """live_* counters from /metrics (errors by kind as ``live_errors{kind}``), summed over
+        the workers; ``with_gc``: and the garbage collector's series, as ``gc:<series>{labels}``
+        (the pause maximum is the workers' largest)."""
         values: dict[str, float] = {}
-        for line in text.splitlines():
-            # counters only (gauges and the Redis probe histogram say nothing about a run)
-            counter = line.startswith(("live_frames", "live_errors", "live_http_responses"))
-            if counter and "_created" not in line:
-                name, _, value = line.rpartition(" ")
-                name = name.replace("_total", "").replace('kind="', "").replace('"', "")
-                values[name] = float(value)
+        for text in (await self.scrape()).values():
+            for line in text.splitlines():
+                if with_gc and line.startswith("live_gc_") and "_created" not in line:
+                    name, _, value = line.rpartition(" ")
+                    key = "gc:" + name.removeprefix("live_gc_")
+                    if name.startswith("live_gc_pause_max"):  # a maximum, not a count
+                        values[key] = max(values.get(key, 0.0), float(value))
+                    else:
+                        values[key] = values.get(key, 0.0) + float(value)
+                    continue
+                # counters only (gauges and the Redis probe histogram say nothing about a run)
+                counter = line.startswith(("live_frames", "live_errors", "live_http_responses"))
+                if counter and "_created" not in line:
+                    name, _, value = line.rpartition(" ")
+                    name = name.replace("_total", "").replace('kind="', "").replace('"', "")
+                    values[name] = values.get(name, 0.0) + float(value)
         return values
+
+    def rss(self) -> int:
+        """Resident memory of the live processes (supervisor and workers), bytes."""
+        total = 0
+        for pid in self.live_pids:
+            with contextlib.suppress(OSError, RuntimeError):
+                total += rss_bytes(pid)
+        return total
 
     def cpu(self) -> tuple[float, float]:
         """(live processes, embedded Redis) CPU seconds."""
         assert self.redis_pid is not None
-        return sum(cpu_seconds(p) for p in self.live_pids), cpu_seconds(self.redis_pid)
+        live = 0.0
+        for pid in self.live_pids:
+            with contextlib.suppress(OSError):
+                live += cpu_seconds(pid)
+        return live, cpu_seconds(self.redis_pid)
 
     def log_problems(self) -> list[str]:
         """Lines of the server's log at warning level or above (it runs with LIVE_LOG_LEVEL=warning)."""

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import gc
+import time
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-__all__ = ["CONTENT_TYPE", "GatewayMetrics", "Metrics"]
+__all__ = ["CONTENT_TYPE", "GatewayMetrics", "GcProbe", "Metrics"]
 
 
 class Metrics:
@@ -61,6 +64,39 @@ class Metrics:
             registry=r,
         )
 
+        self.gc_collections = Counter(
+            "live_gc_collections",
+            "Python garbage collections in this process, by generation (2: full)",
+            ["generation"],
+            registry=r,
+        )
+        self.gc_pause = Histogram(
+            "live_gc_pause_seconds",
+            "Pauses of Python's garbage collector in this process, by generation",
+            ["generation"],
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0),
+            registry=r,
+        )
+        self.gc_pause_max = Gauge(
+            "live_gc_pause_max_seconds",
+            "The longest garbage-collector pause in this process since it started, by generation",
+            ["generation"],
+            registry=r,
+        )
+        self.gc_frozen = Gauge(
+            "live_gc_frozen_objects", "Objects in the permanent generation (gc.freeze)", registry=r
+        )
+        for generation in ("0", "1", "2"):  # the series exist (at 0) before the first collection
+            self.gc_collections.labels(generation)
+            self.gc_pause.labels(generation)
+            self.gc_pause_max.labels(generation)
+
+    def watch_gc(self) -> GcProbe:
+        """Count this process's garbage collections and their pauses (until ``stop``)."""
+        probe = GcProbe(self)
+        probe.start()
+        return probe
+
     def render(self) -> bytes:
         for flush in self.before_render:
             flush()
@@ -100,3 +136,46 @@ class GatewayMetrics:
     def gauges(self, connections: int, rooms: int) -> None:
         self._m.connections.set(connections)
         self._m.rooms.set(rooms)
+
+
+class GcProbe:
+    """A ``gc.callbacks`` probe: every collection's generation and pause.
+
+    The callback runs inside the collector, wherever an allocation triggered it (possibly inside
+    a metric's locked update), so it only appends to a list; the pauses go into the registry
+    when the metrics are read. ``gc.callbacks`` is process-wide: ``stop`` takes it out again."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._m = metrics
+        self._started: float | None = None
+        #: (generation, pause in seconds) since the last read
+        self._pending: list[tuple[int, float]] = []
+        self._max = [0.0, 0.0, 0.0]
+        metrics.before_render.append(self.flush)
+
+    def start(self) -> None:
+        if self._callback not in gc.callbacks:
+            gc.callbacks.append(self._callback)
+
+    def stop(self) -> None:
+        if self._callback in gc.callbacks:
+            gc.callbacks.remove(self._callback)
+        self.flush()
+
+    def _callback(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        elif self._started is not None:
+            self._pending.append((info["generation"], time.perf_counter() - self._started))
+            self._started = None
+
+    def flush(self) -> None:
+        self._m.gc_frozen.set(gc.get_freeze_count())
+        pending, self._pending = self._pending, []
+        for generation, pause in pending:
+            label = str(generation)
+            self._m.gc_collections.labels(label).inc()
+            self._m.gc_pause.labels(label).observe(pause)
+            if pause > self._max[generation]:
+                self._max[generation] = pause
+                self._m.gc_pause_max.labels(label).set(pause)

@@ -194,6 +194,7 @@ async def _listening(
     claim: NodeClaim,
 ) -> AsyncIterator[Running]:
     metrics = Metrics(node=settings.node_name)
+    gc_probe = metrics.watch_gc()  # collections and their pauses, in /metrics
     # every long-running loop of this process, restarted when it fails; /readyz reports it
     supervisor = Supervisor(on_crash=lambda task: metrics.task_failures.labels(task).inc())
     rooms = Rooms(store, redis, settings.key_prefix)
@@ -329,6 +330,7 @@ async def _listening(
         await ledger.close()
         await hub.stop()
         await supervisor.stop([NODE_CLAIM_TASK])
+        gc_probe.stop()
 
 
 async def supervise(settings: Settings) -> None:

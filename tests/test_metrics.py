@@ -6,8 +6,8 @@ from __future__ import annotations
 from live.metrics import GatewayMetrics, Metrics
 
 
-def sample(metrics: Metrics, name: str) -> float | None:
-    return metrics.registry.get_sample_value(name)
+def sample(metrics: Metrics, name: str, labels: dict[str, str] | None = None) -> float | None:
+    return metrics.registry.get_sample_value(name, labels)
 
 
 def test_frames_are_in_the_counters_whenever_the_metrics_are_read() -> None:
@@ -23,3 +23,27 @@ def test_frames_are_in_the_counters_whenever_the_metrics_are_read() -> None:
     gateway.frames_out(1)
     metrics.render()
     assert (sample(metrics, "live_frames_in_total"), sample(metrics, "live_frames_out_total")) == (3, 6)
+
+
+def test_a_forced_full_collection_is_counted_with_its_pause() -> None:
+    import gc
+
+    metrics = Metrics()
+    probe = metrics.watch_gc()
+    try:
+        metrics.render()
+        before = sample(metrics, "live_gc_collections_total", {"generation": "2"})
+        paused = sample(metrics, "live_gc_pause_seconds_count", {"generation": "2"})
+        gc.collect()
+        text = metrics.render().decode()
+    finally:
+        probe.stop()
+    assert sample(metrics, "live_gc_collections_total", {"generation": "2"}) == (before or 0) + 1
+    assert sample(metrics, "live_gc_pause_seconds_count", {"generation": "2"}) == (paused or 0) + 1
+    longest = sample(metrics, "live_gc_pause_max_seconds", {"generation": "2"})
+    assert longest is not None and 0 < longest < 10
+    assert 'live_gc_collections_total{generation="2"}' in text
+    # stopped: the callback is gone, and later collections are not counted
+    gc.collect()
+    metrics.render()
+    assert sample(metrics, "live_gc_collections_total", {"generation": "2"}) == (before or 0) + 1
