@@ -41,6 +41,7 @@ from gateway.config import GatewayConfig
 from gateway.frames import PING, close_frame
 from gateway.limits import TokenBucket
 from gateway.messages import Command, Framing, ProtocolError
+from gateway.request_head import parse_request
 
 #: What a client waiting on a handshake the server took too long for is told.
 SERVER_TOO_SLOW = "the server took too long to answer; retry"
@@ -192,6 +193,8 @@ class ConnectionCore:
         #: for the frame-level protocol (see ``receive_data``).
         self._head_tail = b""
         self._behind_request: bytearray | None = None
+        #: Part of the head went to websockets' parser, which then parses all of it.
+        self._head_fed = False
         #: Events parsed but not yet handled: handled one at a time as actions are taken, so
         #: whatever the hub does for one command (replies, a close) comes before the next.
         self._events: deque[Event | Signal] = deque()
@@ -230,6 +233,14 @@ class ConnectionCore:
             data = self._request_part(data)
             if not data:
                 return
+            if not self._head_fed and self._behind_request is not None:
+                # the whole head in one read, as nearly always: parsed here if it is plain
+                request = parse_request(data)
+                if request is not None:
+                    self._events.append(request)
+                    self._flush_due = True
+                    return
+            self._head_fed = True
         if self._fast:
             self._unread += data
             self._read_frames()

@@ -23,7 +23,7 @@ from aiohttp import web
 from websockets.datastructures import Headers
 from websockets.exceptions import NegotiationError
 from websockets.frames import Frame, Opcode
-from websockets.http11 import Request, Response
+from websockets.http11 import MAX_LINE_LENGTH, MAX_NUM_HEADERS, Request, Response
 from websockets.protocol import Protocol, Side, State
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
@@ -44,7 +44,7 @@ COVERED_IMPORTS = {
     "websockets.datastructures": {"Headers"},
     "websockets.exceptions": {"NegotiationError"},
     "websockets.frames": {"Frame", "Opcode"},
-    "websockets.http11": {"Request", "Response"},
+    "websockets.http11": {"Request", "Response", "MAX_LINE_LENGTH", "MAX_NUM_HEADERS"},
     "websockets.protocol": {"Event", "Protocol", "Side", "State"},
     "websockets.server": {"ServerProtocol"},
     "websockets.typing": {"Subprotocol"},
@@ -114,6 +114,28 @@ def test_the_request_is_parsed_from_its_head_alone_in_any_pieces() -> None:
     assert [type(e) for e in events] == [Request], moved(internal, "ServerProtocol(")
     assert ws.state is State.CONNECTING, moved(internal, "ServerProtocol(")
     assert REQUEST.endswith(b"\r\n\r\n")
+
+
+def test_a_handshake_protocol_that_parsed_nothing_accepts_a_request_parsed_elsewhere() -> None:
+    """A head that came whole is parsed by gateway/request_head.py into websockets' Request,
+    with websockets' line and header limits; the handshake protocol, fed nothing, accepts it
+    (or answers a refusal) as if it had parsed it."""
+    from gateway.request_head import parse_request
+
+    internal = "websockets.http11.MAX_LINE_LENGTH / MAX_NUM_HEADERS (ints)"
+    assert isinstance(MAX_LINE_LENGTH, int) and isinstance(MAX_NUM_HEADERS, int), moved(internal, "MAX_")
+    request = parse_request(REQUEST)
+    assert request is not None
+    ws = handshake_protocol()
+    response = ws.accept(request)
+    internal = "websockets.server.ServerProtocol.accept(request) without a parsed request"
+    assert response.status_code == 101, moved(internal, "parse_request(")
+    ws.send_response(response)
+    assert ws.state is State.OPEN, moved(internal, "parse_request(")
+    assert b"".join(ws.data_to_send()).startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+    refused = handshake_protocol()
+    refused.send_response(Response(403, "Forbidden", Headers([("Content-Length", "0")]), b""))
+    assert b"".join(refused.data_to_send()).startswith(b"HTTP/1.1 403 Forbidden\r\n")
 
 
 def test_the_handshake_accepts_with_the_selected_subprotocol_and_refuses_on_negotiation_error() -> None:
