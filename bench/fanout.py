@@ -144,7 +144,7 @@ class Bench:
             "max_connections": max(15_000, self.n + 100),
             "max_connections_per_ip": max(15_000, self.n + 100),
         }
-        server = LiveServer(self.children, self.args.live_python, settings)
+        server = LiveServer(self.children, self.args.live_python, settings, workers=self.args.live_workers)
         try:
             await server.start()
             await server.create_room(ROOM)
@@ -498,6 +498,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--servers", default=",".join(SERVERS), help=f"comma-separated, of {', '.join(SERVERS)}")
     p.add_argument("--repeat", type=int, default=1, help="rounds of all servers; a summary gives medians")
     p.add_argument("--clients", type=int, default=0, help="client processes (default max(2, N/2500))")
+    p.add_argument("--live-workers", type=int, default=1, help="live serve --workers (CPU summed over them)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds one server may take to deliver")
     p.add_argument("--connect-timeout", type=float, default=180.0, help="seconds to open all connections")
     add_run_options(p, node=True)
