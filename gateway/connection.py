@@ -42,6 +42,12 @@ CLOSE_TIMEOUT_S = 5.0
 
 
 class Connection(asyncio.Protocol):
+    # (asyncio.Protocol has empty slots: with these, a connection has no __dict__)
+    __slots__ = (
+        "hub", "remote_ip", "_core", "_hard_bytes", "_soft_bytes", "_open", "_behind",
+        "transport", "_timers", "_handshake_timer", "_eof_written", "_running", "__weakref__",
+    )  # fmt: skip
+
     def __init__(self, hub: Hub, remote_ip: str) -> None:
         self.hub = hub
         self.remote_ip = remote_ip

@@ -145,6 +145,17 @@ class ConnectionCore:
     """One connection's protocol state. ``now`` is always ``time.monotonic()`` as the adapter
     read it."""
 
+    # Slots, not a __dict__: its attributes are more than a shared-key instance dict holds
+    # (30), so each connection would carry a dict of its own (1.5 KiB; docs/benchmarks.md 3).
+    __slots__ = (
+        "config", "soft_bytes", "hard_bytes", "_handshake", "ws", "framing", "room_id",
+        "admission", "is_staff", "open", "is_joined", "pending_auth", "awaiting_auth_frame",
+        "last_seen", "dropped_comments", "dropped_frames", "behind_since", "messages",
+        "comments", "likes", "strikes", "eof_written", "transport_closing", "_cutoff", "_now",
+        "_held", "_head_tail", "_behind_request", "_events", "_flush_due", "_actions", "_fast",
+        "_unread",
+    )  # fmt: skip
+
     def __init__(self, config: GatewayConfig, now: float) -> None:
         self.config = config
         self.soft_bytes = config.send_buffer_soft_bytes
