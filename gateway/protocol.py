@@ -15,9 +15,8 @@ half-closing, and when a silent client is idle.
 from __future__ import annotations
 
 import enum
-from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from websockets.datastructures import Headers
@@ -50,6 +49,9 @@ _DATA = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
 #: frames, and pings and pongs (handed to websockets, which answers pings), by first byte.
 _FAST_DATA = {0x81: Opcode.TEXT, 0x82: Opcode.BINARY}
 _FAST_CONTROL = (0x89, 0x8A)
+
+#: An admission's room once its welcome is out (``ConnectionCore.joined``): nothing reads it.
+_WELCOMED: dict[str, Any] = {}
 
 _STATUS_PHRASES = {
     400: "Bad Request",
@@ -152,8 +154,8 @@ class ConnectionCore:
         "admission", "is_staff", "open", "is_joined", "pending_auth", "awaiting_auth_frame",
         "last_seen", "dropped_comments", "dropped_frames", "behind_since", "messages",
         "comments", "likes", "strikes", "eof_written", "transport_closing", "_cutoff", "_now",
-        "_held", "_head_tail", "_behind_request", "_events", "_flush_due", "_actions", "_fast",
-        "_unread",
+        "_held", "_head_tail", "_behind_request", "_events", "_events_at", "_flush_due",
+        "_actions", "_actions_at", "_fast", "_unread",
     )  # fmt: skip
 
     def __init__(self, config: GatewayConfig, now: float) -> None:
@@ -203,9 +205,14 @@ class ConnectionCore:
         self._behind_request: bytearray | None = None
         #: Events parsed but not yet handled: handled one at a time as actions are taken, so
         #: whatever the hub does for one command (replies, a close) comes before the next.
-        self._events: deque[Event | Signal] = deque()
+        #: Both queues are lists read from ``_*_at`` on, emptied once all is read: an empty
+        #: list holds no storage, where an empty deque keeps a 0.5 KiB block for good, and an
+        #: idle connection's queues are empty (docs/benchmarks.md, section 3).
+        self._events: list[Event | Signal] = []
+        self._events_at = 0
         self._flush_due = False
-        self._actions: deque[Action] = deque()
+        self._actions: list[Action] = []
+        self._actions_at = 0
         #: After the upgrade, the frames of an open connection are read by ``_read_frames``
         #: (``_unread`` holds a frame not complete yet) until the first frame it leaves to
         #: websockets' own parser, which then reads everything.
@@ -216,15 +223,27 @@ class ConnectionCore:
 
     def next_action(self) -> Action | None:
         """The next thing to do, or None when there is nothing more for now."""
-        while not self._actions:
-            if self._events:
-                self._on_event(self._events.popleft())
+        actions = self._actions
+        while self._actions_at == len(actions):
+            events = self._events
+            if self._events_at < len(events):
+                event = events[self._events_at]
+                self._events_at += 1
+                if self._events_at == len(events):
+                    events.clear()
+                    self._events_at = 0
+                self._on_event(event)
             elif self._flush_due:
                 self._flush_due = False
                 self._flush()
             else:
                 return None
-        return self._actions.popleft()
+        action = actions[self._actions_at]
+        self._actions_at += 1
+        if self._actions_at == len(actions):
+            actions.clear()
+            self._actions_at = 0
+        return action
 
     def actions(self) -> list[Action]:
         """Every action due now, without carrying out any in between (tests, mostly)."""
@@ -406,6 +425,11 @@ class ConnectionCore:
         """The welcome is sent: handle the client's messages from now on, held ones first."""
         self._now = now
         self.is_joined = True
+        if self.admission is not None and (self.admission.room or self.admission.you is not None):
+            # The room and the ``you`` are the welcome's (out now): what the connection keeps of
+            # its admission from here on is who it is (a copy of each per connection, over
+            # 1 KiB: docs/benchmarks.md, section 3).
+            self.admission = replace(self.admission, room=_WELCOMED, you=None)
         held, self._held = self._held, []
         self._events.extend(held)
         self._events.append(Signal.RESUME_READING)  # once they are handled
