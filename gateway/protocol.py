@@ -150,13 +150,42 @@ class ConnectionCore:
     # Slots, not a __dict__: its attributes are more than a shared-key instance dict holds
     # (30), so each connection would carry a dict of its own (1.5 KiB; docs/benchmarks.md 3).
     __slots__ = (
-        "config", "soft_bytes", "hard_bytes", "_handshake", "ws", "framing", "room_id",
-        "admission", "is_staff", "open", "is_joined", "pending_auth", "awaiting_auth_frame",
-        "last_seen", "dropped_comments", "dropped_frames", "behind_since", "messages",
-        "comments", "likes", "strikes", "eof_written", "transport_closing", "_cutoff", "_now",
-        "_held", "_head_tail", "_behind_request", "_events", "_events_at", "_flush_due",
-        "_actions", "_actions_at", "_fast", "_unread",
-    )  # fmt: skip
+        "_actions",
+        "_actions_at",
+        "_behind_request",
+        "_cutoff",
+        "_events",
+        "_events_at",
+        "_fast",
+        "_flush_due",
+        "_handshake",
+        "_head_tail",
+        "_held",
+        "_now",
+        "_unread",
+        "_ws",
+        "admission",
+        "awaiting_auth_frame",
+        "behind_since",
+        "comments",
+        "config",
+        "dropped_comments",
+        "dropped_frames",
+        "eof_written",
+        "framing",
+        "hard_bytes",
+        "is_joined",
+        "is_staff",
+        "last_seen",
+        "likes",
+        "messages",
+        "open",
+        "pending_auth",
+        "room_id",
+        "soft_bytes",
+        "strikes",
+        "transport_closing",
+    )
 
     def __init__(self, config: GatewayConfig, now: float) -> None:
         self.config = config
@@ -167,8 +196,9 @@ class ConnectionCore:
             select_subprotocol=select_subprotocol,
             max_size=config.max_frame_bytes,
         )
-        #: The protocol in use: the handshake's until the upgrade, then a lighter one for frames.
-        self.ws: Protocol = self._handshake
+        #: The protocol in use (``ws``): the handshake's until the upgrade, then a lighter one
+        #: for frames, made when first needed (None until then).
+        self._ws: Protocol | None = self._handshake
         self.framing = Framing.JSON
         self.room_id = ""
         self.admission: Admission | None = None
@@ -218,6 +248,17 @@ class ConnectionCore:
         #: websockets' own parser, which then reads everything.
         self._fast = False
         self._unread = bytearray()
+
+    @property
+    def ws(self) -> Protocol:
+        """The websockets protocol. After the upgrade, the frame-level one is made when it is
+        first needed: a fresh one is open with nothing to send, so until then none is needed,
+        and an idle connection (whose pongs the fast path reads) never makes one (it costs
+        about 1 KiB: docs/benchmarks.md, section 3)."""
+        ws = self._ws
+        if ws is None:
+            ws = self._ws = Protocol(Side.SERVER, state=State.OPEN, max_size=self.config.max_frame_bytes)
+        return ws
 
     # -- the adapter's side ---------------------------------------------------------------------
 
@@ -295,7 +336,7 @@ class ConnectionCore:
             opcode = _FAST_DATA.get(first)
             length = second & 0x7F
             if (
-                self.ws.state is not State.OPEN
+                (self._ws is not None and self._ws.state is not State.OPEN)
                 or (opcode is None and (first not in _FAST_CONTROL or length > 125))
                 or not second & 0x80
             ):
@@ -318,7 +359,12 @@ class ConnectionCore:
             stop = at + 4 + length
             if stop > end:
                 break  # the rest of this frame is still to come
-            if opcode is None:
+            if first == 0x8A and self._ws is None:
+                # A pong, and no protocol yet: what websockets would do with it (an event, and
+                # nothing else) without making one.
+                mask = bytes(buf[at : at + 4])
+                self._events.append(Frame(Opcode.PONG, apply_mask(bytes(buf[at + 4 : stop]), mask)))
+            elif opcode is None:
                 self._to_websockets(bytes(buf[pos:stop]))
             else:
                 mask = bytes(buf[at : at + 4])
@@ -406,7 +452,7 @@ class ConnectionCore:
         # parses what the client sent behind its request from the first byte.
         leftover = bytes(self._behind_request or b"")
         self._behind_request = None
-        self.ws = Protocol(Side.SERVER, state=State.OPEN, max_size=self.config.max_frame_bytes)
+        self._ws = None  # (the ``ws`` property makes it when first needed)
         self._handshake = None
         self._fast = True
         self.open = True
@@ -633,6 +679,8 @@ class ConnectionCore:
     def _flush(self) -> None:
         """Queue what the websockets protocol has to send, and end the connection when it is
         done."""
+        if self._ws is None:
+            return  # no frame-level protocol yet: open, nothing to send (``ws``)
         if self.open and self.ws.state is not State.OPEN:
             # closing (either side, or a protocol failure): no more room frames after this
             self._leave()
