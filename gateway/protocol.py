@@ -162,6 +162,7 @@ class ConnectionCore:
         "_head_tail",
         "_held",
         "_now",
+        "_pongs",
         "_unread",
         "_ws",
         "admission",
@@ -199,6 +200,9 @@ class ConnectionCore:
         #: The protocol in use (``ws``): the handshake's until the upgrade, then a lighter one
         #: for frames, made when first needed (None until then).
         self._ws: Protocol | None = self._handshake
+        #: Pongs for pings the fast path read while there is no frame-level protocol, to go out
+        #: at the next flush, as websockets' own would (None: none).
+        self._pongs: list[bytes] | None = None
         self.framing = Framing.JSON
         self.room_id = ""
         self.admission: Admission | None = None
@@ -258,6 +262,9 @@ class ConnectionCore:
         ws = self._ws
         if ws is None:
             ws = self._ws = Protocol(Side.SERVER, state=State.OPEN, max_size=self.config.max_frame_bytes)
+            if self._pongs is not None:  # not sent yet: they go before anything it sends
+                ws.writes.extend(self._pongs)
+                self._pongs = None
         return ws
 
     # -- the adapter's side ---------------------------------------------------------------------
@@ -359,11 +366,16 @@ class ConnectionCore:
             stop = at + 4 + length
             if stop > end:
                 break  # the rest of this frame is still to come
-            if first == 0x8A and self._ws is None:
-                # A pong, and no protocol yet: what websockets would do with it (an event, and
-                # nothing else) without making one.
+            if opcode is None and self._ws is None:
+                # A ping or a pong, and no protocol yet: what websockets would do with it (an
+                # event, and for a ping its pong, sent at the next flush) without making one.
                 mask = bytes(buf[at : at + 4])
-                self._events.append(Frame(Opcode.PONG, apply_mask(bytes(buf[at + 4 : stop]), mask)))
+                data = apply_mask(bytes(buf[at + 4 : stop]), mask)
+                if first == 0x89:
+                    if self._pongs is None:
+                        self._pongs = []
+                    self._pongs.append(Frame(Opcode.PONG, data).serialize(mask=False))
+                self._events.append(Frame(Opcode.PING if first == 0x89 else Opcode.PONG, data))
             elif opcode is None:
                 self._to_websockets(bytes(buf[pos:stop]))
             else:
@@ -680,7 +692,13 @@ class ConnectionCore:
         """Queue what the websockets protocol has to send, and end the connection when it is
         done."""
         if self._ws is None:
-            return  # no frame-level protocol yet: open, nothing to send (``ws``)
+            # No frame-level protocol yet (``ws``): open, nothing to send but pongs.
+            pongs, self._pongs = self._pongs, None
+            for pong in pongs or ():
+                if self.transport_closing or self.eof_written:
+                    break
+                self._actions.append(Write(pong))
+            return
         if self.open and self.ws.state is not State.OPEN:
             # closing (either side, or a protocol failure): no more room frames after this
             self._leave()
