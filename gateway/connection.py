@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 import time
+import weakref
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, cast
 
@@ -43,6 +45,24 @@ CLOSE_TIMEOUT_S = 5.0
 
 
 class Connection(asyncio.Protocol):
+    # (asyncio.Protocol has empty slots: with these, a connection has no __dict__)
+    __slots__ = (
+        "_behind",
+        "_core",
+        "_corked",
+        "_eof_written",
+        "_expiry",
+        "_handshake_timer",
+        "_hard_bytes",
+        "_open",
+        "_running",
+        "_soft_bytes",
+        "_timers",
+        "hub",
+        "remote_ip",
+        "transport",
+    )
+
     def __init__(self, hub: Hub, remote_ip: str) -> None:
         self.hub = hub
         self.remote_ip = remote_ip
@@ -56,6 +76,8 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self._timers: list[asyncio.TimerHandle] = []
         self._handshake_timer: asyncio.TimerHandle | None = None
+        #: When the credential ends (``set_expiry``), in the loop's shared ``Expiries``.
+        self._expiry: _Expiry | None = None
         #: The transport is half-closed: nothing more can be written.
         self._eof_written = False
         self._running = False
@@ -129,6 +151,9 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         for timer in self._timers:
             timer.cancel()
+        if self._expiry is not None:
+            _expiries().cancel(self._expiry)
+            self._expiry = None
         self._core.connection_lost()
         self._run()
         self.hub.forget(self)
@@ -189,8 +214,11 @@ class Connection(asyncio.Protocol):
             self._run()
 
     def set_expiry(self, delay_s: float) -> None:
-        loop = asyncio.get_running_loop()
-        self._timers.append(loop.call_later(max(0.0, delay_s), self.close, Close.TOKEN_EXPIRED))
+        """Close with ``token_expired`` in ``delay_s`` (as a ``call_later`` would)."""
+        expiries = _expiries()
+        if self._expiry is not None:
+            expiries.cancel(self._expiry)
+        self._expiry = expiries.add(self, delay_s)
 
     def send(self, message: dict[str, Any]) -> None:
         self._core.send(message)
@@ -357,3 +385,98 @@ def _write_eof(transport: asyncio.Transport) -> None:
         except (OSError, RuntimeError):  # uvloop raises RuntimeError on a closing stream
             pass
     transport.close()
+
+
+class _Expiry:
+    """One connection's place in ``Expiries`` (``conn`` None once cancelled or due)."""
+
+    __slots__ = ("at", "conn")
+
+    def __init__(self, at: float, conn: Connection) -> None:
+        self.at = at
+        self.conn: Connection | None = conn
+
+    def __lt__(self, other: _Expiry) -> bool:
+        return self.at < other.at
+
+
+class Expiries:
+    """When the connections' credentials end, with one loop timer for them all (set for the
+    earliest) rather than one each: a timer handle costs about half a KiB per connection
+    (docs/benchmarks.md, section 3). Each connection is closed at its deadline, as its own
+    ``call_later`` would have. A cancelled entry stays in the heap until it comes up, or until
+    cancelled ones are most of it (then the heap is rebuilt without them)."""
+
+    __slots__ = ("_at", "_handle", "_heap", "_live")
+
+    def __init__(self) -> None:
+        self._heap: list[_Expiry] = []
+        self._live = 0
+        self._handle: asyncio.TimerHandle | None = None
+        self._at = float("inf")
+
+    def __len__(self) -> int:
+        return self._live
+
+    def add(self, conn: Connection, delay_s: float) -> _Expiry:
+        loop = asyncio.get_running_loop()
+        entry = _Expiry(loop.time() + max(0.0, delay_s), conn)
+        heapq.heappush(self._heap, entry)
+        self._live += 1
+        self._arm(loop)
+        return entry
+
+    def cancel(self, entry: _Expiry) -> None:
+        if entry.conn is None:
+            return
+        entry.conn = None
+        self._live -= 1
+        if not self._live:
+            self._heap.clear()
+            self._disarm()
+        elif len(self._heap) > 2 * self._live + 64:
+            self._heap = [e for e in self._heap if e.conn is not None]
+            heapq.heapify(self._heap)
+
+    def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
+        first = self._heap[0].at
+        if first < self._at:
+            self._disarm()
+            self._handle = loop.call_at(first, self._fire, first)
+            self._at = first
+
+    def _disarm(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        self._at = float("inf")
+
+    def _fire(self, at: float) -> None:
+        self._handle = None
+        self._at = float("inf")
+        loop = asyncio.get_running_loop()
+        # every entry the timer was set for is due, though the loop may run it a little early
+        due = max(at, loop.time())
+        heap = self._heap
+        while heap and heap[0].at <= due:
+            entry = heapq.heappop(heap)
+            conn = entry.conn
+            if conn is not None:
+                entry.conn = None
+                self._live -= 1
+                conn._expiry = None
+                conn.close(Close.TOKEN_EXPIRED)
+        if heap:
+            self._arm(loop)
+
+
+_EXPIRIES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Expiries] = weakref.WeakKeyDictionary()
+
+
+def _expiries() -> Expiries:
+    """The running loop's ``Expiries``."""
+    loop = asyncio.get_running_loop()
+    expiries = _EXPIRIES.get(loop)
+    if expiries is None:
+        expiries = _EXPIRIES[loop] = Expiries()
+    return expiries

@@ -15,9 +15,8 @@ half-closing, and when a silent client is idle.
 from __future__ import annotations
 
 import enum
-from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from websockets.datastructures import Headers
@@ -53,6 +52,9 @@ _DATA = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
 #: frames, and pings and pongs (handed to websockets, which answers pings), by first byte.
 _FAST_DATA = {0x81: Opcode.TEXT, 0x82: Opcode.BINARY}
 _FAST_CONTROL = (0x89, 0x8A)
+
+#: An admission's room once its welcome is out (``ConnectionCore.joined``): nothing reads it.
+_WELCOMED: dict[str, Any] = {}
 
 _STATUS_PHRASES = {
     400: "Bad Request",
@@ -148,6 +150,48 @@ class ConnectionCore:
     """One connection's protocol state. ``now`` is always ``time.monotonic()`` as the adapter
     read it."""
 
+    # Slots, not a __dict__: its attributes are more than a shared-key instance dict holds
+    # (30), so each connection would carry a dict of its own (1.5 KiB; docs/benchmarks.md 3).
+    __slots__ = (
+        "_actions",
+        "_actions_at",
+        "_behind_request",
+        "_cutoff",
+        "_events",
+        "_events_at",
+        "_fast",
+        "_flush_due",
+        "_handshake",
+        "_head_fed",
+        "_head_tail",
+        "_held",
+        "_now",
+        "_pongs",
+        "_unread",
+        "_ws",
+        "admission",
+        "awaiting_auth_frame",
+        "behind_since",
+        "comments",
+        "config",
+        "dropped_comments",
+        "dropped_frames",
+        "eof_written",
+        "framing",
+        "hard_bytes",
+        "is_joined",
+        "is_staff",
+        "last_seen",
+        "likes",
+        "messages",
+        "open",
+        "pending_auth",
+        "room_id",
+        "soft_bytes",
+        "strikes",
+        "transport_closing",
+    )
+
     def __init__(self, config: GatewayConfig, now: float) -> None:
         self.config = config
         self.soft_bytes = config.send_buffer_soft_bytes
@@ -157,8 +201,13 @@ class ConnectionCore:
             select_subprotocol=select_subprotocol,
             max_size=config.max_frame_bytes,
         )
-        #: The protocol in use: the handshake's until the upgrade, then a lighter one for frames.
-        self.ws: Protocol = self._handshake
+        #: The protocol in use (``ws``): the handshake's until the upgrade, then a lighter one
+        #: for frames, made when first needed (None until then).
+        self._ws: Protocol | None = self._handshake
+        #: Pongs for pings the fast path read while there is no frame-level protocol, with
+        #: their ping: each goes out when its ping is handled (before the answers to what came
+        #: after it), or at the next flush for a ping held before the welcome (None: none).
+        self._pongs: list[tuple[Frame, bytes]] | None = None
         self.framing = Framing.JSON
         self.room_id = ""
         self.admission: Admission | None = None
@@ -197,28 +246,59 @@ class ConnectionCore:
         self._head_fed = False
         #: Events parsed but not yet handled: handled one at a time as actions are taken, so
         #: whatever the hub does for one command (replies, a close) comes before the next.
-        self._events: deque[Event | Signal] = deque()
+        #: Both queues are lists read from ``_*_at`` on, emptied once all is read: an empty
+        #: list holds no storage, where an empty deque keeps a 0.5 KiB block for good, and an
+        #: idle connection's queues are empty (docs/benchmarks.md, section 3).
+        self._events: list[Event | Signal] = []
+        self._events_at = 0
         self._flush_due = False
-        self._actions: deque[Action] = deque()
+        self._actions: list[Action] = []
+        self._actions_at = 0
         #: After the upgrade, the frames of an open connection are read by ``_read_frames``
         #: (``_unread`` holds a frame not complete yet) until the first frame it leaves to
         #: websockets' own parser, which then reads everything.
         self._fast = False
         self._unread = bytearray()
 
+    @property
+    def ws(self) -> Protocol:
+        """The websockets protocol. After the upgrade, the frame-level one is made when it is
+        first needed: a fresh one is open with nothing to send, so until then none is needed,
+        and an idle connection (whose pongs the fast path reads) never makes one (it costs
+        about 1 KiB: docs/benchmarks.md, section 3)."""
+        ws = self._ws
+        if ws is None:
+            ws = self._ws = Protocol(Side.SERVER, state=State.OPEN, max_size=self.config.max_frame_bytes)
+            if self._pongs is not None:  # not sent yet: they go before anything it sends
+                ws.writes.extend(pong for _, pong in self._pongs)
+                self._pongs = None
+        return ws
+
     # -- the adapter's side ---------------------------------------------------------------------
 
     def next_action(self) -> Action | None:
         """The next thing to do, or None when there is nothing more for now."""
-        while not self._actions:
-            if self._events:
-                self._on_event(self._events.popleft())
+        actions = self._actions
+        while self._actions_at == len(actions):
+            events = self._events
+            if self._events_at < len(events):
+                event = events[self._events_at]
+                self._events_at += 1
+                if self._events_at == len(events):
+                    events.clear()
+                    self._events_at = 0
+                self._on_event(event)
             elif self._flush_due:
                 self._flush_due = False
                 self._flush()
             else:
                 return None
-        return self._actions.popleft()
+        action = actions[self._actions_at]
+        self._actions_at += 1
+        if self._actions_at == len(actions):
+            actions.clear()
+            self._actions_at = 0
+        return action
 
     def actions(self) -> list[Action]:
         """Every action due now, without carrying out any in between (tests, mostly)."""
@@ -278,7 +358,7 @@ class ConnectionCore:
             opcode = _FAST_DATA.get(first)
             length = second & 0x7F
             if (
-                self.ws.state is not State.OPEN
+                (self._ws is not None and self._ws.state is not State.OPEN)
                 or (opcode is None and (first not in _FAST_CONTROL or length > 125))
                 or not second & 0x80
             ):
@@ -301,7 +381,18 @@ class ConnectionCore:
             stop = at + 4 + length
             if stop > end:
                 break  # the rest of this frame is still to come
-            if opcode is None:
+            if opcode is None and self._ws is None:
+                # A ping or a pong, and no protocol yet: what websockets would do with it (an
+                # event, and for a ping its pong, sent at the next flush) without making one.
+                mask = bytes(buf[at : at + 4])
+                data = apply_mask(bytes(buf[at + 4 : stop]), mask)
+                control = Frame(Opcode.PING if first == 0x89 else Opcode.PONG, data)
+                if first == 0x89:
+                    if self._pongs is None:
+                        self._pongs = []
+                    self._pongs.append((control, Frame(Opcode.PONG, data).serialize(mask=False)))
+                self._events.append(control)
+            elif opcode is None:
                 self._to_websockets(bytes(buf[pos:stop]))
             else:
                 mask = bytes(buf[at : at + 4])
@@ -399,7 +490,7 @@ class ConnectionCore:
         # parses what the client sent behind its request from the first byte.
         leftover = bytes(self._behind_request or b"")
         self._behind_request = None
-        self.ws = Protocol(Side.SERVER, state=State.OPEN, max_size=self.config.max_frame_bytes)
+        self._ws = None  # (the ``ws`` property makes it when first needed)
         self._handshake = None
         self._fast = True
         self.open = True
@@ -418,6 +509,11 @@ class ConnectionCore:
         """The welcome is sent: handle the client's messages from now on, held ones first."""
         self._now = now
         self.is_joined = True
+        if self.admission is not None and (self.admission.room or self.admission.you is not None):
+            # The room and the ``you`` are the welcome's (out now): what the connection keeps of
+            # its admission from here on is who it is (a copy of each per connection, over
+            # 1 KiB: docs/benchmarks.md, section 3).
+            self.admission = replace(self.admission, room=_WELCOMED, you=None)
         held, self._held = self._held, []
         self._events.extend(held)
         self._events.append(Signal.RESUME_READING)  # once they are handled
@@ -532,9 +628,11 @@ class ConnectionCore:
 
     def _on_frame(self, frame: Frame) -> None:
         if frame.opcode is Opcode.PING or frame.opcode is Opcode.PONG:
-            # websockets has queued the pong already (its bytes count toward the send buffer);
-            # control frames share the message rate, so a ping flood is a flood like any
-            # other, also while the connection is closing.
+            # The fast path's pong goes out now, in turn; websockets has queued its own already
+            # (its bytes count toward the send buffer). Control frames share the message rate,
+            # so a ping flood is a flood like any other, also while the connection is closing.
+            if self._pongs and self._pongs[0][0] is frame:
+                self._actions.append(Write(self._pongs.pop(0)[1]))
             if not self.messages.take(now=self._now):
                 self._too_fast(None)
             return
@@ -621,6 +719,14 @@ class ConnectionCore:
     def _flush(self) -> None:
         """Queue what the websockets protocol has to send, and end the connection when it is
         done."""
+        if self._ws is None:
+            # No frame-level protocol yet (``ws``): open, nothing to send but pongs.
+            pongs, self._pongs = self._pongs, None
+            for _, pong in pongs or ():
+                if self.transport_closing or self.eof_written:
+                    break
+                self._actions.append(Write(pong))
+            return
         if self.open and self.ws.state is not State.OPEN:
             # closing (either side, or a protocol failure): no more room frames after this
             self._leave()

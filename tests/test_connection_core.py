@@ -623,3 +623,17 @@ async def test_the_front_door_hands_a_websocket_request_to_the_gateway() -> None
     [conn] = hub.connections
     assert transport.protocol is conn and len(hub.requests) == 1
     conn.connection_lost(None)
+
+
+def test_a_ping_is_answered_in_turn_before_what_came_after_it_in_the_same_read() -> None:
+    """A ping, then a command, in one read: the pong goes out before the command is handled
+    (so before its answer), as if the two had come one by one."""
+    core, peer = ConnectionCore(CONFIG, 0.0), Peer()
+    joined(core, peer)
+    ping = Frame(Opcode.PING, b"are you there").serialize(mask=True)
+    core.receive_data(ping + peer.text({"type": "ping", "rid": "p1"}), 0.0)
+    actions = core.actions()
+    pong = Frame(Opcode.PONG, b"are you there").serialize(mask=False)
+    [handle] = [i for i, a in enumerate(actions) if isinstance(a, Handle)]
+    assert Write(pong) in actions[:handle], actions
+    assert Write(pong) not in actions[handle:]  # once

@@ -57,17 +57,22 @@ FRAMES = st.one_of(
 )
 
 
-def normal(actions: list[Action]) -> list[object]:
-    """Actions compared by what they carry (Write's bytes, Handle's command, the rest as is)."""
+def normal(actions: list[Action]) -> tuple[list[object], list[bytes]]:
+    """Actions compared by what they carry (Write's bytes, Handle's command, the rest as is),
+    and the pongs written, apart: the fast path writes a pong in turn, when its ping is handled
+    (before the answers to what followed it), websockets' parser at the next flush."""
     out: list[object] = []
+    pongs: list[bytes] = []
     for action in actions:
-        if isinstance(action, Write):
+        if isinstance(action, Write) and action.data[:1] == b"\x8a" and not action.message:
+            pongs.append(action.data)
+        elif isinstance(action, Write):
             out.append(("write", action.data, action.message))
         elif isinstance(action, Handle):
             out.append(("handle", action.command))
         else:
             out.append(action)
-    return out
+    return out, pongs
 
 
 def open_core(fast: bool) -> ConnectionCore:
