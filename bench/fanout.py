@@ -506,8 +506,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.worker = False
     if args.viewers < 1 or args.messages < 1 or args.repeat < 1:
         p.error("--viewers, --messages and --repeat must be >= 1")
-    if args.viewers + 100 > nofile_limit():
-        p.error(f"each server holds N sockets: N must stay under the open-file limit {nofile_limit()}")
+    peers = [s for s in args.servers.split(",") if s != "live"]
+    per_process = max(args.viewers if peers else 0, math.ceil(args.viewers / args.live_workers))
+    if per_process + 100 > nofile_limit():
+        p.error(
+            f"a server process holds {per_process} sockets: past the open-file limit {nofile_limit()} "
+            "(more --live-workers, or live alone in --servers)"
+        )
     return args
 
 

@@ -3,6 +3,8 @@ comment-storm benchmarks at several room sizes (docs/benchmarks.md, section 11).
 
     python bench/growth.py [--sizes 1000,5000,10000,20000] [--two-workers-from 20000]
 
+(The raw baseline is one process: past the open-file limit, 20,000 here, it is left out.)
+
 For each size N it runs, one after the other, ``fanout.py -n N --servers raw,live`` (M host
 messages back to back) and ``storm.py --viewers N`` (the 2,000 comments/s storm), with
 ``--workers 2`` for live from ``--two-workers-from`` viewers on, and reads their JSON results:
@@ -21,7 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from common import add_run_options, machine_facts, table
+from common import add_run_options, machine_facts, nofile_limit, table
 
 HERE = Path(__file__).resolve().parent
 TARGET_GROWTH = 0.25
@@ -69,7 +71,9 @@ def main() -> int:
         for n in sizes:
             workers = 2 if n >= args.two_workers_from else 1
             common = ["--live-python", args.live_python, "--log-dir", args.log_dir]
-            fan_argv = ["-n", str(n), "-m", str(args.messages), "--servers", "raw,live"]
+            # the raw server is one process: past the open-file limit, live's workers alone
+            servers = "raw,live" if n + 100 <= nofile_limit() else "live"
+            fan_argv = ["-n", str(n), "-m", str(args.messages), "--servers", servers]
             fan = run(
                 "fanout.py", [*fan_argv, "--live-workers", str(workers), *common], Path(tmp) / "fanout.json"
             )

@@ -25,6 +25,7 @@ run storm-5000 bench/storm.py --viewers 5000
 run memory bench/storm.py --viewers 10000 --memory-only
 run handshakes bench/handshakes.py
 run reconnect-storm bench/handshakes.py --storm
+run growth bench/growth.py
 # the flash sale runs from the project's environment (it imports inventory/ and live/)
 echo "== flash-sale" >&2
 "${LIVE_PYTHON:-/tmp/venv/bin/python}" bench/flash_sale.py --json "$out/flash-sale.json" | tee "$out/flash-sale.txt"

@@ -585,7 +585,7 @@ async def main(args: argparse.Namespace) -> int:
             table(
                 ["process", "RSS before", "RSS after", "delta", "per connection", "target"],
                 [
-                    ["live", mib(rss0), mib(rss1), mib(rss1 - rss0), kib(per_conn), "<= 20 KiB"],
+                    ["live", mib(rss0), mib(rss1), mib(rss1 - rss0), kib(per_conn), "<= 4 KiB"],
                     ["valkey-server", mib(redis_rss0), mib(redis_rss1), mib(redis_rss1 - redis_rss0),
                      kib((redis_rss1 - redis_rss0) / args.viewers), ""],
                 ],
