@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: The core's actions that neither wait for the writes before them nor hold up those after.
+_BESIDE_WRITES = (Signal.PAUSE_READING, Signal.RESUME_READING, Signal.FRAME_IN)
 #: How long a closing connection may take to flush before it is cut.
 CLOSE_TIMEOUT_S = 5.0
 
@@ -288,7 +290,8 @@ class Connection(asyncio.Protocol):
     def _run(self) -> None:
         """Carry out the core's actions, in order (called after every call into the core).
         Not re-entered: an action that calls back into the connection (the hub answering a
-        command) queues its own, done next. Writes in a row go out as one."""
+        command) queues its own, done next. Writes in a row go out as one, also with counts
+        and reading's pause and resume between them."""
         self._sync()
         if self._running or self._corked:
             return
@@ -302,6 +305,11 @@ class Connection(asyncio.Protocol):
                 if type(action) is Write:
                     writes.append(action.data)
                     frames += action.message
+                    continue
+                if type(action) is CountError or action in _BESIDE_WRITES:
+                    # nothing a write must wait for, or come after: the writes around it go
+                    # out as one (the 101, then the pause until the welcome, then the welcome)
+                    self._do(action)
                     continue
                 if writes:
                     self._write_out(writes, frames)

@@ -490,12 +490,14 @@ class FakeTransport(asyncio.Transport):
     def __init__(self) -> None:
         super().__init__()
         self.data = bytearray()
+        self.writes = 0  #: calls to write: each is a system call on a real socket
         self.closing = self.aborted = self.eof = False
         self.reading = True
         self.protocol: asyncio.BaseProtocol | None = None
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self.data += data
+        self.writes += 1
 
     def get_write_buffer_size(self) -> int:
         return 0
@@ -597,6 +599,29 @@ async def test_the_adapter_cuts_a_close_that_is_never_answered(monkeypatch: Any)
             break
         await asyncio.sleep(0.01)
     assert transport.aborted
+
+
+async def test_a_corked_join_writes_the_101_the_welcome_and_what_was_missed_at_once() -> None:
+    hub, transport, peer = FakeHub(), FakeTransport(), Peer()
+    conn = hub.connection("127.0.0.1")
+    conn.connection_made(transport)
+    conn.data_received(peer.out())
+    [request] = hub.requests
+    conn.admit("r", VIEWER)
+    with conn.corked():
+        assert conn.accept(request)
+        conn.send({"type": "welcome"})
+        conn.send({"type": "host_message", "text": "missed", "seq": 2})
+        conn.joined()
+        assert transport.writes == 0
+    assert transport.writes == 1 and transport.reading  # one write; reading again after it
+    peer.ws.receive_data(bytes(transport.data))
+    events = peer.ws.events_received()
+    assert isinstance(events[0], Response) and events[0].status_code == 101
+    assert [m["type"] for m in texts(events)] == ["welcome", "host_message"]  # type: ignore[arg-type]
+    conn.send({"type": "batch"})
+    conn.send({"type": "batch"})
+    assert transport.writes == 3  # uncorked, each send is its own write
 
 
 async def test_the_front_door_answers_an_oversized_request_head_431() -> None:
