@@ -89,6 +89,11 @@ class Connection(asyncio.Protocol):
     # -- what the hub and the room read ---------------------------------------------------------
 
     @property
+    def is_gone(self) -> bool:
+        """The transport is closing or closed (the client left, or was answered and cut)."""
+        return self.transport is None or self.transport.is_closing()
+
+    @property
     def is_open(self) -> bool:
         """Upgraded and not closing: it gets room frames."""
         return self._open

@@ -219,7 +219,8 @@ class Hub:
             if request is not None:
                 if not conn.accept(request):
                     self.admissions.release(conn)
-                    self.count_error("bad_handshake")
+                    if not conn.is_gone:  # (not a client that left, or one timed out, meanwhile)
+                        self.count_error("bad_handshake")
                     return
                 if admission.expires_at is not None:
                     conn.set_expiry(admission.expires_at - time.time())

@@ -312,6 +312,14 @@ async def test_a_handshake_the_server_cannot_answer_in_time_is_told_to_retry(
             viewer = await Client.connect(http, "shop", token(srv, user))
             assert viewer.welcome["user"]["id"] == user
             await viewer.close()
+        # counted as what they were (the late admissions' failed upgrades are no bad handshakes)
+        async with http.get("/metrics") as resp:
+            counts = {
+                line.split('"')[1]: float(line.rsplit(" ", 1)[1])
+                for line in (await resp.text()).splitlines()
+                if line.startswith("live_errors_total{")
+            }
+        assert counts.get("handshake_timeout", 0) >= 2 and counts.get("bad_handshake", 0) == 0, counts
 
 
 async def connect_once_free(http: aiohttp.ClientSession, user_token: str, timeout: float = 10.0) -> Client:
