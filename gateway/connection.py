@@ -14,7 +14,6 @@ import contextlib
 import heapq
 import logging
 import time
-import weakref
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, cast
 
@@ -78,7 +77,7 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self._timers: list[asyncio.TimerHandle] = []
         self._handshake_timer: asyncio.TimerHandle | None = None
-        #: When the credential ends (``set_expiry``), in the loop's shared ``Expiries``.
+        #: When the credential ends (``set_expiry``), in the hub's ``Expiries``.
         self._expiry: _Expiry | None = None
         #: The transport is half-closed: nothing more can be written.
         self._eof_written = False
@@ -159,7 +158,7 @@ class Connection(asyncio.Protocol):
         for timer in self._timers:
             timer.cancel()
         if self._expiry is not None:
-            _expiries().cancel(self._expiry)
+            self.hub.expiries.cancel(self._expiry)
             self._expiry = None
         self._core.connection_lost()
         self._run()
@@ -222,7 +221,7 @@ class Connection(asyncio.Protocol):
 
     def set_expiry(self, delay_s: float) -> None:
         """Close with ``token_expired`` in ``delay_s`` (as a ``call_later`` would)."""
-        expiries = _expiries()
+        expiries = self.hub.expiries
         if self._expiry is not None:
             expiries.cancel(self._expiry)
         self._expiry = expiries.add(self, delay_s)
@@ -481,15 +480,3 @@ class Expiries:
                 conn.close(Close.TOKEN_EXPIRED)
         if heap:
             self._arm(loop)
-
-
-_EXPIRIES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Expiries] = weakref.WeakKeyDictionary()
-
-
-def _expiries() -> Expiries:
-    """The running loop's ``Expiries``."""
-    loop = asyncio.get_running_loop()
-    expiries = _EXPIRIES.get(loop)
-    if expiries is None:
-        expiries = _EXPIRIES[loop] = Expiries()
-    return expiries

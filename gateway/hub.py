@@ -29,7 +29,7 @@ from gateway.chat import Chat, CommentObserver
 from gateway.close_codes import Close
 from gateway.commands import Registry, Reply, Sender
 from gateway.config import GatewayConfig
-from gateway.connection import Connection
+from gateway.connection import Connection, Expiries
 from gateway.messages import Command, ProtocolError
 from gateway.moderation import Moderation
 from gateway.ports import Supervisor
@@ -81,6 +81,8 @@ class Hub:
         )
         self.rooms: dict[str, Room] = {}
         self.connections: set[Connection] = set()
+        #: When the connections' credentials end: one loop timer for them all.
+        self.expiries = Expiries()
         #: The handshakes, and the connections counted against the limits.
         self.admissions = Admissions(self.config, self.directory, self.bus)
         #: Comments and likes: checked, queued, published per room.

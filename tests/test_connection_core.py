@@ -21,7 +21,7 @@ from gateway import close_codes
 from gateway.admission import Admission
 from gateway.close_codes import Close
 from gateway.config import GatewayConfig
-from gateway.connection import Connection
+from gateway.connection import Connection, Expiries
 from gateway.front import MAX_HEAD_BYTES, FrontDoor
 from gateway.protocol import (
     MAX_HELD_FRAMES,
@@ -556,6 +556,7 @@ class FakeHub:
         self.handled: list[Any] = []
         self.left: list[Connection] = []
         self.connections: list[Connection] = []
+        self.expiries = Expiries()
 
     def connection(self, remote_ip: str) -> Connection:
         conn = Connection(self, remote_ip)  # type: ignore[arg-type]
