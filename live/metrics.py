@@ -142,14 +142,21 @@ class GcProbe:
     """A ``gc.callbacks`` probe: every collection's generation and pause.
 
     The callback runs inside the collector, wherever an allocation triggered it (possibly inside
-    a metric's locked update), so it only appends to a list; the pauses go into the registry
-    when the metrics are read. ``gc.callbacks`` is process-wide: ``stop`` takes it out again."""
+    a metric's locked update), so it only counts and notes the pause; the registry is updated
+    when the metrics are read. Collections and the longest pause are always exact; the pauses
+    for the histogram are kept up to ``MAX_PENDING`` between two reads (a process nobody
+    scrapes does not grow a list for ever). ``gc.callbacks`` is process-wide: ``stop`` takes
+    it out again."""
+
+    MAX_PENDING = 10_000
 
     def __init__(self, metrics: Metrics) -> None:
         self._m = metrics
         self._started: float | None = None
-        #: (generation, pause in seconds) since the last read
+        #: (generation, pause in seconds) since the last read, for the histogram
         self._pending: list[tuple[int, float]] = []
+        #: collections per generation since the last read; the longest pause of each, ever
+        self._counts = [0, 0, 0]
         self._max = [0.0, 0.0, 0.0]
         metrics.before_render.append(self.flush)
 
@@ -166,16 +173,21 @@ class GcProbe:
         if phase == "start":
             self._started = time.perf_counter()
         elif self._started is not None:
-            self._pending.append((info["generation"], time.perf_counter() - self._started))
+            generation, pause = info["generation"], time.perf_counter() - self._started
             self._started = None
+            self._counts[generation] += 1
+            self._max[generation] = max(self._max[generation], pause)
+            if len(self._pending) < self.MAX_PENDING:
+                self._pending.append((generation, pause))
 
     def flush(self) -> None:
         self._m.gc_frozen.set(gc.get_freeze_count())
         pending, self._pending = self._pending, []
+        counts, self._counts = self._counts, [0, 0, 0]
         for generation, pause in pending:
+            self._m.gc_pause.labels(str(generation)).observe(pause)
+        for generation, count in enumerate(counts):
             label = str(generation)
-            self._m.gc_collections.labels(label).inc()
-            self._m.gc_pause.labels(label).observe(pause)
-            if pause > self._max[generation]:
-                self._max[generation] = pause
-                self._m.gc_pause_max.labels(label).set(pause)
+            if count:
+                self._m.gc_collections.labels(label).inc(count)
+            self._m.gc_pause_max.labels(label).set(self._max[generation])

@@ -47,3 +47,21 @@ def test_a_forced_full_collection_is_counted_with_its_pause() -> None:
     gc.collect()
     metrics.render()
     assert sample(metrics, "live_gc_collections_total", {"generation": "2"}) == (before or 0) + 1
+
+
+def test_a_process_nobody_scrapes_keeps_counting_without_growing() -> None:
+    """Between two reads the probe keeps at most MAX_PENDING pauses for the histogram; the
+    collections and the longest pause stay exact however many there were."""
+    from live.metrics import GcProbe
+
+    metrics = Metrics()
+    probe = GcProbe(metrics)  # (not started: its callback is driven by hand here)
+    for _ in range(GcProbe.MAX_PENDING + 500):
+        probe._callback("start", {"generation": 1})
+        probe._callback("stop", {"generation": 1})
+    assert len(probe._pending) == GcProbe.MAX_PENDING
+    metrics.render()
+    assert sample(metrics, "live_gc_collections_total", {"generation": "1"}) == GcProbe.MAX_PENDING + 500
+    assert sample(metrics, "live_gc_pause_seconds_count", {"generation": "1"}) == GcProbe.MAX_PENDING
+    longest = sample(metrics, "live_gc_pause_max_seconds", {"generation": "1"})
+    assert probe._pending == [] and longest is not None and longest > 0
