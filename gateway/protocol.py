@@ -383,7 +383,7 @@ class ConnectionCore:
                 break  # the rest of this frame is still to come
             if opcode is None and self._ws is None:
                 # A ping or a pong, and no protocol yet: what websockets would do with it (an
-                # event, and for a ping its pong, sent at the next flush) without making one.
+                # event, and for a ping its pong: out when the ping is handled) without one.
                 mask = bytes(buf[at : at + 4])
                 data = apply_mask(bytes(buf[at + 4 : stop]), mask)
                 control = Frame(Opcode.PING if first == 0x89 else Opcode.PONG, data)
@@ -441,7 +441,7 @@ class ConnectionCore:
         first-message auth once admitted). A client that has not sent its request head (or
         its auth message) is cut. One that has is waiting on the server (a slow backend, or a
         reconnect storm queued behind it): it is told to come back, with an HTTP 503, or
-        upgraded, an ``unavailable`` error and the close 1013 with ``retry_ms``."""
+        upgraded, an ``unavailable`` error and the close 1001 with ``retry_ms``."""
         if self.transport_closing or not (self._handshake is not None or self.pending_auth):
             return
         self._actions.append(CountError("handshake_timeout"))

@@ -193,12 +193,13 @@ class Selling:
         """What a new viewer's welcome shows of the room's selling (``RoomSales``)."""
         active = await self.inventory.active_sales()
         here = [s for s in await self.inventory.statuses(active) if s.room_id == room_id]
+        in_play = [s.id for s in here]
         statuses = [s for s in here if s.phase != "ended"]
         if not statuses:
-            return RoomSales([], [s.id for s in here])
+            return RoomSales([], in_play)
         products = {p.id: p for p in await self.rooms.products(room_id)}
         sales = [{**s.public(), "product": _product_view(products.get(s.product_id))} for s in statuses]
-        return RoomSales(sales, [s.id for s in here])
+        return RoomSales(sales, in_play)
 
     async def yours(self, asks: list[tuple[list[str], str]]) -> list[dict[str, Any]]:
         """The welcome's ``you`` of several signed-in users at once, each asked as (the sales
